@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` (set up + segment the bundled sample) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,test]"
+	touch $(STAMP)
+
+.PHONY: setup test demo lint
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/pbseg segment PediatricBoneSeg/Resources/SampleData/knee_phantom.nii.gz -o demo_output --overwrite
