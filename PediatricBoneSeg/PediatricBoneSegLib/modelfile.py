@@ -1,0 +1,198 @@
+"""Model files: one ``.safetensors`` file, tensors + a JSON manifest in its metadata.
+
+Nothing is ever unpickled. The manifest records the architecture, the joints of each domain (with
+their bones, checked against the catalog on load), preprocessing, joint-detection data, training
+provenance and a SHA-256 checksum of the tensors, so a truncated or modified file, an unknown format
+version or a manifest that does not match the tensors each fail with one clear error naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .catalog import get_joint
+from .network import MultiDomainUNet, NetworkConfig
+from .preprocessing import PreprocessingConfig
+
+FORMAT_VERSION = 1
+MANIFEST_KEY = "pbseg_manifest"
+CENTROIDS_KEY = "detection.centroids"
+NETWORK_PREFIX = "network."
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+class ModelFileError(ValueError):
+    """A model file cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+
+
+@dataclass
+class ModelManifest:
+    """What a model file says about itself.
+
+    ``joints``: joint key of each domain, in domain order. ``planes``: slicing plane per joint for
+    near-isotropic volumes. ``detection``: ``scale`` (projection head used), ``threshold`` (cosine
+    distance beyond which a volume is out of distribution). ``provenance``: free-form training facts
+    (scheme, data, metrics, date, code version)."""
+
+    name: str
+    version: str
+    architecture: NetworkConfig
+    joints: list[str]
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+    planes: dict[str, str] = field(default_factory=dict)
+    detection: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for joint in self.joints:
+            self.planes.setdefault(joint, get_joint(joint).usual_plane)
+
+    def to_json(self, checksum: str) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "version": self.version,
+            "architecture": self.architecture.to_json(),
+            "joints": [{"key": j, "bones": [b.key for b in get_joint(j).bones]} for j in self.joints],
+            "planes": self.planes,
+            "preprocessing": self.preprocessing.to_json(),
+            "detection": self.detection,
+            "provenance": self.provenance,
+            "checksum_sha256": checksum,
+        }
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run network (eval mode, CPU) with its manifest. ``centroids``: [domains, dim]
+    embedding centroid of each domain, or None when the file has no detection data."""
+
+    network: MultiDomainUNet
+    manifest: ModelManifest
+    centroids: torch.Tensor | None
+    path: Path
+
+    def domain_of(self, joint: str) -> int:
+        try:
+            return self.manifest.joints.index(joint)
+        except ValueError:
+            raise ValueError(f"{self.path}: the model has no {joint!r} domain (it knows {self.manifest.joints})") from None
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_model(
+    path: str | Path, network: MultiDomainUNet, manifest: ModelManifest, centroids: torch.Tensor | None = None
+) -> Path:
+    """Write atomically (temporary file + rename): a crash never leaves a half-written model."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {NETWORK_PREFIX + k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    if centroids is not None:
+        tensors[CENTROIDS_KEY] = centroids.detach().float().cpu().contiguous()
+    metadata = {"format": "pt", MANIFEST_KEY: json.dumps(manifest.to_json(tensors_checksum(tensors)))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The raw manifest (JSON dict) of a model file, after the format checks."""
+    return _read(Path(path))[1]
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    path = Path(path)
+    tensors, raw = _read(path)
+    if raw.get("checksum_sha256") != tensors_checksum(tensors):
+        raise ModelFileError(path, "checksum mismatch: the tensors were modified after the file was written")
+    try:
+        architecture = NetworkConfig.from_json(raw["architecture"])
+        joints = [entry["key"] for entry in raw["joints"]]
+        for entry in raw["joints"]:
+            expected = [b.key for b in get_joint(entry["key"]).bones]
+            if entry["bones"] != expected:
+                raise ValueError(f"joint {entry['key']!r} lists bones {entry['bones']}, the catalog has {expected}")
+        manifest = ModelManifest(
+            name=raw["name"],
+            version=raw["version"],
+            architecture=architecture,
+            joints=joints,
+            preprocessing=PreprocessingConfig.from_json(raw["preprocessing"]),
+            planes=dict(raw["planes"]),
+            detection=dict(raw.get("detection", {})),
+            provenance=dict(raw.get("provenance", {})),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(path, f"invalid manifest ({error})") from error
+    if len(joints) != architecture.num_domains:
+        raise ModelFileError(path, f"manifest lists {len(joints)} joints for {architecture.num_domains} domains")
+    network = MultiDomainUNet(architecture)
+    state = {k[len(NETWORK_PREFIX) :]: v for k, v in tensors.items() if k.startswith(NETWORK_PREFIX)}
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise ModelFileError(path, f"the tensors do not match the manifest's architecture ({first_line} ...)") from None
+    network.eval()
+    return LoadedModel(network, manifest, tensors.get(CENTROIDS_KEY), path)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise ModelFileError(path, "model file not found")
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    if path.suffix.lower() in _PICKLE_SUFFIXES or head[:2] in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        raise ModelFileError(
+            path,
+            "this is a pickled PyTorch file; model files must be .safetensors because unpickling can run "
+            "arbitrary code (convert it with safetensors.torch.save_file)",
+        )
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # noqa: BLE001 - the safetensors parser raises several types
+        raise ModelFileError(path, f"not a readable safetensors file, truncated or corrupt ({error})") from None
+    if MANIFEST_KEY not in metadata:
+        raise ModelFileError(path, "safetensors file without a PediatricBoneSeg manifest")
+    try:
+        raw = json.loads(metadata[MANIFEST_KEY])
+    except json.JSONDecodeError as error:
+        raise ModelFileError(path, f"manifest is not valid JSON ({error})") from None
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(
+            path, f"model format version {version} is not supported (this PediatricBoneSeg reads {FORMAT_VERSION})"
+        )
+    return tensors, raw

@@ -1,0 +1,7 @@
+"""The multi-domain segmentation network (plain PyTorch: no torchvision, timm or MONAI)."""
+
+from .config import ENCODERS, NetworkConfig
+from .imagenet import load_imagenet_encoder
+from .unet import MultiDomainUNet, NetworkOutput
+
+__all__ = ["ENCODERS", "MultiDomainUNet", "NetworkConfig", "NetworkOutput", "load_imagenet_encoder"]

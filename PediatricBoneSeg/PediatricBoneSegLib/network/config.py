@@ -1,0 +1,70 @@
+"""Architecture configuration of the multi-domain U-Net, stored verbatim in model files."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ENCODERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """What builds a network; JSON-serializable.
+
+    ``classes_per_domain[d]`` is the number of output classes (bones + background) of domain
+    ``d``'s head. With ``shared=True`` there is a single BN set and a single head of
+    ``classes_per_domain[0]`` classes whatever the domain (the fully shared baseline).
+    ``projection_scales`` name the feature maps that feed the contrastive projection heads:
+    ``"enc<k>"`` is the encoder output at stride 2**k, ``"dec<k>"`` the k-th decoder stage (1 = deepest).
+    """
+
+    encoder: str = "resnet50"
+    classes_per_domain: tuple[int, ...] = (4, 5, 3)
+    shared: bool = False
+    in_channels: int = 1
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    embedding_dim: int = 128
+    projection_scales: tuple[str, ...] = ("enc4", "enc5", "dec1")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid network configuration: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every reason this configuration is invalid (empty when valid)."""
+        found = []
+        if self.encoder not in ENCODERS:
+            found.append(f"encoder {self.encoder!r} not in {ENCODERS}")
+        if not self.classes_per_domain or min(self.classes_per_domain) < 2:
+            found.append("classes_per_domain needs one entry >= 2 per domain")
+        if self.shared and len(set(self.classes_per_domain)) != 1:
+            found.append("a shared network has one head: classes_per_domain must all be equal")
+        if len(self.decoder_channels) != 5:
+            found.append("decoder_channels needs 5 entries (strides 16, 8, 4, 2, 1)")
+        for scale in self.projection_scales:
+            kind, level = scale[:3], scale[3:]
+            if kind not in ("enc", "dec") or not level.isdigit() or not 1 <= int(level) <= 5:
+                found.append(f"projection scale {scale!r} is not enc1..enc5 or dec1..dec5")
+        return found
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.classes_per_domain)
+
+    @property
+    def num_norm_sets(self) -> int:
+        return 1 if self.shared else self.num_domains
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NetworkConfig:
+        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        for key in ("classes_per_domain", "decoder_channels", "projection_scales"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)

@@ -1,0 +1,133 @@
+"""Preprocessing shared by inference and training: canonical slicing, intensity normalization and
+in-plane resampling of 2D slices to the network's square input.
+
+Canonical orientation: axes permuted and flipped (never resampled) so that the array axes
+(0, 1, 2) point to Superior, Posterior and Left (numpy order of an LPS image). The slicing axis is
+the acquisition axis (largest spacing); for a near-isotropic volume, the joint's usual plane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PLANE_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}  # canonical axis held fixed by each plane
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """``size``: network input side (pixels, multiple of 32). ``clip_percentiles``: intensity
+    window before z-scoring. ``near_isotropic_ratio``: max/min spacing below which a volume counts
+    as isotropic and is sliced in the joint's usual plane."""
+
+    size: int = 256
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    near_isotropic_ratio: float = 1.2
+
+    def __post_init__(self) -> None:
+        if self.size % 32 or self.size < 32:
+            raise ValueError(f"preprocessing size must be a positive multiple of 32, got {self.size}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> PreprocessingConfig:
+        return cls(
+            size=int(data["size"]),
+            clip_percentiles=tuple(data["clip_percentiles"]),  # type: ignore[arg-type]
+            near_isotropic_ratio=float(data["near_isotropic_ratio"]),
+        )
+
+
+@dataclass(frozen=True)
+class CanonicalTransform:
+    """Permutation + flips from an image array ([z, y, x] as SimpleITK returns it) to the
+    canonical [S, P, L] array, and back. Exact: no interpolation."""
+
+    permutation: tuple[int, int, int]  # canonical axis c takes array axis permutation[c]
+    flips: tuple[bool, bool, bool]  # flip canonical axis c
+
+    @classmethod
+    def from_direction(cls, direction: tuple[float, ...]) -> CanonicalTransform:
+        """``direction``: the 9 direction cosines of an ITK image (row-major, columns = index axes
+        i, j, k in physical LPS)."""
+        matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+        # Assign each physical axis (L, P, S) the index axis most aligned with it, greedily.
+        assignment: dict[int, int] = {}
+        for flat in np.argsort(-np.abs(matrix), axis=None):
+            physical, index_axis = divmod(int(flat), 3)
+            if physical not in assignment and index_axis not in assignment.values():
+                assignment[physical] = index_axis
+        # numpy array axis of index axis i (x) is 2, of j (y) 1, of k (z) 0.
+        permutation = tuple(2 - assignment[physical] for physical in (2, 1, 0))
+        flips = tuple(bool(matrix[physical, assignment[physical]] < 0) for physical in (2, 1, 0))
+        return cls(permutation, flips)  # type: ignore[arg-type]
+
+    def to_canonical(self, array: np.ndarray) -> np.ndarray:
+        out = np.transpose(array, self.permutation)
+        return np.flip(out, [axis for axis, flip in enumerate(self.flips) if flip]) if any(self.flips) else out
+
+    def from_canonical(self, array: np.ndarray) -> np.ndarray:
+        if any(self.flips):
+            array = np.flip(array, [axis for axis, flip in enumerate(self.flips) if flip])
+        return np.transpose(array, np.argsort(self.permutation))
+
+    def canonical_spacing(self, spacing_xyz: tuple[float, float, float]) -> tuple[float, float, float]:
+        """ITK spacing (x, y, z) → spacing of the canonical axes (S, P, L)."""
+        spacing_zyx = tuple(spacing_xyz)[::-1]
+        return tuple(float(spacing_zyx[axis]) for axis in self.permutation)  # type: ignore[return-value]
+
+
+def slicing_axis(canonical_spacing: tuple[float, float, float], plane: str, config: PreprocessingConfig) -> int:
+    """The canonical axis to slice along: the largest spacing, or ``plane`` when near-isotropic."""
+    spacing = np.asarray(canonical_spacing)
+    if spacing.max() / spacing.min() < config.near_isotropic_ratio:
+        return PLANE_AXIS[plane]
+    return int(np.argmax(spacing))
+
+
+def normalize_intensities(volume: np.ndarray, config: PreprocessingConfig) -> np.ndarray:
+    """Clip to the configured percentiles and z-score (float32). Raises on a constant or
+    non-finite volume, which no MR of a joint is."""
+    if not np.isfinite(volume).all():
+        raise ValueError("the volume contains NaN or infinite values")
+    low, high = np.percentile(volume, config.clip_percentiles)
+    if high <= low:
+        raise ValueError("the volume has (almost) constant intensity")
+    clipped = np.clip(volume.astype(np.float32, copy=False), low, high)
+    mean, std = float(clipped.mean()), float(clipped.std())
+    return (clipped - mean) / max(std, 1e-6)
+
+
+class SliceResampler:
+    """Maps 2D slices of shape (H, W) with pixel spacing (sh, sw) mm to the network's square
+    ``size`` input: isotropic in-plane resampling that keeps the aspect ratio, centred padding."""
+
+    def __init__(self, shape: tuple[int, int], spacing: tuple[float, float], size: int) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        extent = (shape[0] * spacing[0], shape[1] * spacing[1])
+        pixel = max(extent) / size  # mm per network pixel
+        self.inner = tuple(max(1, min(size, round(e / pixel))) for e in extent)
+        self.size = size
+        top, left = (size - self.inner[0]) // 2, (size - self.inner[1]) // 2
+        self.crop = (top, top + self.inner[0], left, left + self.inner[1])
+        self.padding = (left, size - self.inner[1] - left, top, size - self.inner[0] - top)
+
+    def images_to_network(self, slices: torch.Tensor, pad_value: float) -> torch.Tensor:
+        """[N, C, H, W] float → [N, C, size, size] (bilinear)."""
+        resized = F.interpolate(slices, size=self.inner, mode="bilinear", align_corners=False, antialias=True)
+        return F.pad(resized, self.padding, value=pad_value)
+
+    def labels_to_network(self, labels: torch.Tensor) -> torch.Tensor:
+        """[N, H, W] integer labels → [N, size, size] (nearest; background padding)."""
+        resized = F.interpolate(labels[:, None].float(), size=self.inner, mode="nearest-exact")
+        return F.pad(resized, self.padding, value=0.0)[:, 0].long()
+
+    def from_network(self, maps: torch.Tensor) -> torch.Tensor:
+        """[N, C, size, size] (logits or probabilities) → [N, C, H, W] (bilinear)."""
+        top, bottom, left, right = self.crop
+        return F.interpolate(maps[:, :, top:bottom, left:right], size=self.shape, mode="bilinear", align_corners=False)
