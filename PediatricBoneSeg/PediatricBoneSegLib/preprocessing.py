@@ -131,3 +131,52 @@ class SliceResampler:
         """[N, C, size, size] (logits or probabilities) → [N, C, H, W] (bilinear)."""
         top, bottom, left, right = self.crop
         return F.interpolate(maps[:, :, top:bottom, left:right], size=self.shape, mode="bilinear", align_corners=False)
+
+
+@dataclass
+class SlicedVolume:
+    """A volume ready for the 2D network: canonical orientation, normalized intensities, slicing
+    axis first. Inference and training both go through ``slice_volume``.
+
+    ``slices``: [N, H, W] float32 (N slices along the slicing axis); ``spacing``: (sh, sw) mm of a slice.
+    """
+
+    slices: np.ndarray
+    spacing: tuple[float, float]
+    transform: CanonicalTransform
+    axis: int
+    resampler: SliceResampler
+    pad_value: float
+
+    def network_input(self, start: int, stop: int) -> torch.Tensor:
+        """Slices ``start:stop`` as the network's input [b, 1, size, size] float32."""
+        batch = torch.from_numpy(np.ascontiguousarray(self.slices[start:stop]))[:, None]
+        return self.resampler.images_to_network(batch, self.pad_value)
+
+    def network_labels(self, labels: np.ndarray) -> torch.Tensor:
+        """A label array in the original [z, y, x] order → [N, size, size] long, aligned with the slices."""
+        sliced = np.moveaxis(self.transform.to_canonical(labels), self.axis, 0)
+        return self.resampler.labels_to_network(torch.from_numpy(np.ascontiguousarray(sliced)))
+
+    def restore(self, slice_labels: np.ndarray) -> np.ndarray:
+        """[N, H, W] per-slice results → the original [z, y, x] array order."""
+        return np.ascontiguousarray(self.transform.from_canonical(np.moveaxis(slice_labels, 0, self.axis)))
+
+
+def slice_volume(
+    array: np.ndarray,
+    spacing_xyz: tuple[float, float, float],
+    direction: tuple[float, ...],
+    plane: str,
+    config: PreprocessingConfig,
+) -> SlicedVolume:
+    """``array``: [z, y, x] as SimpleITK returns it; ``plane``: the joint's usual plane, used only
+    for near-isotropic volumes."""
+    transform = CanonicalTransform.from_direction(direction)
+    spacing = transform.canonical_spacing(spacing_xyz)
+    axis = slicing_axis(spacing, plane, config)
+    normalized = normalize_intensities(transform.to_canonical(array), config)
+    slices = np.moveaxis(normalized, axis, 0)
+    in_plane = tuple(s for index, s in enumerate(spacing) if index != axis)
+    resampler = SliceResampler(slices.shape[1:], in_plane, config.size)  # type: ignore[arg-type]
+    return SlicedVolume(slices, in_plane, transform, axis, resampler, float(normalized.min()))  # type: ignore[arg-type]

@@ -1,0 +1,119 @@
+"""Training configuration: one TOML file per run (plans separated from code, as in nnU-Net)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+SCHEMES = ("individual", "transfer", "shared", "mtmd", "mtmd_contrastive", "full")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A raw-layout dataset (``imagesTr/``, ``labelsTr/``, ``dataset.json``) of one joint;
+    ``cases``: optional subset of case ids (cross-validation folds)."""
+
+    path: str
+    joint: str | None = None
+    cases: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Every choice of a run. Loss weights and scales not given by the paper are project defaults."""
+
+    name: str = "run"
+    scheme: str = "full"
+    seed: int = 0
+    datasets: tuple[DatasetSpec, ...] = ()
+    target_joint: str | None = None  # individual / transfer: the joint being learned
+    # network
+    encoder: str = "mobilenet_v2"
+    decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
+    imagenet_weights: str | None = None
+    input_size: int = 160
+    # optimization
+    steps: int = 3000
+    batch_per_domain: int = 4
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    foreground_fraction: float = 0.5  # share of sampled slices that contain bone
+    transfer_pretrain_fraction: float = 0.5  # transfer: share of steps spent pre-training
+    # losses
+    contrastive_weight: float = 0.1
+    temperature: float = 0.1
+    shape_weight: float = 0.05
+    shape_prior_steps: int = 400
+    shape_prior_size: int = 64
+    shape_prior_latent: int = 64
+    # augmentation
+    augment: bool = True
+    rotation_degrees: float = 15.0
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    elastic_strength: float = 0.03
+    # engineering
+    threads: int = 0  # 0: torch default
+    checkpoint_every: int = 100
+    log_every: int = 20
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid training configuration: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.scheme not in SCHEMES:
+            found.append(f"scheme {self.scheme!r} not in {SCHEMES}")
+        if not self.datasets:
+            found.append("no datasets")
+        if self.scheme in ("individual", "transfer") and not self.target_joint:
+            found.append(f"scheme {self.scheme!r} needs target_joint")
+        if self.steps < 1 or self.batch_per_domain < 1:
+            found.append("steps and batch_per_domain must be >= 1")
+        return found
+
+    @property
+    def contrastive(self) -> bool:
+        return self.scheme in ("mtmd_contrastive", "full") and self.contrastive_weight > 0
+
+    @property
+    def shape_prior(self) -> bool:
+        return self.scheme == "full" and self.shape_weight > 0
+
+    def with_overrides(self, **changes: Any) -> TrainingConfig:
+        return replace(self, **changes)
+
+
+def load_config(path: str | Path) -> TrainingConfig:
+    """Read a TOML config; relative dataset paths are resolved against the config's folder."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the training configuration ({error})") from error
+    return config_from_dict(raw, base=path.parent)
+
+
+def config_from_dict(raw: dict[str, Any], base: Path | None = None) -> TrainingConfig:
+    known = {f.name for f in fields(TrainingConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown training configuration keys: {', '.join(unknown)}")
+    values = dict(raw)
+    datasets = []
+    for entry in values.get("datasets", ()):
+        dataset_path = Path(entry["path"])
+        if base is not None and not dataset_path.is_absolute():
+            dataset_path = base / dataset_path
+        cases = entry.get("cases")
+        datasets.append(DatasetSpec(str(dataset_path), entry.get("joint"), tuple(cases) if cases else None))
+    values["datasets"] = tuple(datasets)
+    for key in ("decoder_channels", "scale_range"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return TrainingConfig(**values)
