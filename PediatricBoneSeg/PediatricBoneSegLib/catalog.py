@@ -92,9 +92,7 @@ JOINTS: dict[str, Joint] = {
     joint.key: joint
     for joint in (
         Joint("ankle", "Ankle", tuple(_BONES[k] for k in ("calcaneus", "talus", "tibia")), "sagittal"),
-        Joint(
-            "knee", "Knee", tuple(_BONES[k] for k in ("femur", "tibia", "patella", "fibula")), "sagittal"
-        ),
+        Joint("knee", "Knee", tuple(_BONES[k] for k in ("femur", "tibia", "patella", "fibula")), "sagittal"),
         Joint("shoulder", "Shoulder", tuple(_BONES[k] for k in ("humerus", "scapula")), "coronal"),
     )
 }

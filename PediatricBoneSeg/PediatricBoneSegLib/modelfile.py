@@ -88,7 +88,9 @@ class LoadedModel:
         try:
             return self.manifest.joints.index(joint)
         except ValueError:
-            raise ValueError(f"{self.path}: the model has no {joint!r} domain (it knows {self.manifest.joints})") from None
+            raise ValueError(
+                f"{self.path}: the model has no {joint!r} domain (it knows {self.manifest.joints})"
+            ) from None
 
 
 def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -172,7 +174,13 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise ModelFileError(path, "model file not found")
     with path.open("rb") as stream:
         head = stream.read(8)
-    if path.suffix.lower() in _PICKLE_SUFFIXES or head[:2] in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+    if path.suffix.lower() in _PICKLE_SUFFIXES or head[:2] in (
+        b"PK",
+        b"\x80\x02",
+        b"\x80\x03",
+        b"\x80\x04",
+        b"\x80\x05",
+    ):
         raise ModelFileError(
             path,
             "this is a pickled PyTorch file; model files must be .safetensors because unpickling can run "
@@ -182,7 +190,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except Exception as error:  # noqa: BLE001 - the safetensors parser raises several types
+    except Exception as error:
         raise ModelFileError(path, f"not a readable safetensors file, truncated or corrupt ({error})") from None
     if MANIFEST_KEY not in metadata:
         raise ModelFileError(path, "safetensors file without a PediatricBoneSeg manifest")

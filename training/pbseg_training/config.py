@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 SCHEMES = ("individual", "transfer", "shared", "mtmd", "mtmd_contrastive", "full")
 

@@ -1,10 +1,11 @@
 """Load natural-image (ImageNet) classification weights into the encoder.
 
 The file is one the user supplies (nothing is downloaded): a torchvision ResNet or MobileNetV2
-state dict (MobileNetV2's flat reference layout is renamed to torchvision's), as ``.safetensors`` or as a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
-(PyTorch's restricted loader, which only rebuilds tensors). Convolution names map one to one; a
-torchvision BatchNorm initializes every domain's copy; the RGB first convolution is summed over
-its colour channels to take one MR channel. Classifier weights are not part of an encoder.
+state dict (MobileNetV2's flat reference layout is renamed to torchvision's), as ``.safetensors``
+or as a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)`` (PyTorch's restricted loader,
+which only rebuilds tensors). Convolution names map one to one; a torchvision BatchNorm initializes
+every domain's copy; the RGB first convolution is summed over its colour channels to take one MR
+channel. Classifier weights are not part of an encoder.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure means the file is not a plain state dict
+    except Exception as error:
         raise ValueError(f"{path}: not a plain tensor state dict ({error})") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of tensors (a torchvision state dict)")
@@ -90,6 +91,4 @@ def _adapt(key: str, tensor: torch.Tensor, like: torch.Tensor, path: str | Path)
         # Summing the RGB filters keeps the response to a grey image unchanged.
         summed = tensor.sum(dim=1, keepdim=True)
         return summed.repeat(1, like.shape[1], 1, 1).div(like.shape[1]).to(like.dtype)
-    raise ValueError(
-        f"{path}: tensor {key!r} has shape {tuple(tensor.shape)}, the encoder expects {tuple(like.shape)}"
-    )
+    raise ValueError(f"{path}: tensor {key!r} has shape {tuple(tensor.shape)}, the encoder expects {tuple(like.shape)}")

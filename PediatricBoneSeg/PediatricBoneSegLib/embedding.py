@@ -1,0 +1,45 @@
+"""Volume-level embeddings for joint auto-detection and out-of-distribution warnings.
+
+Training computes each domain's centroid with this function, inference compares a new volume's
+embedding to them: one definition serves both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .network import MultiDomainUNet
+from .preprocessing import SlicedVolume
+
+MAX_DETECTION_SLICES = 12
+CENTRAL_FRACTION = 0.6  # the outer slices of a joint MR show little anatomy
+
+
+def detection_slice_indices(num_slices: int) -> np.ndarray:
+    """Evenly spaced slice indices within the central part of the volume."""
+    margin = (1 - CENTRAL_FRACTION) / 2 * num_slices
+    count = min(MAX_DETECTION_SLICES, num_slices)
+    return np.unique(np.linspace(margin, num_slices - 1 - margin, count).round().astype(int).clip(0, num_slices - 1))
+
+
+@torch.inference_mode()
+def volume_embedding(network: MultiDomainUNet, images: torch.Tensor, domain: int, scale: str) -> torch.Tensor:
+    """images: network-ready slices [N, 1, S, S] of one volume (the detection slices). Returns the
+    L2-normalized mean embedding [dim] of projection head ``scale`` under ``domain``'s BN."""
+    features = network.encode(images, domain)
+    level = int(scale[3:])
+    if scale.startswith("dec"):
+        source = network.decoder(features)[level - 1]
+    else:
+        source = features[level - 1]
+    embeddings = network.projections[scale](source)
+    return F.normalize(embeddings.float().mean(dim=0), dim=0)
+
+
+def sliced_volume_embedding(network: MultiDomainUNet, volume: SlicedVolume, domain: int, scale: str) -> torch.Tensor:
+    """``volume_embedding`` of a prepared volume's detection slices."""
+    indices = detection_slice_indices(len(volume.slices))
+    images = torch.cat([volume.network_input(int(i), int(i) + 1) for i in indices])
+    return volume_embedding(network, images, domain, scale)
