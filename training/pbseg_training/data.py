@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.preprocessing import PLANE_AXIS, PreprocessingConfig, slice_volume

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from PediatricBoneSegLib import __version__
 from PediatricBoneSegLib.embedding import detection_slice_indices, volume_embedding
 from PediatricBoneSegLib.modelfile import ModelManifest, save_model

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from PediatricBoneSegLib.catalog import NUM_UNION_CLASSES, get_joint
 from torch import nn
+
+from PediatricBoneSegLib.catalog import NUM_UNION_CLASSES, get_joint
 
 
 class ShapeAutoencoder(nn.Module):

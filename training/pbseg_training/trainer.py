@@ -11,10 +11,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
+
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.network import MultiDomainUNet, load_imagenet_encoder
 from PediatricBoneSegLib.preprocessing import PreprocessingConfig
-from tqdm import tqdm
 
 from .augment import augment_batch
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint, unwrap
