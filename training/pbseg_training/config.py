@@ -91,7 +91,7 @@ class TrainingConfig:
 
 
 def load_config(path: str | Path) -> TrainingConfig:
-    """Read a TOML config; relative dataset paths are resolved against the config's folder."""
+    """Read a TOML config; relative dataset and weight paths are resolved against its folder."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -114,6 +114,9 @@ def config_from_dict(raw: dict[str, Any], base: Path | None = None) -> TrainingC
         cases = entry.get("cases")
         datasets.append(DatasetSpec(str(dataset_path), entry.get("joint"), tuple(cases) if cases else None))
     values["datasets"] = tuple(datasets)
+    weights = values.get("imagenet_weights")
+    if weights and base is not None and not Path(weights).is_absolute():
+        values["imagenet_weights"] = str(base / weights)
     for key in ("decoder_channels", "scale_range"):
         if key in values:
             values[key] = tuple(values[key])
