@@ -121,3 +121,13 @@ def union_label(bone_key: str) -> int:
 
 
 NUM_UNION_CLASSES = len(UNION_BONES) + 1
+
+
+RELATIVE_POSITIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "ankle": (("tibia", "superior", "talus"), ("talus", "superior", "calcaneus")),
+    "knee": (("femur", "superior", "tibia"), ("femur", "superior", "fibula"), ("patella", "anterior", "femur")),
+    "shoulder": (),  # humerus vs scapula depends on the side and arm pose: no robust rule
+}
+"""Relations that hold in every MR of a joint: (bone, direction, other bone) means the centroid of
+``bone`` lies toward ``direction`` ("superior" or "anterior") of the centroid of ``other bone``.
+Used to flag anatomically impossible segmentations."""

@@ -95,7 +95,7 @@ def normalize_intensities(volume: np.ndarray, config: PreprocessingConfig) -> np
     non-finite volume, which no MR of a joint is."""
     if not np.isfinite(volume).all():
         raise ValueError("the volume contains NaN or infinite values")
-    low, high = np.percentile(volume, config.clip_percentiles)
+    low, high = (float(v) for v in np.percentile(volume, config.clip_percentiles))  # Python floats keep float32
     if high <= low:
         raise ValueError("the volume has (almost) constant intensity")
     clipped = np.clip(volume.astype(np.float32, copy=False), low, high)

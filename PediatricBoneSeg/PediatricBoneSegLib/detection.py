@@ -1,0 +1,103 @@
+"""Joint auto-detection and out-of-distribution warnings from the network's embeddings.
+
+A volume is embedded under each domain's batch normalization (``embedding.volume_embedding``, the
+function training uses for the centroids) and compared to that domain's centroid by cosine
+distance; the nearest domain is the joint. A volume farther than the model's threshold from every
+centroid (noise, a brain MR, a CT) is flagged: a warning, never a silent guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .catalog import get_joint
+from .embedding import detection_slice_indices, volume_embedding
+from .modelfile import LoadedModel
+from .preprocessing import SlicedVolume
+
+DEFAULT_TEMPERATURE = 0.02  # cosine-distance scale of the confidence softmax without a threshold
+
+
+@dataclass
+class JointChoice:
+    """The joint to segment. ``confidence``: softmax weight of the chosen domain over all domains
+    (None when not auto-detected or the model has a single joint); ``distances``: cosine distance
+    of the volume's embedding to the centroid of each joint that was compared."""
+
+    joint: str
+    auto_detected: bool
+    confidence: float | None = None
+    distances: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def choose_joint(
+    loaded: LoadedModel, requested: str, sliced_for: Callable[[str], SlicedVolume], device: torch.device
+) -> JointChoice:
+    """``requested``: a joint key or "auto". ``sliced_for(joint)`` prepares the volume as that
+    joint's domain sees it (the slicing plane of near-isotropic volumes depends on the joint)."""
+    joints = loaded.manifest.joints
+    if requested != "auto":
+        joint = get_joint(requested).key
+        loaded.domain_of(joint)  # a clear error when the model does not know this joint
+        choice = JointChoice(joint, auto_detected=False)
+        if loaded.centroids is not None:
+            choice.distances = {joint: centroid_distance(loaded, sliced_for(joint), joint, device)}
+    elif loaded.centroids is None:
+        if len(joints) > 1:
+            raise ValueError(
+                f"{loaded.path}: the model has no joint-detection data; choose the joint ({', '.join(joints)})"
+            )
+        choice = JointChoice(joints[0], auto_detected=True)
+    else:
+        distances = {joint: centroid_distance(loaded, sliced_for(joint), joint, device) for joint in joints}
+        nearest = min(distances, key=distances.__getitem__)
+        confidence = None
+        if len(joints) > 1:
+            temperature = _temperature(loaded)
+            weights = torch.softmax(-torch.tensor(list(distances.values())) / temperature, dim=0)
+            confidence = float(weights[joints.index(nearest)])
+        choice = JointChoice(nearest, True, confidence, distances)
+    choice.warnings = _distribution_warnings(loaded, choice)
+    return choice
+
+
+def centroid_distance(loaded: LoadedModel, sliced: SlicedVolume, joint: str, device: torch.device) -> float:
+    """Cosine distance between the volume's embedding under ``joint``'s domain and its centroid."""
+    domain = loaded.domain_of(joint)
+    indices = detection_slice_indices(len(sliced.slices))
+    images = torch.cat([sliced.network_input(int(i), int(i) + 1) for i in indices]).to(device)
+    embedding = volume_embedding(loaded.network, images, domain, detection_scale(loaded)).cpu()
+    centroid = torch.nn.functional.normalize(loaded.centroids[domain].float(), dim=0)  # type: ignore[index]
+    return float(1.0 - embedding @ centroid)
+
+
+def detection_scale(loaded: LoadedModel) -> str:
+    """The projection head the centroids were computed with."""
+    return str(loaded.manifest.detection.get("scale", loaded.manifest.architecture.projection_scales[-1]))
+
+
+def _temperature(loaded: LoadedModel) -> float:
+    threshold = loaded.manifest.detection.get("threshold")
+    return float(threshold) / 4 if threshold else DEFAULT_TEMPERATURE
+
+
+def _distribution_warnings(loaded: LoadedModel, choice: JointChoice) -> list[str]:
+    threshold = loaded.manifest.detection.get("threshold")
+    distance = choice.distances.get(choice.joint)
+    if threshold is None or distance is None or distance <= float(threshold):
+        return []
+    known = ", ".join(loaded.manifest.joints)
+    if choice.auto_detected:
+        return [
+            f"the volume does not look like a joint MR this model knows ({known}): nearest is the {choice.joint} "
+            f"at embedding distance {distance:.3f} > threshold {float(threshold):.3f}; the result is unreliable "
+            "(check the input, or choose the joint)"
+        ]
+    return [
+        f"the volume does not look like the {choice.joint} MRs this model was trained on (embedding distance "
+        f"{distance:.3f} > threshold {float(threshold):.3f}); check the result"
+    ]

@@ -1,0 +1,248 @@
+"""The inference pipeline shared by the CLI and Slicer (DESIGN §7): an in-memory volume in, a
+label volume with the input's exact geometry out. Reading and writing files is not done here.
+
+canonical slicing -> normalization -> joint choice -> batched network inference -> logits back to
+the slice grid -> argmax per batch -> original array order -> anatomical post-processing.
+Memory is bounded by the slice batch: the float probabilities of the whole volume never exist.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .catalog import JOINT_KEYS, NUM_UNION_CLASSES, get_joint
+from .detection import choose_joint
+from .modelfile import LoadedModel, load_model
+from .postprocess import clean_labels, plausibility_warnings
+from .preprocessing import CanonicalTransform, SlicedVolume, slice_volume, slicing_axis
+from .progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
+from .volume_io import check_volume
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class SegmentOptions:
+    """``joint``: "auto" or a joint key; ``model_path``: None for the bundled model; ``device``:
+    "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:<n>"; ``precision``: "auto"
+    (bf16/fp16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16"; ``batch_size``: slices per forward pass."""
+
+    joint: str = "auto"
+    model_path: str | None = None
+    device: str = "auto"
+    postprocess: bool = True
+    precision: str = "auto"
+    batch_size: int = 16
+
+    def problems(self) -> list[str]:
+        """Every reason these options are invalid (empty when valid)."""
+        found = []
+        if self.joint != "auto" and self.joint.lower() not in JOINT_KEYS:
+            found.append(f"unknown joint {self.joint!r} (auto, {', '.join(JOINT_KEYS)})")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            found.append(f"unknown device {self.device!r} ({', '.join(DEVICES)})")
+        elif self.device.startswith("cuda") and not torch.cuda.is_available():
+            found.append("device cuda was requested but no CUDA GPU is available to PyTorch")
+        if self.precision not in PRECISIONS:
+            found.append(f"unknown precision {self.precision!r} ({', '.join(PRECISIONS)})")
+        if self.batch_size < 1:
+            found.append(f"batch size must be at least 1, got {self.batch_size}")
+        if self.model_path is not None and not Path(self.model_path).is_file():
+            found.append(f"model file {self.model_path} not found")
+        return found
+
+
+@dataclass
+class InferenceResult:
+    """``labels``: UInt8 label volume with exactly the input's size, origin, spacing and direction,
+    values from the catalog (the joint's label space). ``timings``: seconds per stage.
+    ``joint_distances``: embedding distance of the volume to each compared joint's centroid."""
+
+    labels: sitk.Image
+    joint: str
+    auto_detected: bool
+    joint_confidence: float | None
+    warnings: list[str]
+    timings: dict[str, float]
+    model_name: str
+    model_version: str
+    joint_distances: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
+
+
+def bundled_model_path() -> Path:
+    """The model shipped with the extension."""
+    return Path(__file__).resolve().parent.parent / "Resources" / "Models" / "pediatric_bones.safetensors"
+
+
+_model_cache: dict[tuple[str, int, int], LoadedModel] = {}
+
+
+def get_model(path: str | Path | None = None) -> LoadedModel:
+    """Load a model file (the bundled model when None), reusing the last one loaded while the file
+    is unchanged: repeated runs in Slicer or a batch do not reload it."""
+    path = Path(path) if path is not None else bundled_model_path()
+    if not path.is_file():
+        if path == bundled_model_path():
+            raise FileNotFoundError(f"{path}: the bundled model is missing from this installation; give a model file")
+        raise FileNotFoundError(f"{path}: model file not found")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _model_cache:
+        _model_cache.clear()
+        _model_cache[key] = load_model(path)
+    return _model_cache[key]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def segment_image(
+    image: sitk.Image,
+    options: SegmentOptions,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    model: LoadedModel | None = None,
+) -> InferenceResult:
+    """Segment the bones of one 3D scalar volume. ``model``: an in-memory model (else
+    ``options.model_path`` or the bundled model is loaded). Raises ``Cancelled`` when ``cancel``
+    is set (checked between stages and slice batches), ValueError for invalid options or input."""
+    problems = options.problems()
+    if problems:
+        raise ValueError("invalid options: " + "; ".join(problems))
+    check_volume(image, "input volume")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    loaded = model if model is not None else get_model(options.model_path)
+    timings["load_model"] = time.perf_counter() - start
+    device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
+    network = loaded.network
+    was_training = network.training
+    network.to(device).eval()
+    try:
+        report = sub_progress(progress, 0.0, 0.1)
+        report(0.0, "preparing slices")
+        start = time.perf_counter()
+        array = sitk.GetArrayViewFromImage(image)
+        prepared: dict[int, SlicedVolume] = {}
+        transform = CanonicalTransform.from_direction(image.GetDirection())
+        canonical_spacing = transform.canonical_spacing(image.GetSpacing())
+        config = loaded.manifest.preprocessing
+
+        def sliced_for(joint: str) -> SlicedVolume:
+            plane = loaded.manifest.planes.get(joint, get_joint(joint).usual_plane)
+            axis = slicing_axis(canonical_spacing, plane, config)
+            if axis not in prepared:
+                prepared[axis] = slice_volume(array, image.GetSpacing(), image.GetDirection(), plane, config)
+            return prepared[axis]
+
+        check_cancelled(cancel)
+        report(0.5, "detecting the joint" if options.joint == "auto" else "checking the joint")
+        choice = choose_joint(loaded, options.joint.lower(), sliced_for, device)
+        sliced = sliced_for(choice.joint)
+        timings["preprocess"] = time.perf_counter() - start
+        check_cancelled(cancel)
+
+        start = time.perf_counter()
+        network_progress = sub_progress(progress, 0.1, 0.9)
+        slice_labels = predict_slices(
+            loaded, sliced, choice.joint, device, precision, options.batch_size, network_progress, cancel
+        )
+        labels = sliced.restore(slice_labels)
+        timings["network"] = time.perf_counter() - start
+    finally:
+        network.train(was_training)
+
+    check_cancelled(cancel)
+    report = sub_progress(progress, 0.9, 1.0)
+    report(0.0, "anatomical post-processing" if options.postprocess else "checking the result")
+    start = time.perf_counter()
+    spacing_zyx = tuple(image.GetSpacing())[::-1]
+    if options.postprocess:
+        labels, warnings = clean_labels(labels, spacing_zyx, choice.joint, image.GetDirection())
+    else:
+        warnings = plausibility_warnings(labels, spacing_zyx, choice.joint, image.GetDirection())
+    output = sitk.GetImageFromArray(labels.astype(np.uint8, copy=False))
+    output.CopyInformation(image)
+    timings["postprocess"] = time.perf_counter() - start
+    report(1.0, "done")
+    return InferenceResult(
+        labels=output,
+        joint=choice.joint,
+        auto_detected=choice.auto_detected,
+        joint_confidence=choice.confidence,
+        warnings=choice.warnings + warnings,
+        timings=timings,
+        model_name=loaded.manifest.name,
+        model_version=loaded.manifest.version,
+        joint_distances=choice.distances,
+        device=str(device),
+        precision=precision,
+    )
+
+
+def predict_slices(
+    loaded: LoadedModel,
+    sliced: SlicedVolume,
+    joint: str,
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
+    """The network stage: labels [N, H, W] uint8 of the N slices of ``sliced`` (slice grid).
+    Logits of one batch at a time are resampled to the slice grid and reduced by argmax."""
+    domain = loaded.domain_of(joint)
+    union = _union_lookup(loaded, joint, domain)
+    count, height, width = sliced.slices.shape
+    labels = np.empty((count, height, width), dtype=np.uint8)
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    with torch.inference_mode(), autocast:
+        for begin in range(0, count, batch_size):
+            check_cancelled(cancel)
+            stop = min(begin + batch_size, count)
+            logits = loaded.network(sliced.network_input(begin, stop).to(device), domain).logits[domain]
+            if union is not None:
+                logits = logits[:, union]
+            logits = sliced.resampler.from_network(logits.float())
+            labels[begin:stop] = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            if progress is not None:
+                progress(stop / count, f"segmenting slice {stop}/{count}")
+    return labels
+
+
+def _union_lookup(loaded: LoadedModel, joint: str, domain: int) -> torch.Tensor | None:
+    """Channels of a shared (union) head that belong to ``joint``, in its label order; None when
+    the domain has its own head."""
+    architecture = loaded.manifest.architecture
+    classes = architecture.classes_per_domain[0 if architecture.shared else domain]
+    spec = get_joint(joint)
+    if architecture.shared and classes == NUM_UNION_CLASSES:
+        return torch.tensor(spec.to_union())
+    if classes == spec.num_classes:
+        return None
+    raise ValueError(f"{loaded.path}: the {joint} head has {classes} classes, the {joint} has {spec.num_classes}")

@@ -1,0 +1,134 @@
+"""Growth-plate-aware anatomical post-processing of a label volume, and plausibility warnings.
+
+A child's bone is often split by its growth plate (physis) into epiphysis and metaphysis, so a bone
+may be several 3D components: the largest (main body) is kept with every fragment that is large
+enough and close to it; distant islands go. Internal holes are filled. Implausible results (a bone
+missing, a volume outside the catalog's range, bones in an impossible relative position) are
+reported as warnings, never hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .catalog import RELATIVE_POSITIONS, Joint, get_joint
+
+MAX_FRAGMENT_GAP_MM = 6.0  # centre-to-centre: a physis is 1-4 mm thick (thinner on MR as it closes)
+MIN_FRAGMENT_FRACTION = 0.01  # of the main body's volume: smaller fragments near it are noise
+_FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def clean_labels(
+    labels: np.ndarray,
+    spacing_zyx: Sequence[float],
+    joint: str,
+    direction: Sequence[float] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """``labels``: [z, y, x] integer array in the joint's label space; ``spacing_zyx``: mm per
+    voxel along the array axes; ``direction``: the image's ITK direction cosines (identity when
+    None), used only to check relative positions. Returns the cleaned uint8 labels (one label per
+    voxel, values outside the joint's labels removed) and the plausibility warnings."""
+    spec = get_joint(joint)
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    cleaned = np.zeros(labels.shape, dtype=np.uint8)
+    # Work in each bone's bounding box: memory and time scale with the bone, not the volume.
+    boxes = ndimage.find_objects(np.where(labels < spec.num_classes, labels, 0).astype(np.uint8))
+    for value, box in enumerate(boxes, start=1):
+        if box is not None:
+            cleaned[box][keep_main_body(labels[box] == value, spacing)] = value
+    for value in range(1, spec.num_classes):
+        _fill_holes(cleaned, value)
+    return cleaned, plausibility_warnings(cleaned, spacing, spec.key, direction)
+
+
+def keep_main_body(mask: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """The largest 3D component of ``mask`` and the components of at least
+    ``MIN_FRAGMENT_FRACTION`` of its size within ``MAX_FRAGMENT_GAP_MM`` of it (bool, same shape)."""
+    components, count = ndimage.label(mask, structure=_FULL_CONNECTIVITY)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    main = int(np.argmax(sizes))
+    boxes = ndimage.find_objects(components)
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    margin = np.ceil(MAX_FRAGMENT_GAP_MM / spacing).astype(int)
+    region = tuple(
+        slice(max(0, box.start - m), min(n, box.stop + m)) for box, m, n in zip(boxes[main - 1], margin, mask.shape)
+    )
+    crop = components[region]
+    distance = ndimage.distance_transform_edt(crop != main, sampling=spacing)
+    keep = [main]
+    for label in range(1, count + 1):
+        if label == main or sizes[label] < MIN_FRAGMENT_FRACTION * sizes[main]:
+            continue
+        inside = crop == label  # fragments outside the region are farther than the gap
+        if inside.any() and float(distance[inside].min()) <= MAX_FRAGMENT_GAP_MM:
+            keep.append(label)
+    return np.isin(components, keep)
+
+
+def _fill_holes(labels: np.ndarray, value: int) -> None:
+    """Fill the enclosed cavities of bone ``value`` in place, only where no other bone is."""
+    box = ndimage.find_objects((labels == value).astype(np.uint8))
+    if not box or box[0] is None:
+        return
+    region = box[0]
+    crop = labels[region]
+    filled = ndimage.binary_fill_holes(crop == value)
+    crop[filled & (crop == 0)] = value
+
+
+def plausibility_warnings(
+    labels: np.ndarray, spacing_zyx: Sequence[float], joint: str, direction: Sequence[float] | None = None
+) -> list[str]:
+    """Warnings for missing bones, volumes outside ``Bone.volume_range_ml`` and relative positions
+    that contradict ``catalog.RELATIVE_POSITIONS`` (centroids compared in patient LPS axes)."""
+    spec = get_joint(joint)
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    counts = np.bincount(labels.ravel(), minlength=spec.num_classes)
+    warnings = []
+    for value, bone in enumerate(spec.bones, start=1):
+        volume_ml = counts[value] * float(np.prod(spacing)) / 1000.0
+        low, high = bone.volume_range_ml
+        if counts[value] == 0:
+            warnings.append(f"{bone.display_name}: not found (bone missing from the segmentation)")
+        elif not low <= volume_ml <= high:
+            warnings.append(
+                f"{bone.display_name}: volume {volume_ml:.2f} ml is outside the plausible range {low:g}-{high:g} ml"
+            )
+    warnings.extend(_position_warnings(labels, spacing, spec, counts, _IDENTITY if direction is None else direction))
+    return warnings
+
+
+def _position_warnings(
+    labels: np.ndarray, spacing: np.ndarray, spec: Joint, counts: np.ndarray, direction: Sequence[float]
+) -> list[str]:
+    rules = RELATIVE_POSITIONS.get(spec.key, ())
+    present = [value for value in range(1, spec.num_classes) if counts[value]]
+    if not rules or len(present) < 2:
+        return []
+    centres = ndimage.center_of_mass(labels > 0, labels, present)
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    # index (z, y, x) -> physical LPS offset: D @ (spacing_xyz * index_xyz)
+    physical = {
+        value: matrix @ (np.asarray(centre)[::-1] * spacing[::-1]) for value, centre in zip(present, centres)
+    }
+    axis = {"superior": (2, 1.0, "inferior"), "anterior": (1, -1.0, "posterior")}
+    warnings = []
+    for bone, relation, other in rules:
+        first, second = spec.label_of(bone), spec.label_of(other)
+        if first not in physical or second not in physical:
+            continue
+        index, sign, opposite = axis[relation]
+        if sign * (physical[first][index] - physical[second][index]) <= 0:
+            names = spec.bones[first - 1].display_name, spec.bones[second - 1].display_name
+            warnings.append(
+                f"{names[0]} lies {opposite} to the {names[1]} instead of {relation}: the segmentation or the "
+                "image orientation is implausible"
+            )
+    return warnings
