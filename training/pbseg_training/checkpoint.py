@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 
 @dataclass
@@ -83,8 +82,3 @@ def load_checkpoint(path: Path) -> TrainingState:
         shape_prior=prior or None,
         info=json.loads(metadata["info"]),
     )
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside a DistributedDataParallel wrapper."""
-    return model.module if hasattr(model, "module") else model

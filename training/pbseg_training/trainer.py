@@ -4,6 +4,7 @@ TensorBoard logs, DistributedDataParallel under torchrun (gloo on CPU, NCCL on G
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from PediatricBoneSegLib.network import MultiDomainUNet, load_imagenet_encoder
 from PediatricBoneSegLib.preprocessing import PreprocessingConfig
 
 from .augment import augment_batch
-from .checkpoint import TrainingState, load_checkpoint, save_checkpoint, unwrap
+from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .data import DomainSlices, load_domain, sample_indices
 from .export import export_model
@@ -28,6 +29,7 @@ from .shape_prior import ShapeAutoencoder, pretrain_shape_prior, shape_prior_los
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_NAME = "model.safetensors"
+HISTORY_NAME = "history.json"
 
 
 @dataclass
@@ -136,8 +138,16 @@ def _pretrain_prior(pools: dict[str, DomainSlices], config: TrainingConfig) -> S
     )
 
 
-def train(config: TrainingConfig, out_dir: str | Path, resume: bool = False, show_progress: bool = True) -> Path:
-    """Run (or resume) a training; returns the exported model file ``out_dir/model.safetensors``."""
+def train(
+    config: TrainingConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    stop_at: int | None = None,
+) -> Path | None:
+    """Run (or resume) a training; returns the exported model file ``out_dir/model.safetensors``.
+    ``stop_at``: checkpoint and return None once that many steps are done (a time-boxed session;
+    ``resume=True`` later continues exactly where it stopped)."""
     out_dir = Path(out_dir)
     distributed = _init_distributed()
     if config.threads:
@@ -177,7 +187,7 @@ def train(config: TrainingConfig, out_dir: str | Path, resume: bool = False, sho
         saved_phase = next(phase for phase in phases if phase.name == state.phase)
         network = MultiDomainUNet(saved_phase.network).to(memory_format=torch.channels_last)
         network.load_state_dict(state.model)
-    history: list[float] = []
+    history: list[tuple[int, float]] = []
     for phase in phases:
         if step >= phase.stop:
             continue
@@ -207,28 +217,27 @@ def train(config: TrainingConfig, out_dir: str | Path, resume: bool = False, sho
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
             optimizer.step()
-            history.append(float(losses["total"]))
+            history.append((step, float(losses["total"])))
             if writer is not None and (step % config.log_every == 0 or step == phase.stop - 1):
                 for name, value in losses.items():
                     writer.add_scalar(f"loss/{name}", float(value), step)
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
                 bar.set_postfix(loss=f"{float(losses['total']):.3f}")
-            if distributed.is_main and ((step + 1) % config.checkpoint_every == 0 or step + 1 == phase.stop):
-                save_checkpoint(
-                    checkpoint_path,
-                    TrainingState(
-                        step + 1,
-                        phase.name,
-                        unwrap(model).state_dict(),
-                        optimizer.state_dict(),
-                        prior.state_dict() if prior is not None else None,
-                        {"elapsed_s": time.monotonic() - started},
-                    ),
+            done = step + 1
+            stopping = stop_at is not None and done >= stop_at
+            if distributed.is_main and (done % config.checkpoint_every == 0 or done == phase.stop or stopping):
+                prior_state = prior.state_dict() if prior is not None else None
+                info = {"elapsed_s": time.monotonic() - started}
+                state_now = TrainingState(
+                    done, phase.name, network.state_dict(), optimizer.state_dict(), prior_state, info
                 )
+                save_checkpoint(checkpoint_path, state_now)
+            if stopping:
+                _close(writer, out_dir, history)
+                return None
         step = phase.stop
         state = None
-    if writer is not None:
-        writer.close()
+    _close(writer, out_dir, history)
     assert network is not None
     model_path = out_dir / MODEL_NAME
     if distributed.is_main:
@@ -244,3 +253,16 @@ def train(config: TrainingConfig, out_dir: str | Path, resume: bool = False, sho
     if distributed.world_size > 1:
         dist.barrier()
     return model_path
+
+
+def _append_history(path: Path, history: list[tuple[int, float]]) -> None:
+    """Total loss per step, kept across resumed runs (steps re-run after a resume replace the old)."""
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    merged = {int(step): loss for step, loss in previous.items()} | dict(history)
+    path.write_text(json.dumps({str(step): merged[step] for step in sorted(merged)}))
+
+
+def _close(writer, out_dir: Path, history: list[tuple[int, float]]) -> None:
+    if writer is not None:
+        writer.close()
+        _append_history(out_dir / HISTORY_NAME, history)
