@@ -1,0 +1,52 @@
+"""``pbseg info MODEL``: print a model file's manifest (JSON) and a short summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..catalog import get_joint
+from ..modelfile import ModelFileError, load_model, read_manifest
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info", help="show a model file's manifest", description="Print the manifest of a model file and a summary."
+    )
+    parser.add_argument("model", metavar="MODEL", help="model file (.safetensors)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_model(args.model)  # verifies the checksum and the tensors, not only the header
+        manifest = read_manifest(args.model)
+    except ModelFileError as error:
+        print(f"pbseg info: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(manifest, indent=2))
+    architecture = loaded.manifest.architecture
+    parameters = sum(p.numel() for p in loaded.network.parameters())
+    size = loaded.manifest.preprocessing.size
+    detection = loaded.manifest.detection
+    print()
+    print(f"model:      {loaded.manifest.name} {loaded.manifest.version} ({args.model})")
+    print(
+        f"network:    {architecture.encoder} U-Net, {parameters / 1e6:.1f} M parameters, input {size}x{size}, "
+        + ("fully shared (one union head)" if architecture.shared else "domain-specific BN and heads")
+    )
+    for domain, joint in enumerate(loaded.manifest.joints):
+        bones = ", ".join(bone.display_name for bone in get_joint(joint).bones)
+        print(f"domain {domain}:   {joint} ({bones}); near-isotropic volumes sliced {loaded.manifest.planes[joint]}")
+    if loaded.centroids is not None:
+        print(f"detection:  auto-detection on (scale {detection.get('scale')}, threshold {detection.get('threshold')})")
+    else:
+        print("detection:  none (give the joint with --joint)")
+    provenance = loaded.manifest.provenance
+    if provenance:
+        facts = ", ".join(
+            f"{k}={provenance[k]}" for k in ("scheme", "steps", "date", "code_version") if k in provenance
+        )
+        print(f"training:   {facts}")
+    return 0

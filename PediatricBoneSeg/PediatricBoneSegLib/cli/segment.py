@@ -1,0 +1,182 @@
+"""``pbseg segment INPUT... -o OUTDIR``: segment volumes (files, DICOM folders, folders of files)
+and write one output folder per case. A bad input prints one line and the batch goes on; the exit
+code is non-zero when any case failed. A failed or interrupted case leaves no files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..catalog import JOINT_KEYS, get_joint
+from ..inference import PRECISIONS, SegmentOptions, get_model, segment_image
+from ..modelfile import LoadedModel, ModelFileError
+from ..morphometry import measure_bones
+from ..outputs import SURFACE_FORMATS, case_folder, write_case
+from ..progress import sub_progress
+from ..surfaces import bone_surfaces
+from ..volume_io import VolumeReadError, VolumeSource, discover_sources, read_volume
+
+
+@dataclass
+class CaseSummary:
+    case: str
+    ok: bool
+    joint: str = ""
+    bones: str = ""
+    warnings: int = 0
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment the bones of joint MR volumes",
+        description="Segment the bones of pediatric joint MR volumes. INPUT: NIfTI, NRRD or MHA files, DICOM "
+        "series folders, or folders of those (batch). Writes OUTDIR/<case>/ with segmentation.seg.nrrd, "
+        "labels.nii.gz, one surface per bone, morphometry.csv, report.json and qc.png.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM folder or folder of files")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=Path, help="output folder")
+    parser.add_argument("--joint", default="auto", choices=("auto", *JOINT_KEYS), help="joint (default: auto-detect)")
+    parser.add_argument("--model", metavar="FILE", help="model file (.safetensors; default: the bundled model)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="network arithmetic (default: auto)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="slices per network pass")
+    parser.add_argument("--no-postprocess", action="store_true", help="skip the anatomical post-processing")
+    parser.add_argument("--no-surfaces", action="store_true", help="write no surface meshes")
+    parser.add_argument("--surface-format", default="stl", choices=SURFACE_FORMATS, help="mesh format (default stl)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = SegmentOptions(
+        joint=args.joint,
+        model_path=args.model,
+        device=args.device,
+        postprocess=not args.no_postprocess,
+        precision=args.precision,
+        batch_size=args.batch_size,
+    )
+    problems = [p for p in options.problems() if not p.startswith("model file")]  # get_model says it better
+    if problems:
+        for problem in problems:
+            print(f"pbseg segment: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        model = get_model(args.model)
+    except (FileNotFoundError, ModelFileError) as error:
+        print(f"pbseg segment: error: {error}", file=sys.stderr)
+        return 2
+    summaries: list[CaseSummary] = []
+    sources: list[VolumeSource] = []
+    for given in args.inputs:
+        try:
+            sources.extend(discover_sources(given))
+        except VolumeReadError as error:
+            summaries.append(_failed(given, str(error)))
+    seen: dict[str, VolumeSource] = {}
+    for source in sources:
+        if source.name in seen:
+            summaries.append(_failed(source.name, f"{source}: case name already used by {seen[source.name]}"))
+            continue
+        seen[source.name] = source
+        try:
+            summaries.append(_segment_case(source, args, options, model))
+        except KeyboardInterrupt:
+            print(f"interrupted: {source.name} was not written", file=sys.stderr)
+            summaries.append(CaseSummary(source.name, False, detail="interrupted"))
+            _print_summary(summaries)
+            return 130
+        except VolumeReadError as error:
+            summaries.append(_failed(source.name, str(error)))
+        except Exception as error:  # one bad case must not stop the batch
+            summaries.append(_failed(source.name, f"{source}: {error}"))
+    _print_summary(summaries)
+    return 0 if summaries and all(summary.ok for summary in summaries) else 1
+
+
+def _segment_case(
+    source: VolumeSource, args: argparse.Namespace, options: SegmentOptions, model: LoadedModel
+) -> CaseSummary:
+    start = time.perf_counter()
+    if case_folder(args.output, source.name).exists() and not args.overwrite:
+        raise FileExistsError(f"{case_folder(args.output, source.name)}: output folder exists (use --overwrite)")
+    with tqdm(total=100, desc=source.name, unit="%", leave=False, disable=None, file=sys.stderr) as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.n = round(100 * fraction)
+            bar.set_postfix_str(message, refresh=True)
+
+        progress(0.0, "reading")
+        image = read_volume(source)
+        read_seconds = time.perf_counter() - start
+        result = segment_image(image, options, progress=sub_progress(progress, 0.05, 0.8), model=model)
+        timings = {"read": read_seconds, **result.timings}
+        surfaces = None
+        if not args.no_surfaces:
+            progress(0.8, "surfaces")
+            begin = time.perf_counter()
+            surfaces = bone_surfaces(result.labels, result.joint)
+            timings["surfaces"] = time.perf_counter() - begin
+        begin = time.perf_counter()
+        measurements = measure_bones(result.labels, result.joint, surfaces)
+        timings["morphometry"] = time.perf_counter() - begin
+        result.timings = timings
+        extra = {"input": str(source), "model_file": str(model.path), "postprocess": options.postprocess}
+        folder = write_case(
+            args.output,
+            source.name,
+            image,
+            result,
+            surfaces,
+            measurements,
+            surface_format=args.surface_format,
+            overwrite=args.overwrite,
+            report_extra=extra,
+            progress=sub_progress(progress, 0.9, 1.0),
+        )
+    for warning in result.warnings:
+        tqdm.write(f"warning: {source.name}: {warning}", file=sys.stderr)
+    joint = result.joint + (f" (auto {result.joint_confidence:.2f})" if result.joint_confidence is not None else "")
+    return CaseSummary(
+        source.name,
+        True,
+        joint=joint,
+        bones=f"{len(measurements)}/{len(get_joint(result.joint).bones)}",
+        warnings=len(result.warnings),
+        seconds=time.perf_counter() - start,
+        detail=str(folder),
+    )
+
+
+def _failed(case: str, message: str) -> CaseSummary:
+    tqdm.write(f"error: {message}", file=sys.stderr)
+    return CaseSummary(case, False, detail=message)
+
+
+def _print_summary(summaries: list[CaseSummary]) -> None:
+    header = ("case", "status", "joint", "bones", "warnings", "seconds", "output / problem")
+    rows = [
+        (
+            s.case,
+            "ok" if s.ok else "FAILED",
+            s.joint,
+            s.bones,
+            str(s.warnings) if s.ok else "",
+            f"{s.seconds:.1f}" if s.ok else "",
+            s.detail,
+        )
+        for s in summaries
+    ]
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header) - 1)]
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    failed = sum(not s.ok for s in summaries)
+    print(f"{len(summaries) - failed} case(s) segmented, {failed} failed")

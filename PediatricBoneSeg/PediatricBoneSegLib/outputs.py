@@ -1,0 +1,198 @@
+"""The per-case output folder ``OUTDIR/<case>/`` (DESIGN §8), written atomically.
+
+Everything is written into a hidden temporary folder beside the target, which is renamed into place
+only when complete: a failed or cancelled case leaves no files, and an existing case folder is
+replaced only with ``overwrite`` (the old one is removed after the new one is in place).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+import vtk
+
+from . import __version__
+from .catalog import get_joint
+from .inference import InferenceResult
+from .morphometry import COLUMNS, BoneMeasurement
+from .progress import CancelToken, ProgressCallback, check_cancelled
+from .qc import write_qc_png
+from .segmentation_file import write_segmentation_nrrd
+
+SURFACE_FORMATS = ("stl", "obj", "vtp", "ply")
+SEGMENTATION_FILE = "segmentation.seg.nrrd"
+LABELS_FILE = "labels.nii.gz"
+MORPHOMETRY_FILE = "morphometry.csv"
+REPORT_FILE = "report.json"
+QC_FILE = "qc.png"
+
+
+def case_folder(outdir: str | Path, case: str) -> Path:
+    return Path(outdir) / case
+
+
+def write_case(
+    outdir: str | Path,
+    case: str,
+    image: sitk.Image,
+    result: InferenceResult,
+    surfaces: dict[str, vtk.vtkPolyData] | None,
+    measurements: list[BoneMeasurement],
+    surface_format: str = "stl",
+    overwrite: bool = False,
+    report_extra: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Path:
+    """Write all outputs of one case and return its folder. ``image``: the input volume (for the
+    QC picture); ``report_extra``: more report.json fields (input path, model file, timings of
+    stages run outside the pipeline). Raises FileExistsError when the folder exists and not
+    ``overwrite``; ``Cancelled`` when ``cancel`` is set (checked between files)."""
+    if surface_format not in SURFACE_FORMATS:
+        raise ValueError(f"unknown surface format {surface_format!r} ({', '.join(SURFACE_FORMATS)})")
+    target = case_folder(outdir, case)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target}: output folder exists (use --overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    staging = target.parent / f".{case}.partial-{secrets.token_hex(4)}"
+    staging.mkdir()  # unlike mkdtemp, honours the umask: the final folder gets normal permissions
+    try:
+        steps = [
+            (SEGMENTATION_FILE, lambda p: write_segmentation_nrrd(result.labels, result.joint, p)),
+            (LABELS_FILE, lambda p: sitk.WriteImage(result.labels, str(p), useCompression=True)),
+            *(
+                (f"{bone}.{surface_format}", lambda p, mesh=mesh: write_surface(mesh, p))
+                for bone, mesh in (surfaces or {}).items()
+            ),
+            (MORPHOMETRY_FILE, lambda p: write_morphometry_csv(measurements, p)),
+            (QC_FILE, lambda p: write_qc_png(image, result.labels, result.joint, surfaces, p, title=case)),
+        ]
+        for index, (name, write) in enumerate(steps):
+            check_cancelled(cancel)
+            if progress is not None:
+                progress(index / (len(steps) + 1), f"writing {name}")
+            write(staging / name)
+        check_cancelled(cancel)
+        timings = {**result.timings, "write": time.perf_counter() - start}
+        files = [name for name, _ in steps] + [REPORT_FILE]
+        report = build_report(case, result, measurements, files, timings, report_extra)
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        _replace_folder(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if progress is not None:
+        progress(1.0, "written")
+    return target
+
+
+def build_report(
+    case: str,
+    result: InferenceResult,
+    measurements: list[BoneMeasurement],
+    files: list[str],
+    timings: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The content of report.json."""
+    spec = get_joint(result.joint)
+    by_bone = {m.bone: m for m in measurements}
+    labels = result.labels
+    return {
+        "case": case,
+        "joint": result.joint,
+        "joint_auto_detected": result.auto_detected,
+        "joint_confidence": None if result.joint_confidence is None else round(result.joint_confidence, 4),
+        "joint_embedding_distances": {k: round(v, 4) for k, v in result.joint_distances.items()},
+        "warnings": list(result.warnings),
+        "bones": {
+            bone.key: {
+                "display_name": bone.display_name,
+                "label": spec.label_of(bone.key),
+                "present": bone.key in by_bone,
+                "voxel_volume_mm3": round(by_bone[bone.key].voxel_volume_mm3, 3) if bone.key in by_bone else 0.0,
+                "mesh_volume_mm3": _rounded(by_bone[bone.key].mesh_volume_mm3) if bone.key in by_bone else None,
+            }
+            for bone in spec.bones
+        },
+        "model": {"name": result.model_name, "version": result.model_version},
+        "device": result.device,
+        "precision": result.precision,
+        "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
+        "geometry": {
+            "size": list(labels.GetSize()),
+            "spacing_mm": list(labels.GetSpacing()),
+            "origin_mm": list(labels.GetOrigin()),
+            "direction": list(labels.GetDirection()),
+        },
+        "files": files,
+        "pbseg_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+
+
+def write_surface(mesh: vtk.vtkPolyData, path: str | Path) -> Path:
+    """Write a mesh in the format of the file extension (.stl binary, .obj, .vtp, .ply binary).
+    Coordinates are LPS millimetres; STL headers say so, as Slicer's do."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix == "stl":
+        writer: vtk.vtkWriter = vtk.vtkSTLWriter()
+        writer.SetFileTypeToBinary()
+        writer.SetHeader("SPACE=LPS")
+    elif suffix == "obj":
+        writer = vtk.vtkOBJWriter()
+    elif suffix == "vtp":
+        writer = vtk.vtkXMLPolyDataWriter()
+        writer.SetDataModeToBinary()
+    elif suffix == "ply":
+        writer = vtk.vtkPLYWriter()
+        writer.SetFileTypeToBinary()
+    else:
+        raise ValueError(f"{path}: unknown surface format ({', '.join(SURFACE_FORMATS)})")
+    writer.SetInputData(mesh)
+    writer.SetFileName(str(path))
+    if writer.Write() != 1:
+        raise OSError(f"{path}: the surface could not be written")
+    return path
+
+
+def write_morphometry_csv(measurements: list[BoneMeasurement], path: str | Path) -> Path:
+    with Path(path).open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        for measurement in measurements:
+            writer.writerow(measurement.as_row())
+    return Path(path)
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Move the finished folder into place; an old folder is swapped out first, then deleted."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, retired / target.name)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(retired / target.name, target)
+        raise
+    finally:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,162 @@
+"""Quality-control picture (``qc.png``): axial, coronal and sagittal slices through the bones with
+the label overlay, and a 3D view of the surfaces, for a quick look without opening Slicer.
+
+The 3D view is rendered offscreen by VTK (EGL or OSMesa) where an OpenGL context can be had, and
+drawn with matplotlib's 3D axes otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+from vtk.util.numpy_support import vtk_to_numpy
+
+from .catalog import get_bone, get_joint
+from .preprocessing import CanonicalTransform
+from .volume_io import atomic_path
+
+OVERLAY_ALPHA = 0.45
+RENDER_SIZE = 600
+MAX_PLOT_TRIANGLES = 4000  # per bone in the matplotlib fallback
+
+
+def write_qc_png(
+    image: sitk.Image,
+    labels: sitk.Image,
+    joint: str,
+    surfaces: dict | None,
+    path: str | Path,
+    title: str = "",
+    renderer: str = "auto",
+) -> Path:
+    """``renderer``: "auto" (VTK offscreen, else matplotlib), "vtk" or "matplotlib" for the 3D view."""
+    spec = get_joint(joint)
+    transform = CanonicalTransform.from_direction(image.GetDirection())
+    volume = transform.to_canonical(sitk.GetArrayViewFromImage(image))  # [S, P, L]
+    label_array = transform.to_canonical(sitk.GetArrayViewFromImage(labels))
+    spacing = transform.canonical_spacing(image.GetSpacing())
+    colors = np.zeros((256, 4))
+    for value, bone in enumerate(spec.bones, start=1):
+        colors[value] = (*bone.color_float, OVERLAY_ALPHA)
+    centre = _label_centre(label_array)
+    low, high = np.percentile(volume, (1, 99))
+    figure = Figure(figsize=(12, 10), dpi=80)
+    FigureCanvasAgg(figure)
+    # Radiological display: rows toward inferior/posterior go down, patient's left on the right.
+    views = (
+        ("axial", volume[centre[0]], label_array[centre[0]], spacing[1] / spacing[2]),
+        ("coronal", volume[::-1, centre[1]], label_array[::-1, centre[1]], spacing[0] / spacing[2]),
+        ("sagittal", volume[::-1, :, centre[2]], label_array[::-1, :, centre[2]], spacing[0] / spacing[1]),
+    )
+    for index, (name, plane, plane_labels, aspect) in enumerate(views):
+        axes = figure.add_subplot(2, 2, index + 1)
+        axes.imshow(plane, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+        axes.imshow(colors[np.clip(plane_labels, 0, 255)], aspect=aspect, interpolation="nearest")
+        axes.set_title(name)
+        axes.set_axis_off()
+    _draw_3d(figure, surfaces or {}, renderer)
+    legend = ", ".join(bone.display_name for bone in spec.bones)
+    figure.suptitle(f"{title}  [{spec.display_name}: {legend}]".strip())
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    return Path(path)
+
+
+def _label_centre(labels: np.ndarray) -> tuple[int, int, int]:
+    """Voxel at the centre of the labelled region (the volume's centre when nothing is labelled)."""
+    found = np.nonzero(labels)
+    if len(found[0]) == 0:
+        return tuple(n // 2 for n in labels.shape)  # type: ignore[return-value]
+    return tuple(int(np.median(axis)) for axis in found)  # type: ignore[return-value]
+
+
+def _draw_3d(figure: Figure, surfaces: dict, renderer: str) -> None:
+    picture = _render_vtk(surfaces) if renderer in ("auto", "vtk") and surfaces else None
+    if renderer == "vtk" and surfaces and picture is None:
+        raise RuntimeError("no offscreen OpenGL context (EGL or OSMesa) is available for VTK rendering")
+    if picture is not None:
+        axes = figure.add_subplot(2, 2, 4)
+        axes.imshow(picture)
+        axes.set_axis_off()
+    else:
+        axes = figure.add_subplot(2, 2, 4, projection="3d")
+        _plot_meshes(axes, surfaces)
+    axes.set_title("3D (anterior view)")
+
+
+def _offscreen_window() -> vtk.vtkRenderWindow | None:
+    from vtkmodules import vtkRenderingOpenGL2
+
+    for name in ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow"):
+        window_class = getattr(vtkRenderingOpenGL2, name, None)
+        if window_class is None:
+            continue
+        window = window_class()
+        window.SetOffScreenRendering(1)
+        window.SetSize(RENDER_SIZE, RENDER_SIZE)
+        try:
+            if window.SupportsOpenGL():
+                return window
+        except Exception:  # any failure means this backend is unusable here
+            continue
+    return None
+
+
+def _render_vtk(surfaces: dict) -> np.ndarray | None:
+    """[H, W, 3] uint8 picture of the surfaces seen from the front, or None without OpenGL."""
+    window = _offscreen_window()
+    if window is None:
+        return None
+    scene = vtk.vtkRenderer()
+    scene.SetBackground(1.0, 1.0, 1.0)
+    window.AddRenderer(scene)
+    for key, mesh in surfaces.items():
+        mapper = vtk.vtkPolyDataMapper()
+        mapper.SetInputData(mesh)
+        actor = vtk.vtkActor()
+        actor.SetMapper(mapper)
+        actor.GetProperty().SetColor(*get_bone(key).color_float)
+        scene.AddActor(actor)
+    camera = scene.GetActiveCamera()
+    camera.SetPosition(0.0, -1.0, 0.0)  # anterior (LPS: -P), looking toward posterior
+    camera.SetFocalPoint(0.0, 0.0, 0.0)
+    camera.SetViewUp(0.0, 0.0, 1.0)
+    scene.ResetCamera()
+    window.Render()
+    grabber = vtk.vtkWindowToImageFilter()
+    grabber.SetInput(window)
+    grabber.Update()
+    output = grabber.GetOutput()
+    width, height, _ = output.GetDimensions()
+    pixels = vtk_to_numpy(output.GetPointData().GetScalars()).reshape(height, width, -1)[::-1, :, :3]
+    window.Finalize()
+    if (pixels == 255).all():  # nothing was drawn: treat as no rendering
+        return None
+    return np.ascontiguousarray(pixels)
+
+
+def _plot_meshes(axes, surfaces: dict) -> None:  # axes: matplotlib Axes3D
+    lows, highs = [], []
+    for key, mesh in surfaces.items():
+        points = vtk_to_numpy(mesh.GetPoints().GetData())
+        triangles = vtk_to_numpy(mesh.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+        step = max(1, len(triangles) // MAX_PLOT_TRIANGLES)
+        shown = points.astype(float)
+        collection = Poly3DCollection(shown[triangles[::step]], facecolors=get_bone(key).color_float, shade=True)
+        axes.add_collection3d(collection)
+        lows.append(shown.min(axis=0))
+        highs.append(shown.max(axis=0))
+    if lows:
+        low, high = np.min(lows, axis=0), np.max(highs, axis=0)
+        centre, half = (low + high) / 2, float((high - low).max()) / 2
+        for setter, c in zip((axes.set_xlim, axes.set_ylim, axes.set_zlim), centre):
+            setter(c - half, c + half)
+    axes.view_init(elev=0, azim=-90)  # camera at -y (anterior) looking posterior, L to the right as in VTK
+    axes.set_axis_off()
