@@ -1,0 +1,88 @@
+"""The module's inputs as one plain object that can say why it is not ready to run.
+
+The widget keeps its state in a ``parameterNodeWrapper`` with the same field names (saved with the
+scene); ``SegmentParameters.fromObject`` reads it, ``problems()`` explains what blocks the
+"Segment bones" button, and ``logicArguments()`` gives the keyword arguments of
+``PediatricBoneSegLogic.segment``. Choices are the labels the user sees; the catalog names the joints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .catalog import JOINT_KEYS, JOINTS
+
+AUTO = "Auto"
+JOINT_CHOICES: tuple[str, ...] = (AUTO, *(JOINTS[key].display_name for key in JOINT_KEYS))
+DEVICE_CHOICES: dict[str, str] = {AUTO: "auto", "CPU": "cpu", "GPU": "cuda"}
+
+
+@dataclass
+class SegmentParameters:
+    """``inputVolume``: a vtkMRMLScalarVolumeNode or None. ``joint``/``device``: one of
+    ``JOINT_CHOICES``/``DEVICE_CHOICES``. ``modelPath`` is used when ``useBundledModel`` is off.
+    ``smoothing``: closed-surface smoothing factor in [0, 1]. ``exportFolder`` is used when
+    ``export`` is on."""
+
+    inputVolume: Any = None
+    joint: str = AUTO
+    useBundledModel: bool = True
+    modelPath: Path | None = None
+    device: str = AUTO
+    postprocess: bool = True
+    surfaces: bool = True
+    smoothing: float = 0.5
+    export: bool = False
+    exportFolder: Path | None = None
+
+    @classmethod
+    def fromObject(cls, source: Any) -> SegmentParameters:
+        """Read the fields of the same name from ``source`` (e.g. the widget's parameter node)."""
+        return cls(**{field.name: getattr(source, field.name) for field in fields(cls)})
+
+    def problems(self) -> list[str]:
+        """Every reason these parameters cannot run (empty when they can)."""
+        found = []
+        volume = self.inputVolume
+        if volume is None:
+            found.append("Select an input volume.")
+        elif volume.GetImageData() is None or volume.GetImageData().GetNumberOfPoints() == 0:
+            found.append(f"The input volume {volume.GetName()!r} has no voxels.")
+        if self.joint not in JOINT_CHOICES:
+            found.append(f"Unknown joint {self.joint!r}; choose one of {', '.join(JOINT_CHOICES)}.")
+        if self.device not in DEVICE_CHOICES:
+            found.append(f"Unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+        if not self.useBundledModel and not _isFile(self.modelPath):
+            found.append(f"Model file not found: {self.modelPath or '(none selected)'}.")
+        if not 0.0 <= self.smoothing <= 1.0:
+            found.append(f"Smoothing must be between 0 and 1, got {self.smoothing}.")
+        if self.export and not _isDirectory(self.exportFolder):
+            found.append(f"Export folder not found: {self.exportFolder or '(none selected)'}.")
+        return found
+
+    def logicArguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``PediatricBoneSegLogic.segment`` (volume node excluded)."""
+        return {
+            "joint": "auto" if self.joint == AUTO else _jointKey(self.joint),
+            "modelPath": None if self.useBundledModel else str(self.modelPath),
+            "device": DEVICE_CHOICES[self.device],
+            "postprocess": self.postprocess,
+            "surfaces": self.surfaces,
+            "smoothing": self.smoothing,
+            "exportFolder": str(self.exportFolder) if self.export else None,
+        }
+
+
+def _jointKey(displayName: str) -> str:
+    return next(key for key in JOINT_KEYS if JOINTS[key].display_name == displayName)
+
+
+def _isFile(path: Path | None) -> bool:
+    # An empty path widget reads back as Path("") == Path("."): treat it as "nothing selected".
+    return path is not None and str(path) not in ("", ".") and Path(path).is_file()
+
+
+def _isDirectory(path: Path | None) -> bool:
+    return path is not None and str(path) not in ("", ".") and Path(path).is_dir()

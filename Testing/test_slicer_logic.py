@@ -1,0 +1,213 @@
+"""PediatricBoneSegLogic on a real vtkMRMLScene (slicer-core): outputs, geometry, rollback, and the
+module's self-test running the same scenario (PediatricBoneSegLib.slicer_scenario)."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from slicer_harness import MRMLHarness, application_standins
+
+from PediatricBoneSegLib import slicer_scenario
+from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
+from PediatricBoneSegLib.modelfile import ModelManifest, save_model
+from PediatricBoneSegLib.mrml_volume import ijk_to_ras, image_from_volume_node
+from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.parameters import SegmentParameters
+from PediatricBoneSegLib.preprocessing import PreprocessingConfig
+from PediatricBoneSegLib.progress import Cancelled, CancelToken
+from PediatricBoneSegLib.scene_transaction import SceneTransaction
+
+KNEE = get_joint("knee")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained three-joint model file, small enough for tests (its labels are arbitrary)."""
+    torch.manual_seed(0)
+    config = NetworkConfig(
+        encoder="resnet18",
+        decoder_channels=(32, 16, 16, 8, 8),
+        classes_per_domain=tuple(get_joint(key).num_classes for key in JOINT_KEYS),
+    )
+    manifest = ModelManifest("tiny-test", "0", config, list(JOINT_KEYS), PreprocessingConfig(size=64))
+    return save_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", MultiDomainUNet(config), manifest)
+
+
+@pytest.fixture(scope="module")
+def knee():
+    return slicer_scenario.phantom_case("knee", seed=0)
+
+
+@pytest.fixture
+def harness():
+    return MRMLHarness()
+
+
+def test_known_labels_become_catalog_segments_surfaces_models_and_table(harness, knee):
+    image, labels = knee
+    result = slicer_scenario.run_truth_scenario(harness.logic(), image, labels, "knee")
+    segmentation = result.segmentationNode.GetSegmentation()
+    segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
+    assert [s.GetName() for s in segments] == [bone.display_name for bone in KNEE.bones]
+    assert [s.GetTerminology().split("~")[2].split("^")[1] for s in segments] == [b.snomed_code for b in KNEE.bones]
+    assert segmentation.ContainsRepresentation("Closed surface")
+    assert [m.GetName() for m in result.modelNodes] == [bone.display_name for bone in KNEE.bones]
+    assert all(m.GetPolyData().GetNumberOfCells() > 100 for m in result.modelNodes)
+    assert result.tableNode.GetTable().GetNumberOfRows() == len(KNEE.bones)
+    assert result.segmentationNode.GetDisplayNode().GetPreferredDisplayRepresentationName3D() == "Closed surface"
+    femur = result.measurements[0]
+    assert femur.bone == "femur" and femur.mesh_volume_mm3 == pytest.approx(femur.voxel_volume_mm3, rel=0.1)
+
+
+def test_result_check_catches_each_kind_of_wrong_output(harness, knee):
+    image, labels = knee
+    result = slicer_scenario.run_truth_scenario(harness.logic(), image, labels, "knee")
+    volume = harness.scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+    segmentation = result.segmentationNode.GetSegmentation()
+    segmentation.GetSegment("patella").SetName("Kneecap")
+    segmentation.GetSegment("tibia").SetTerminology(get_joint("knee").bones[0].terminology)
+    result.modelNodes[3].GetPolyData().Initialize()
+    result.tableNode.GetTable().RemoveRow(0)
+    shifted = volume.GetOrigin()
+    volume.SetOrigin(shifted[0] + 1.0, shifted[1], shifted[2])
+    problems = slicer_scenario.check_result(result, volume, "knee", labels, bones_required="all")
+    expected = [
+        "reference IJK-to-RAS",
+        "segment 'tibia' terminology",
+        "segment 'patella' named 'Kneecap', expected 'Patella'",
+        "model 'Patella' for segment 'Kneecap'",
+        "model 'Fibula' has an empty mesh",
+        "morphometry table has 3 rows for 4 bones",
+    ]
+    assert len(problems) == len(expected) and all(text in problem for text, problem in zip(expected, problems))
+
+
+def test_segment_path_with_a_model_file(harness, knee, tiny_model):
+    image, _ = knee
+    logic = harness.logic()
+    messages = []
+    volume = slicer_scenario.add_volume_node(harness.scene, image, "knee")
+    result = logic.segment(volume, joint="knee", modelPath=tiny_model, progress=lambda f, m: messages.append((f, m)))
+    assert result.joint == "knee" and not result.autoDetected and result.jointConfidence is None
+    assert slicer_scenario.check_result(result, volume, "knee", bones_required="any") == []
+    fractions = [f for f, _ in messages]
+    assert fractions == sorted(fractions) and fractions[-1] >= 0.8
+    slicer_scenario.run_segment_scenario(logic, image, "knee", tiny_model, require_bones=False)
+
+
+def test_cancel_after_first_batch_and_injected_error_leave_the_scene_unchanged(harness, knee, tiny_model):
+    """The same cases (and more) run in the shared scenario, see test_module_self_test_runs_the_shared_scenario."""
+    logic = harness.logic()
+    volume = slicer_scenario.add_volume_node(harness.scene, knee[0], "knee")
+    state = slicer_scenario.scene_state(harness.scene)
+    token, batches = CancelToken(), []
+
+    def cancel_after_first_batch(fraction, message):
+        if message.startswith("segmenting slice"):
+            batches.append(message)
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        logic.segment(
+            volume, joint="knee", modelPath=tiny_model, progress=cancel_after_first_batch, cancel=token, batchSize=4
+        )
+    assert batches == ["segmenting slice 4/15"]
+    assert slicer_scenario.scene_state(harness.scene) == state
+
+    def fail_while_building_models(fraction, message):
+        if message == "Measuring the bones":  # segmentation and models already exist at this point
+            assert harness.scene.GetFirstNodeByClass("vtkMRMLModelNode") is not None
+            raise slicer_scenario.InjectedError("injected")
+
+    with pytest.raises(slicer_scenario.InjectedError):
+        logic.segment(volume, joint="knee", modelPath=tiny_model, progress=fail_while_building_models)
+    assert slicer_scenario.scene_state(harness.scene) == state
+
+
+def test_scene_transaction_removes_nodes_display_nodes_and_folders(harness):
+    before = slicer_scenario.scene_state(harness.scene)
+    with pytest.raises(RuntimeError), SceneTransaction(harness.scene):
+        model = harness.scene.AddNewNodeByClass("vtkMRMLModelNode", "m")
+        model.CreateDefaultDisplayNodes()
+        folder = harness.subjectHierarchy.CreateFolderItem(harness.subjectHierarchy.GetSceneItemID(), "f")
+        harness.subjectHierarchy.CreateItem(folder, model)
+        assert slicer_scenario.scene_state(harness.scene) != before
+        raise RuntimeError("boom")
+    assert slicer_scenario.scene_state(harness.scene) == before
+
+
+def test_volume_node_geometry_is_exact_for_an_oblique_volume(harness):
+    array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.4, 0.5, 3.0))
+    image.SetOrigin((12.0, -7.0, 30.0))
+    angle = np.radians(20)
+    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    image.SetDirection(tuple((rotation @ np.diag([1, -1, 1])).ravel()))
+    volume = slicer_scenario.add_volume_node(harness.scene, image, "oblique")
+    index = (5, 1, 2)
+    lps = np.array(image.TransformIndexToPhysicalPoint(index))
+    ras = ijk_to_ras(volume) @ np.array([*index, 1.0])
+    assert np.allclose(ras[:3], lps * [-1, -1, 1])
+    back = image_from_volume_node(volume)
+    assert np.array_equal(sitk.GetArrayFromImage(back), array) and back.GetPixelID() == image.GetPixelID()
+    assert np.allclose(back.GetOrigin(), image.GetOrigin()) and np.allclose(back.GetSpacing(), image.GetSpacing())
+    assert np.allclose(back.GetDirection(), image.GetDirection())
+
+
+def test_bad_volume_and_export_folder_are_refused_before_any_node(harness, knee, tiny_model, tmp_path):
+    logic = harness.logic()
+    empty = harness.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    count = harness.scene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="'empty' has no voxel data"):
+        logic.segment(empty, joint="knee", modelPath=tiny_model)
+    volume = slicer_scenario.add_volume_node(harness.scene, knee[0], "knee")
+    count = harness.scene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="export folder .*missing does not exist"):
+        logic.segment(volume, joint="knee", modelPath=tiny_model, exportFolder=tmp_path / "missing")
+    assert harness.scene.GetNumberOfNodes() == count and not (tmp_path / "missing").exists()
+
+
+def test_export_writes_a_new_case_folder_each_run(harness, knee, tmp_path):
+    image, labels = knee
+    logic = harness.logic()
+    volume = slicer_scenario.add_volume_node(harness.scene, image, "knee 1/left")
+    truth = slicer_scenario.truth_result(labels, "knee")
+    first = logic.createOutputNodes(volume, truth, exportFolder=tmp_path)
+    second = logic.createOutputNodes(volume, truth, exportFolder=tmp_path, surfaces=False)
+    assert (first.exportFolder.name, second.exportFolder.name) == ("knee_1_left", "knee_1_left_2")
+    assert {p.name for p in first.exportFolder.iterdir()} >= {"femur.stl", "morphometry.csv", "report.json"}
+    assert not list(second.exportFolder.glob("*.stl")) and second.modelNodes == []
+    assert "Files written to" in first.summary() and first.summary().startswith("Knee: 4 bones segmented.")
+
+
+def test_parameters_explain_problems_and_map_to_logic_arguments(tmp_path):
+    assert SegmentParameters().problems() == ["Select an input volume."]
+    parameters = SegmentParameters(
+        inputVolume=None, joint="Shoulder", useBundledModel=False, modelPath=tmp_path / "none.safetensors",
+        device="GPU", smoothing=1.5, export=True, exportFolder=None,
+    )
+    assert parameters.problems()[1:] == [
+        f"Model file not found: {tmp_path / 'none.safetensors'}.",
+        "Smoothing must be between 0 and 1, got 1.5.",
+        "Export folder not found: (none selected).",
+    ]
+    arguments = parameters.logicArguments()
+    assert (arguments["joint"], arguments["device"], arguments["exportFolder"]) == ("shoulder", "cuda", "None")
+    assert SegmentParameters().logicArguments()["modelPath"] is None
+
+
+def test_module_self_test_runs_the_shared_scenario(harness, tiny_model):
+    with application_standins(harness) as module:
+        info = types.SimpleNamespace()
+        module.PediatricBoneSeg(info)
+        assert info.categories == ["Segmentation"] and "Boutillon" in info.acknowledgementText
+        test = module.PediatricBoneSegTest()
+        test.modelPath, test.requireBones = tiny_model, False
+        test.runTest()
+    assert test.messages[0] == "Generating a knee phantom" and test.messages[-1] == "Segment bones scenario passed"
+    assert harness.scene.GetFirstNodeByName("knee phantom (truth) bones") is not None
