@@ -204,46 +204,56 @@ def run_segment_scenario(
     return result
 
 
-def run_rollback_scenarios(logic: Any, image: sitk.Image, joint: str, model_path: str | Path | None) -> None:
-    """Cancel after the first slice batch, cancel while nodes are being built, an error injected
-    while nodes are being built, a missing model file: each leaves the scene as it was."""
+def run_rollback_scenarios(
+    logic: Any, image: sitk.Image, labels: sitk.Image, joint: str, model_path: str | Path | None
+) -> None:
+    """Each of these leaves the scene's nodes and subject-hierarchy items as they were: a cancel
+    after the first slice batch and a missing model file (``logic.segment``); a cancel while the
+    models are built and an error injected while measuring, after the segmentation and the models
+    exist (the node-building half, fed the true labels so no network run is repeated)."""
     volume_node = add_volume_node(logic.scene, image, f"{joint} phantom (rollback)")
-    problems = []
+    batches: list[str] = []
 
-    batches = []
+    def segment(progress: Any, token: CancelToken, path: Any = model_path) -> None:
+        logic.segment(volume_node, joint=joint, modelPath=path, device="cpu", progress=progress, cancel=token,
+                      batchSize=4)
 
-    def first_batch_cancel(token: CancelToken) -> Callable[[float, str], None]:
-        def report(fraction: float, message: str) -> None:
+    def build(progress: Any, token: CancelToken) -> None:
+        logic.createOutputNodes(volume_node, truth_result(labels, joint), progress=progress, cancel=token)
+
+    def cancel_after_first_batch(token: CancelToken) -> None:
+        def progress(fraction: float, message: str) -> None:
             if message.startswith("segmenting slice"):
                 batches.append(message)
                 token.cancel()
 
-        return report
+        segment(progress, token)
 
-    def output_stage_cancel(token: CancelToken) -> Callable[[float, str], None]:
-        return lambda fraction, message: token.cancel() if message.startswith("Creating the bone surface") else None
+    def missing_model_file(token: CancelToken) -> None:
+        segment(None, token, Path("no-such-dir", "missing.safetensors"))
 
-    def output_stage_error(token: CancelToken) -> Callable[[float, str], None]:
-        def report(fraction: float, message: str) -> None:
+    def cancel_while_creating_models(token: CancelToken) -> None:
+        build(lambda fraction, message: message.startswith("Creating the bone surface") and token.cancel(), token)
+
+    def error_while_measuring(token: CancelToken) -> None:
+        def progress(fraction: float, message: str) -> None:
             if message.startswith("Measuring the bones"):
                 raise InjectedError("injected failure while measuring the bones")
 
-        return report
+        build(progress, token)
 
-    cases = {
-        "cancel after the first batch": (first_batch_cancel, model_path, Cancelled),
-        "cancel while creating models": (output_stage_cancel, model_path, Cancelled),
-        "error while measuring": (output_stage_error, model_path, InjectedError),
-        "missing model file": (None, Path("no-such-dir") / "missing.safetensors", (ValueError, OSError)),
-    }
-    for name, (make_progress, path, expected) in cases.items():
+    cases = [
+        (cancel_after_first_batch, Cancelled),
+        (missing_model_file, (ValueError, OSError)),
+        (cancel_while_creating_models, Cancelled),
+        (error_while_measuring, InjectedError),
+    ]
+    problems = []
+    for run, expected in cases:
+        name = run.__name__.replace("_", " ")
         before = scene_state(logic.scene)
-        token = CancelToken()
-        progress = make_progress(token) if make_progress else None
         try:
-            logic.segment(
-                volume_node, joint=joint, modelPath=path, device="cpu", progress=progress, cancel=token, batchSize=4
-            )
+            run(CancelToken())
             problems.append(f"{name}: the run succeeded instead of raising {expected}")
         except expected:
             pass
@@ -265,5 +275,5 @@ def run_all(logic: Any, model_path: str | Path | None = None, require_bones: boo
     log("Segmenting the phantom with the model")
     run_segment_scenario(logic, image, joint, model_path, require_bones)
     log("Cancelling and failing runs")
-    run_rollback_scenarios(logic, image, joint, model_path)
+    run_rollback_scenarios(logic, image, labels, joint, model_path)
     log("Segment bones scenario passed")
