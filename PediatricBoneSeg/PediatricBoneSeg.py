@@ -28,6 +28,7 @@ from PediatricBoneSegLib.progress import Cancelled, CancelToken
 
 _DEFAULTS = SegmentParameters()
 SAMPLE_VOLUME = "SampleData/knee_phantom.nii.gz"
+TORCH_REQUIREMENT = ">=2.2"  # as in pyproject.toml
 
 
 class PediatricBoneSeg(ScriptedLoadableModule):
@@ -213,7 +214,8 @@ class PediatricBoneSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     "restart Slicer, and try again."
                 )
                 return False
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
                 slicer.util.errorDisplay("PyTorch could not be installed; see the Python console for details.")
                 return False
         pipMissing = [PIP_REQUIREMENTS[name] for name in missing if name in PIP_REQUIREMENTS]
