@@ -8,10 +8,12 @@ Phantoms and users' real data go through the same code.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -257,6 +259,27 @@ def validate_dataset(root: str | Path) -> list[DatasetProblem]:
     return problems
 
 
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI-1 datatype codes of float32 / float64
+
+
+def _nifti_non_finite(path: Path) -> int:
+    """Count NaN/infinite voxels in the raw data of a NIfTI-1 file. ITK's reader turns them into
+    zeros, which would hide the defect from the network's loader and from the check above."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as stream:
+        data = stream.read()
+    if len(data) < 352:
+        return 0
+    order = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
+    datatype = struct.unpack(order + "h", data[70:72])[0]
+    if datatype not in _NIFTI_FLOATS:
+        return 0
+    offset = int(struct.unpack(order + "f", data[108:112])[0])
+    dtype = np.dtype(order + _NIFTI_FLOATS[datatype])
+    voxels = np.frombuffer(data, dtype=dtype, offset=offset, count=(len(data) - offset) // dtype.itemsize)
+    return int(np.count_nonzero(~np.isfinite(voxels)))
+
+
 def _case_problems(case: Case, allowed: set[int]) -> list[DatasetProblem]:
     problems: list[DatasetProblem] = []
     if not case.image_path.is_file():
@@ -273,6 +296,8 @@ def _case_problems(case: Case, allowed: set[int]) -> list[DatasetProblem]:
     if image_header is not None:
         intensities = sitk.GetArrayFromImage(image_header.Execute())
         bad = int(np.count_nonzero(~np.isfinite(intensities))) if intensities.dtype.kind == "f" else 0
+        if str(case.image_path).endswith((".nii", ".nii.gz")):
+            bad = max(bad, _nifti_non_finite(case.image_path))
         if bad:
             problems.append(DatasetProblem(str(case.image_path), f"{bad} NaN or infinite voxel(s)"))
     if label_header is not None:
