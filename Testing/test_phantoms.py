@@ -198,5 +198,7 @@ def test_montage_shows_each_phantom(tmp_path) -> None:
     assert picture.shape[0] > 2.5 * matplotlib.image.imread(one_row).shape[0]
     red, green = picture[..., 0], picture[..., 1]
     assert np.abs(red - green).max() > 0.2  # colored label overlay present
+    wide = matplotlib.image.imread(save_montage(phantoms[:2], tmp_path / "wide.png", per_row=2))
+    assert wide.shape[1] > 1.8 * matplotlib.image.imread(one_row).shape[1]
     with pytest.raises(ValueError):
         save_montage([], tmp_path / "none.png")

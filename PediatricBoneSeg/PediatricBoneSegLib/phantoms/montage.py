@@ -35,8 +35,9 @@ def _overlay(image: np.ndarray, labels: np.ndarray, joint: str) -> np.ndarray:
     return rgb
 
 
-def save_montage(phantoms: Sequence[Phantom], path: str | Path, title: bool = True) -> Path:
-    """Write a PNG: one row per phantom (its mid slice; the slice with labels overlaid). Atomic."""
+def save_montage(phantoms: Sequence[Phantom], path: str | Path, per_row: int = 1, title: bool = True) -> Path:
+    """Write a PNG showing, for each phantom, the acquired slice with the most bone and the same
+    slice with the labels overlaid; ``per_row`` phantoms side by side. Atomic (temp + rename)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,26 +45,30 @@ def save_montage(phantoms: Sequence[Phantom], path: str | Path, title: bool = Tr
 
     if not phantoms:
         raise ValueError("save_montage needs at least one phantom")
+    if per_row < 1:
+        raise ValueError(f"per_row must be at least 1, got {per_row}")
     path = Path(path)
-    figure, axes = plt.subplots(len(phantoms), 2, figsize=(7.0, 3.5 * len(phantoms)), squeeze=False)
-    for row, phantom in zip(axes, phantoms):
+    rows = -(-len(phantoms) // per_row)
+    figure, axes = plt.subplots(rows, 2 * per_row, figsize=(3.4 * 2 * per_row, 3.5 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    for index, phantom in enumerate(phantoms):
+        row, column = divmod(index, per_row)
+        left, right = axes[row, 2 * column], axes[row, 2 * column + 1]
         image, labels, aspect = _mid_slice(phantom)
         low, high = np.percentile(image, (0.5, 99.5))
-        row[0].imshow(image, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
-        row[1].imshow(_overlay(image, labels, phantom.joint), aspect=aspect, interpolation="nearest")
-        for axis in row:
-            axis.set_axis_off()
+        left.imshow(image, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+        right.imshow(_overlay(image, labels, phantom.joint), aspect=aspect, interpolation="nearest")
         if title:
-            row[0].set_title(
-                f"{phantom.joint}, {phantom.age_years:.1f} y, {phantom.side} (seed {phantom.seed})",
-                fontsize=9,
-                loc="left",
+            left.set_title(
+                f"{phantom.joint}, {phantom.age_years:.1f} y, {phantom.side} (seed {phantom.seed})", fontsize=9
             )
     figure.tight_layout()
     handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(handle)
     try:
-        figure.savefig(temporary, dpi=110)
+        figure.savefig(temporary, dpi=100)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the montage is an ordinary file
         os.replace(temporary, path)
     finally:
         plt.close(figure)
