@@ -16,6 +16,7 @@ from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.cli import main as pbseg
 from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.phantoms import GENERATOR_VERSION, case_seed, generate_phantom, write_phantom_dataset
+from PediatricBoneSegLib.phantoms.appearance import CONTRASTS, TISSUES
 from PediatricBoneSegLib.phantoms.montage import save_montage
 from PediatricBoneSegLib.preprocessing import PreprocessingConfig, normalize_intensities
 
@@ -133,6 +134,15 @@ def test_the_three_domains_have_measurably_different_contrast() -> None:
     assert medians["knee"] + 0.3 < medians["shoulder"] < medians["ankle"] - 0.3
     for a, b in (("knee", "ankle"), ("knee", "shoulder"), ("ankle", "shoulder")):
         assert stats.ks_2samp(bone[a][::4], bone[b][::4]).statistic > 0.15, (a, b)
+
+
+def test_every_joint_has_its_own_complete_contrast_table() -> None:
+    assert set(CONTRASTS) == set(JOINT_KEYS)
+    for table in CONTRASTS.values():
+        assert set(table) == set(TISSUES)
+    tissues = ("marrow", "fat", "muscle", "cartilage", "fluid")
+    for a, b in (("knee", "ankle"), ("knee", "shoulder"), ("ankle", "shoulder")):
+        assert max(abs(CONTRASTS[a][t] - CONTRASTS[b][t]) for t in tissues) > 0.2, (a, b)
 
 
 def test_both_sides_and_the_whole_age_range_occur() -> None:

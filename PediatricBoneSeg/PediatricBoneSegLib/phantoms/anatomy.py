@@ -9,7 +9,7 @@ are in the same adult millimetres; the generator converts them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,7 +75,6 @@ class JointModel:
     slab: float
     slice_thickness: tuple[float, float]
     pixel_spacing: tuple[float, float]
-    extra: dict = field(default_factory=dict)
 
 
 def bounds_around(center: tuple[float, float, float], half: tuple[float, float, float]) -> Bounds:
