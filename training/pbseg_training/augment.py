@@ -2,7 +2,8 @@
 
 Spatial: random affine (rotation, scale, translation) + a smooth elastic field, applied to images
 (bilinear) and labels (nearest) with one sampling grid; left-right mirroring where the slice has a
-left-right axis. Intensity: gamma, smooth multiplicative bias field, Gaussian noise.
+left-right axis. Intensity: gamma, smooth multiplicative bias field, Gaussian noise; optionally,
+label-to-image synthesis (random contrast per structure, SynthSeg style) for unseen protocols.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from PediatricBoneSegLib.synthesis import synthesize_image
 
 from .config import TrainingConfig
 
@@ -43,6 +46,8 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """images [B, 1, S, S] float (z-scored), labels [B, S, S] long, mirrorable [B] bool."""
     batch, _, size, _ = images.shape
+    if config.synthesis_probability > 0:
+        images = _synthesize(images, labels, config.synthesis_probability, generator)
     mirror = mirrorable & (torch.rand(batch, generator=generator) < 0.5)
     images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
     labels = torch.where(mirror[:, None, None], labels.flip(-1), labels)
@@ -67,3 +72,19 @@ def _intensity(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     unit = unit + torch.randn(unit.shape, generator=generator) * _uniform((batch, 1, 1, 1), 0.0, 0.05, generator)
     # back to the slice's own range: per-volume normalization is what inference produces
     return low + unit * (high - low)
+
+
+def _synthesize(
+    images: torch.Tensor, labels: torch.Tensor, probability: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Replace a random share of the slices by random-contrast images of their labels, z-scored
+    like the network's input."""
+    chosen = torch.nonzero(torch.rand(len(images), generator=generator) < probability).flatten()
+    if not len(chosen):
+        return images
+    synthetic = synthesize_image(labels[chosen], generator, spatial_dims=2)[:, None]
+    mean = synthetic.mean(dim=(1, 2, 3), keepdim=True)
+    std = synthetic.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    images = images.clone()
+    images[chosen] = (synthetic - mean) / std
+    return images

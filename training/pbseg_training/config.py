@@ -55,6 +55,7 @@ class TrainingConfig:
     rotation_degrees: float = 15.0
     scale_range: tuple[float, float] = (0.85, 1.15)
     elastic_strength: float = 0.03
+    synthesis_probability: float = 0.0  # share of slices replaced by a SynthSeg-style random-contrast image
     # engineering
     threads: int = 0  # 0: torch default
     checkpoint_every: int = 100
