@@ -1,0 +1,125 @@
+"""The scheme-comparison experiment at its smoke size: six schemes, 2-fold cross-validation on
+coarse phantoms, tiny trainings, 3D evaluation through the inference pipeline, report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pbseg_training.crossval import load_folds
+from pbseg_training.experiment import CONFIGS, main, plan_runs, run_experiment
+from pbseg_training.experiment_config import load_experiment_config, with_overrides
+from pbseg_training.metrics import METRIC_KEYS
+from pbseg_training.results import load_results
+from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
+from PediatricBoneSegLib.modelfile import load_model
+
+SMOKE = CONFIGS / "experiment_smoke.toml"
+SCHEMES = ("individual", "transfer", "shared", "mtmd", "mtmd_contrastive", "full")
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> tuple[Path, Path]:
+    out_dir = tmp_path_factory.mktemp("experiment")
+    assert main(["--smoke", "-o", str(out_dir)]) == 0
+    return out_dir, out_dir / "report"
+
+
+def test_smoke_experiment_evaluates_every_scheme_on_every_test_case(experiment) -> None:
+    out_dir, report = experiment
+    folds = load_folds(out_dir / "folds.json")
+    assert len(folds) == 2
+    results = load_results(report / "results_cases.csv")
+    expected = {
+        (scheme, fold.index, joint, case, bone.key)
+        for scheme in SCHEMES
+        for fold in folds
+        for joint in JOINT_KEYS
+        for case in fold.test[joint]
+        for bone in get_joint(joint).bones
+    }
+    assert {(r.scheme, r.fold, r.joint, r.case, r.bone) for r in results} == expected
+    assert len(results) == len(expected) == 6 * (2 * 3 + 2 * 4 + 2 * 2)  # 2 phantoms per joint
+    for r in results:
+        assert 0.0 <= r.metrics["dice"] <= 1.0 and 0.0 <= r.metrics["specificity"] <= 1.0
+        assert r.metrics["assd"] >= 0 and (math.isinf(r.metrics["mssd"]) or r.metrics["mssd"] >= r.metrics["assd"])
+
+
+def test_smoke_experiment_writes_the_report(experiment) -> None:
+    out_dir, report = experiment
+    names = {path.name for path in report.iterdir()}
+    assert names == {"results.md", "results.csv", "results_cases.csv", "statistics.csv", "experiment.json",
+                     "embeddings.png", *(f"boxplots_{joint}.png" for joint in JOINT_KEYS)}
+    with open(report / "statistics.csv", newline="") as stream:
+        tests = list(csv.DictReader(stream))
+    # the full scheme against the five others, per joint and pooled, for each metric
+    assert {(t["baseline"], t["joint"], t["metric"]) for t in tests} == {
+        (b, j, m) for b in SCHEMES[:-1] for j in (*JOINT_KEYS, "all") for m in METRIC_KEYS
+    }
+    assert all(0.0 <= float(t["p_value"]) <= 1.0 for t in tests)
+    markdown = (report / "results.md").read_text()
+    assert all(f"## {get_joint(joint).display_name}" in markdown for joint in JOINT_KEYS)
+    assert "MTMD + contrastive + priors" in markdown
+    summary = json.loads((report / "experiment.json").read_text())
+    assert len(summary["runs"]) == 2 * (3 + 3 + 1 + 1 + 1 + 1)
+    # every run left a loadable model of the right layout
+    shared = load_model(out_dir / "runs" / "shared" / "fold0" / "model.safetensors")
+    assert shared.manifest.architecture.shared and shared.manifest.joints == list(JOINT_KEYS)
+    individual = load_model(out_dir / "runs" / "individual" / "fold1-knee" / "model.safetensors")
+    assert individual.manifest.joints == ["knee"] and individual.manifest.provenance["scheme"] == "individual"
+    transfer = load_model(out_dir / "runs" / "transfer" / "fold0-shoulder" / "model.safetensors")
+    assert transfer.manifest.joints == ["shoulder"]
+
+
+def test_rerun_reuses_finished_runs_and_refuses_a_changed_configuration(experiment) -> None:
+    out_dir, report = experiment
+    before = (report / "results_cases.csv").read_text()
+    config = load_experiment_config(SMOKE)
+    run_experiment(config, out_dir, show_progress=False)  # nothing to train: evaluations are reused
+    assert (report / "results_cases.csv").read_text() == before
+    assert json.loads((report / "experiment.json").read_text())["timings_s"] == {}
+    with pytest.raises(ValueError, match="another configuration"):
+        run_experiment(with_overrides(config, steps=5), out_dir, show_progress=False)
+
+
+def test_plan_has_one_network_per_joint_for_individual_and_transfer() -> None:
+    config = load_experiment_config(SMOKE)
+    from pbseg_training.crossval import make_folds
+
+    folds = make_folds({joint: ["a", "b", "c"] for joint in JOINT_KEYS}, 2, seed=0)
+    runs = plan_runs(config, JOINT_KEYS, folds)
+    assert len(runs) == 20
+    individual = [r for r in runs if r.scheme == "individual"]
+    assert all(r.trained == (r.target,) and r.evaluated == (r.target,) for r in individual)
+    transfer = [r for r in runs if r.scheme == "transfer"]
+    assert all(r.trained == JOINT_KEYS and r.evaluated == (r.target,) for r in transfer)
+    full = [r for r in runs if r.scheme == "full"]
+    assert [r.evaluated for r in full] == [JOINT_KEYS, JOINT_KEYS]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("folds = 1\n[phantoms]\n", "folds"),
+        ('schemes = ["full", "ensemble"]\n[phantoms]\n', "unknown schemes"),
+        ('schemes = ["mtmd"]\n[phantoms]\n', "reference"),
+        ("folds = 2\n", "either"),
+        ("[phantoms]\n[training]\nscheme = 'full'\n", "may not set"),
+        ("[phantoms]\n[training]\nsteps = 0\n", "steps"),
+        ("[phantoms]\n[training]\nlearning_rat = 0.1\n", "learning_rat"),
+        ("[phantoms]\ncases = 'many'\nvoxels = 2\n", "voxels"),
+        ("folds = = 2", "experiment.toml"),
+    ],
+)
+def test_bad_experiment_configuration_names_the_file_and_problem(tmp_path, text: str, problem: str) -> None:
+    path = tmp_path / "experiment.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="experiment.toml") as error:
+        load_experiment_config(path)
+    assert problem in str(error.value)
+    assert main([str(path), "-o", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,255 @@
+"""The scheme-comparison experiment of the paper: for each scheme and each cross-validation fold,
+train on the fold's training subjects, segment its test subjects in 3D with the inference
+pipeline the CLI and Slicer use, measure per bone in mm, then test and report.
+
+``python -m pbseg_training.experiment [CONFIG] -o OUTDIR [--smoke]``. Running the same command
+again continues an interrupted experiment: finished runs are reused, an unfinished one resumes
+from its checkpoint. Layout of OUTDIR: ``data/`` (generated phantoms), ``folds.json``,
+``runs/<scheme>/fold<k>[-<joint>]/`` (model, checkpoint, TensorBoard logs, ``evaluation.csv``)
+and ``report/`` (results.md, results.csv, results_cases.csv, statistics.csv, box plots,
+embeddings.png, experiment.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
+from PediatricBoneSegLib.embedding import detection_slice_indices
+from PediatricBoneSegLib.inference import SegmentOptions, segment_image
+from PediatricBoneSegLib.modelfile import load_model
+
+from .atomic import write_text
+from .config import DatasetSpec, TrainingConfig, config_from_dict
+from .crossval import Fold, make_folds, save_folds
+from .data import load_domain
+from .experiment_config import ExperimentConfig, load_experiment_config
+from .export import DETECTION_SCALE
+from .metrics import image_metrics
+from .report import write_report
+from .results import CaseResult, load_results, save_results
+from .statistics import compare_schemes
+from .trainer import CHECKPOINT_NAME, MODEL_NAME, train
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PER_JOINT_SCHEMES = ("individual", "transfer")  # one network per target joint
+EVALUATION_NAME = "evaluation.csv"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training of the experiment; ``evaluated``: the joints its model is tested on."""
+
+    scheme: str
+    fold: Fold
+    target: str | None
+    trained: tuple[str, ...]
+    evaluated: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.scheme}/fold{self.fold.index}" + (f"-{self.target}" if self.target else "")
+
+
+def prepare_datasets(config: ExperimentConfig, out_dir: Path) -> dict[str, Path]:
+    """Raw-layout folder per joint: the configured ones, or phantoms generated on first use (the
+    phantom writer is atomic: an interruption leaves no half dataset)."""
+    if config.phantoms is None:
+        return {joint: Path(config.base, path) for joint, path in config.datasets}
+    from PediatricBoneSegLib.phantoms import write_phantom_dataset
+
+    spec, folders = config.phantoms, {}
+    for index, joint in enumerate(spec.joints):
+        folders[joint] = out_dir / "data" / joint
+        if not folders[joint].exists():
+            write_phantom_dataset(
+                joint, spec.cases, spec.seed + 100 * index, folders[joint], voxel_scale=spec.voxel_scale
+            )
+    return folders
+
+
+def plan_runs(config: ExperimentConfig, joints: Sequence[str], folds: Sequence[Fold]) -> list[Run]:
+    runs = []
+    for scheme in config.schemes:
+        for fold in folds:
+            if scheme in PER_JOINT_SCHEMES:
+                for joint in joints:
+                    trained = (joint,) if scheme == "individual" else tuple(joints)
+                    runs.append(Run(scheme, fold, joint, trained, (joint,)))
+            else:
+                runs.append(Run(scheme, fold, None, tuple(joints), tuple(joints)))
+    return runs
+
+
+def training_config(config: ExperimentConfig, run: Run, datasets: dict[str, Path]) -> TrainingConfig:
+    raw = {
+        **config.training,
+        "name": run.name.replace("/", "-"),
+        "scheme": run.scheme,
+        "seed": config.seed + run.fold.index,
+        "target_joint": run.target,
+        "datasets": [
+            {"path": str(datasets[joint]), "joint": joint, "cases": list(run.fold.train[joint])}
+            for joint in run.trained
+        ],
+    }
+    return config_from_dict(raw, base=Path(config.base))
+
+
+def evaluate(model_path: Path, run: Run, datasets: dict[str, Path], postprocess: bool) -> list[CaseResult]:
+    """Segment every test case of the run's evaluated joints and measure each bone."""
+    loaded = load_model(model_path)
+    results = []
+    for joint in run.evaluated:
+        cases = {case.case_id: case for case in RawDataset(datasets[joint]).cases}
+        for case_id in run.fold.test[joint]:
+            case = cases[case_id]
+            image = sitk.ReadImage(str(case.image_path), sitk.sitkFloat32)
+            truth = sitk.ReadImage(str(case.label_path))
+            output = segment_image(image, SegmentOptions(joint=joint, postprocess=postprocess), model=loaded)
+            truth = sitk.Cast(truth, output.labels.GetPixelID())
+            for bone, values in image_metrics(output.labels, truth, joint).items():
+                results.append(CaseResult(run.scheme, run.fold.index, joint, case_id, bone, values))
+    return results
+
+
+def slice_embeddings(model_path: Path, datasets: dict[str, Path]) -> tuple[np.ndarray, list[str]]:
+    """[N, D] embeddings of the detection slices of every case of every joint the model knows,
+    each under its domain's BN, at the model's detection scale; and the joint of each row."""
+    loaded = load_model(model_path)
+    network = loaded.network.eval()
+    scale = loaded.manifest.detection.get("scale", DETECTION_SCALE)
+    rows, domains = [], []
+    for joint in loaded.manifest.joints:
+        pool = load_domain(DatasetSpec(str(datasets[joint]), joint), loaded.manifest.preprocessing)
+        for case in range(len(pool.case_ids)):
+            images = pool.images[pool.case_index == case]
+            images = images[torch.from_numpy(detection_slice_indices(len(images)))]
+            with torch.inference_mode():
+                embedded = network(images, loaded.domain_of(joint), with_embeddings=True).embeddings[scale]
+            rows.append(embedded.float().numpy())
+            domains += [joint] * len(embedded)
+    return np.concatenate(rows), domains
+
+
+def _same_config(run_dir: Path, training: TrainingConfig) -> None:
+    """A run folder belongs to one configuration: refuse to mix results of another."""
+    wanted = json.loads(json.dumps(asdict(training)))
+    saved = run_dir / "training_config.json"
+    if saved.exists():
+        if json.loads(saved.read_text()) != wanted:
+            raise ValueError(f"{run_dir} holds a run of another configuration: use a new output folder")
+    else:
+        write_text(saved, json.dumps(wanted, indent=1))
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path, show_progress: bool = True) -> Path:
+    """Run (or continue) the whole experiment; returns the report folder. ``training.threads``,
+    when set, applies to evaluation too; torch's thread count is restored on return."""
+    threads = torch.get_num_threads()
+    try:
+        if config.training.get("threads"):
+            torch.set_num_threads(int(config.training["threads"]))
+        return _run(config, Path(out_dir), show_progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_datasets(datasets: dict[str, Path]) -> None:
+    """Every problem of every dataset at once, before hours of training start."""
+    listing = [f"  {problem.path}: {problem.message}" for folder in datasets.values() for problem in
+               validate_dataset(folder)]
+    if listing:
+        raise ValueError(f"{len(listing)} dataset problem(s):\n" + "\n".join(listing))
+
+
+def _run(config: ExperimentConfig, out_dir: Path, show_progress: bool) -> Path:
+    started = time.monotonic()
+    datasets = prepare_datasets(config, out_dir)
+    _check_datasets(datasets)
+    cases = {joint: [case.case_id for case in RawDataset(folder).cases] for joint, folder in datasets.items()}
+    folds = make_folds(cases, config.folds, config.seed, config.subject_pattern)
+    save_folds(out_dir / "folds.json", folds)
+    runs = plan_runs(config, list(datasets), folds)
+    results: list[CaseResult] = []
+    timings: dict[str, dict[str, float]] = {}
+    bar = tqdm(runs, desc=config.name, disable=not show_progress, dynamic_ncols=True)
+    for run in bar:
+        bar.set_postfix_str(run.name)
+        run_dir = out_dir / "runs" / run.name
+        training = training_config(config, run, datasets)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _same_config(run_dir, training)
+        evaluation = run_dir / EVALUATION_NAME
+        if not evaluation.exists():
+            clock = time.monotonic()
+            model_path = run_dir / MODEL_NAME
+            if not model_path.exists():
+                train(training, run_dir, resume=(run_dir / CHECKPOINT_NAME).exists(), show_progress=False)
+            timings[run.name] = {"train_s": time.monotonic() - clock}
+            clock = time.monotonic()
+            save_results(evaluation, evaluate(model_path, run, datasets, config.postprocess))
+            timings[run.name]["evaluate_s"] = time.monotonic() - clock
+        results += load_results(evaluation)
+
+    embeddings = {}
+    for scheme in config.schemes:
+        if scheme not in PER_JOINT_SCHEMES and len(datasets) > 1:
+            model_path = out_dir / "runs" / scheme / "fold0" / MODEL_NAME
+            embeddings[scheme] = slice_embeddings(model_path, datasets)
+    report_dir = out_dir / "report"
+    comparisons = compare_schemes(results, config.reference)
+    subjects = ", ".join(f"{joint} {len(ids)}" for joint, ids in cases.items())
+    title = f"{config.name}: {config.folds}-fold cross-validation by subject (cases: {subjects})"
+    write_report(report_dir, results, comparisons, embeddings, title=title)
+    summary = {
+        "config": {**asdict(config)},
+        "datasets": {joint: str(path) for joint, path in datasets.items()},
+        "runs": [run.name for run in runs],
+        "timings_s": timings,
+        "total_s": round(time.monotonic() - started, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    write_text(report_dir / "experiment.json", json.dumps(summary, indent=1, default=str))
+    return report_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pbseg_training.experiment", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "config",
+        nargs="?",
+        type=Path,
+        help="experiment configuration (TOML); default: "
+        "training/configs/experiment_full.toml, or experiment_smoke.toml with --smoke",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="experiment folder")
+    parser.add_argument("--smoke", action="store_true", help="the tiny smoke-test size (about a minute on 2 cores)")
+    args = parser.parse_args(argv)
+    if args.config and args.smoke:
+        parser.error("give a configuration or --smoke, not both")
+    path = args.config or CONFIGS / ("experiment_smoke.toml" if args.smoke else "experiment_full.toml")
+    try:
+        config = load_experiment_config(path)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = run_experiment(config, args.output)
+    print(f"report written to {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
