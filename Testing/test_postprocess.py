@@ -1,0 +1,100 @@
+"""Anatomical post-processing: growth-plate fragments kept, islands removed, holes filled, warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from PediatricBoneSegLib.catalog import get_joint
+from PediatricBoneSegLib.postprocess import MAX_FRAGMENT_GAP_MM, clean_labels, plausibility_warnings
+
+KNEE = get_joint("knee")
+FEMUR, TIBIA, PATELLA, FIBULA = (KNEE.label_of(b) for b in ("femur", "tibia", "patella", "fibula"))
+SPACING = (1.0, 0.5, 0.5)  # z (S), y (P), x (L): the identity direction makes the array canonical
+
+
+def _ellipsoid(shape: tuple[int, int, int], centre: tuple[float, ...], semi_axes_mm: tuple[float, ...]) -> np.ndarray:
+    grid = np.indices(shape).astype(float) * np.asarray(SPACING)[:, None, None, None]
+    centre_mm = np.asarray(centre) * np.asarray(SPACING)
+    return (((grid - centre_mm[:, None, None, None]) / np.asarray(semi_axes_mm)[:, None, None, None]) ** 2).sum(0) <= 1
+
+
+def _knee() -> np.ndarray:
+    """A plausible knee: femur (superior) with a distal epiphysis cut off by a 2 mm growth plate,
+    tibia below, patella in front of the femur, fibula beside the tibia."""
+    shape = (90, 80, 80)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[_ellipsoid(shape, (66, 40, 40), (22, 12, 12))] = FEMUR
+    labels[52:55][labels[52:55] == FEMUR] = 0  # the physis: 3 slices of 1 mm
+    labels[_ellipsoid(shape, (20, 40, 40), (18, 11, 11))] = TIBIA
+    labels[_ellipsoid(shape, (55, 10, 40), (6, 3, 5))] = PATELLA
+    labels[_ellipsoid(shape, (15, 50, 65), (12, 3, 3))] = FIBULA
+    return labels
+
+
+def test_epiphysis_beyond_the_growth_plate_is_kept_and_a_distant_island_removed() -> None:
+    labels = _knee()
+    epiphysis = (labels == FEMUR) & (np.arange(90)[:, None, None] < 52)
+    assert epiphysis.sum() > 0.05 * (labels == FEMUR).sum()  # a real fragment below the physis
+    island = np.zeros_like(labels, dtype=bool)
+    island[0:10, 0:10, 0:10] = True  # a large femur-labelled blob far from the femur (a false positive)
+    assert island.sum() > 0.01 * (labels == FEMUR).sum()  # large enough: only its distance condemns it
+    labels[island] = FEMUR
+    cleaned, warnings = clean_labels(labels, SPACING, "knee")
+    assert (cleaned[epiphysis] == FEMUR).all()
+    assert (cleaned[island] == 0).all()
+    assert (cleaned == TIBIA).sum() == (labels == TIBIA).sum()
+    assert warnings == []
+
+
+def test_small_speck_near_the_bone_is_removed() -> None:
+    labels = _knee()
+    speck = (20, 14, 40)  # one tibia voxel 2 mm in front of the tibia: far below 1% of its volume
+    assert labels[speck] == 0 and labels[20, 18, 40] == TIBIA
+    labels[speck] = TIBIA
+    cleaned, _ = clean_labels(labels, SPACING, "knee")
+    assert cleaned[speck] == 0
+    assert MAX_FRAGMENT_GAP_MM > 2.0  # it went for its size, not its distance
+
+
+def test_internal_holes_are_filled() -> None:
+    labels = _knee()
+    hole = _ellipsoid(labels.shape, (20, 40, 40), (6, 4, 4))
+    labels[hole] = 0
+    labels[20, 40, 40] = PATELLA  # a patella island inside the tibia's cavity
+    open_notch = np.zeros_like(hole)
+    open_notch[20, 16:22, 40] = True  # a notch open to the outside is no hole
+    labels[open_notch] = 0
+    cleaned, _ = clean_labels(labels, SPACING, "knee")
+    assert (cleaned[hole] == TIBIA).all()  # the island went, then the enclosed cavity was filled
+    assert (cleaned[open_notch] == 0).all()
+
+
+def test_one_label_per_voxel_and_unknown_values_removed() -> None:
+    labels = _knee()
+    labels[0:3, 0:3, 0:3] = 9  # not a knee label
+    cleaned, _ = clean_labels(labels, SPACING, "knee")
+    assert cleaned.dtype == np.uint8
+    assert set(np.unique(cleaned)) <= set(range(KNEE.num_classes))
+    assert (cleaned[0:3, 0:3, 0:3] == 0).all()
+
+
+def test_missing_bone_and_implausible_volume_are_warned() -> None:
+    labels = _knee()
+    labels[labels == FIBULA] = 0
+    warnings = plausibility_warnings(labels, SPACING, "knee")
+    assert any("Fibula" in w and "not found" in w for w in warnings)
+    tiny = plausibility_warnings(labels, (0.1, 0.1, 0.1), "knee")  # same voxels, 1/250 of the volume
+    assert any("Femur" in w and "outside the plausible range" in w for w in tiny)
+
+
+def test_impossible_relative_position_is_warned_in_patient_axes() -> None:
+    labels = _knee()
+    assert plausibility_warnings(labels, SPACING, "knee") == []
+    upside_down = labels[::-1]  # tibia above the femur, patella still anterior
+    warnings = plausibility_warnings(upside_down, SPACING, "knee")
+    assert any("Femur lies inferior to the Tibia" in w for w in warnings)
+    # The same flipped array is plausible again when its direction says the z axis points inferior.
+    flipped_direction = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    assert plausibility_warnings(upside_down, SPACING, "knee", flipped_direction) == []
+    patella_behind = labels[:, ::-1]
+    assert any("Patella lies posterior" in w for w in plausibility_warnings(patella_behind, SPACING, "knee"))
