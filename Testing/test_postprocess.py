@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
 
 from PediatricBoneSegLib.catalog import get_joint
+from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.postprocess import MAX_FRAGMENT_GAP_MM, clean_labels, plausibility_warnings
 
 KNEE = get_joint("knee")
@@ -98,3 +102,17 @@ def test_impossible_relative_position_is_warned_in_patient_axes() -> None:
     assert plausibility_warnings(upside_down, SPACING, "knee", flipped_direction) == []
     patella_behind = labels[:, ::-1]
     assert any("Patella lies posterior" in w for w in plausibility_warnings(patella_behind, SPACING, "knee"))
+
+
+@pytest.mark.parametrize("joint", ["knee", "ankle", "shoulder"])
+def test_phantom_truth_passes_unchanged_and_without_warnings(joint: str) -> None:
+    """Realistic anatomy (growth plates, thin bones, random pose): nothing removed, nothing flagged."""
+    phantom = generate_phantom(joint, seed=1, voxel_scale=2.0)
+    labels = sitk.GetArrayFromImage(phantom.labels)
+    spacing_zyx = phantom.labels.GetSpacing()[::-1]
+    cleaned, warnings = clean_labels(labels, spacing_zyx, joint, phantom.labels.GetDirection())
+    np.testing.assert_array_equal(cleaned, labels)
+    assert warnings == []
+    if joint == "shoulder":  # its humerus is split by the growth plate: both parts were kept
+        humerus = labels == get_joint(joint).label_of("humerus")
+        assert ndimage.label(humerus, structure=np.ones((3, 3, 3)))[1] >= 2
