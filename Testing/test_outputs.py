@@ -1,0 +1,201 @@
+"""The case folder: every file in its real format, read back by real readers (slicer-core, VTK,
+SimpleITK); atomic writing, overwrite protection, cancellation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from PediatricBoneSegLib.catalog import get_joint
+from PediatricBoneSegLib.inference import InferenceResult
+from PediatricBoneSegLib.morphometry import COLUMNS, measure_bones
+from PediatricBoneSegLib.outputs import write_case, write_surface
+from PediatricBoneSegLib.phantoms import generate_phantom
+from PediatricBoneSegLib.progress import Cancelled, CancelToken
+from PediatricBoneSegLib.qc import write_qc_png
+from PediatricBoneSegLib.surfaces import bone_surfaces, open_edge_count
+
+_KEEP_ALIVE: list[Any] = []  # MRML scenes and module logics must outlive their nodes
+
+
+@pytest.fixture(scope="module")
+def case() -> dict[str, Any]:
+    """A knee phantom's truth as if the pipeline had produced it, with its surfaces."""
+    phantom = generate_phantom("knee", seed=5, voxel_scale=2.0)
+    labels = sitk.Cast(phantom.labels, sitk.sitkUInt8)
+    result = InferenceResult(
+        labels=labels,
+        joint="knee",
+        auto_detected=True,
+        joint_confidence=0.93,
+        warnings=["a warning for the report"],
+        timings={"preprocess": 0.1, "network": 1.0, "postprocess": 0.2},
+        model_name="test-model",
+        model_version="7",
+        joint_distances={"knee": 0.01, "ankle": 0.4},
+    )
+    surfaces = bone_surfaces(labels, "knee")
+    return {
+        "image": phantom.image,
+        "result": result,
+        "surfaces": surfaces,
+        "measurements": measure_bones(labels, "knee", surfaces),
+    }
+
+
+@pytest.fixture(scope="module")
+def folder(case: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The case written once (STL surfaces) for the tests that only read it."""
+    outdir = tmp_path_factory.mktemp("outputs")
+    written = _write(outdir, case)
+    assert [p.name for p in outdir.iterdir()] == ["knee_case"]  # no staging folder left
+    return written
+
+
+def _write(outdir: Path, case: dict[str, Any], **kwargs: Any) -> Path:
+    return write_case(
+        outdir, "knee_case", case["image"], case["result"], case["surfaces"], case["measurements"], **kwargs
+    )
+
+
+def _read_segmentation(path: Path) -> Any:
+    scene = slicer.vtkMRMLScene()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)  # before any segmentation node
+    _KEEP_ALIVE.extend([scene, logic])
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node) == 1
+    return node.GetSegmentation()
+
+
+def test_case_folder_holds_every_output(folder: Path, case: dict[str, Any]) -> None:
+    knee = get_joint("knee")
+    expected = {"segmentation.seg.nrrd", "labels.nii.gz", "morphometry.csv", "report.json", "qc.png"}
+    expected |= {f"{bone.key}.stl" for bone in knee.bones}
+    assert {p.name for p in folder.iterdir()} == expected
+
+    labels = sitk.ReadImage(str(folder / "labels.nii.gz"))
+    truth = case["result"].labels
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(truth))
+    np.testing.assert_allclose(labels.GetOrigin(), truth.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(labels.GetDirection(), truth.GetDirection(), atol=1e-6)
+
+    report = json.loads((folder / "report.json").read_text())
+    assert report["joint"] == "knee" and report["joint_auto_detected"] is True
+    assert report["joint_confidence"] == 0.93 and report["warnings"] == ["a warning for the report"]
+    assert report["model"] == {"name": "test-model", "version": "7"}
+    assert {"network", "write"} <= set(report["timings_s"])
+    assert report["bones"]["femur"]["present"] and report["bones"]["femur"]["label"] == knee.label_of("femur")
+    assert report["bones"]["femur"]["voxel_volume_mm3"] > 0
+
+    with (folder / "morphometry.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert tuple(rows[0]) == COLUMNS
+    assert [row["bone"] for row in rows] == [bone.key for bone in knee.bones]
+    assert (folder / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_segmentation_file_is_read_by_slicer_with_catalog_names_colors_and_terminology(
+    folder: Path, case: dict[str, Any]
+) -> None:
+    segmentation = _read_segmentation(folder / "segmentation.seg.nrrd")
+    knee = get_joint("knee")
+    assert segmentation.GetNumberOfSegments() == len(knee.bones)
+    labels = case["result"].labels
+    array = sitk.GetArrayFromImage(labels)
+    for index, bone in enumerate(knee.bones):
+        segment = segmentation.GetSegment(bone.key)
+        assert segmentation.GetNthSegmentID(index) == bone.key
+        assert segment.GetName() == bone.display_name
+        np.testing.assert_allclose(segment.GetColor(), bone.color_float, atol=1e-5)
+        assert segment.GetLabelValue() == knee.label_of(bone.key)
+        assert segment.GetTerminology() == bone.terminology
+        # Geometry: a voxel of this bone, taken to RAS, falls inside the segment in Slicer's labelmap.
+        voxel = np.argwhere(array == knee.label_of(bone.key))[0][::-1]
+        lps = np.asarray(labels.TransformIndexToPhysicalPoint([int(v) for v in voxel]))
+        labelmap = segmentation.GetSegmentRepresentation(bone.key, "Binary labelmap")
+        world_to_index = vtk.vtkMatrix4x4()
+        labelmap.GetWorldToImageMatrix(world_to_index)
+        ijk = world_to_index.MultiplyPoint((-lps[0], -lps[1], lps[2], 1.0))[:3]
+        value = labelmap.GetScalarComponentAsDouble(*(round(c) for c in ijk), 0)
+        assert value == segment.GetLabelValue()
+
+
+def test_stl_surfaces_are_closed_lps_and_keep_the_voxel_volume(folder: Path, case: dict[str, Any]) -> None:
+    knee = get_joint("knee")
+    labels = case["result"].labels
+    voxel_mm3 = float(np.prod(labels.GetSpacing()))
+    array = sitk.GetArrayFromImage(labels)
+    for bone in knee.bones:
+        path = folder / f"{bone.key}.stl"
+        assert b"SPACE=LPS" in path.read_bytes()[:80]
+        reader = vtk.vtkSTLReader()
+        reader.SetFileName(str(path))
+        reader.Update()
+        mesh = reader.GetOutput()
+        assert open_edge_count(mesh) == 0, bone.key
+        properties = vtk.vtkMassProperties()
+        properties.SetInputData(mesh)
+        properties.Update()
+        voxels = (array == knee.label_of(bone.key)).sum() * voxel_mm3
+        assert abs(properties.GetVolume() / voxels - 1) < 0.03, bone.key
+
+
+@pytest.mark.parametrize(
+    ("suffix", "reader"), [("obj", vtk.vtkOBJReader), ("vtp", vtk.vtkXMLPolyDataReader), ("ply", vtk.vtkPLYReader)]
+)
+def test_other_surface_formats(tmp_path: Path, case: dict[str, Any], suffix: str, reader: type) -> None:
+    path = write_surface(case["surfaces"]["femur"], tmp_path / f"femur.{suffix}")
+    loaded = reader()
+    loaded.SetFileName(str(path))
+    loaded.Update()
+    assert loaded.GetOutput().GetNumberOfPolys() == case["surfaces"]["femur"].GetNumberOfPolys()
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, case: dict[str, Any]) -> None:
+    folder = _write(tmp_path, case)
+    marker = folder / "notes.txt"
+    marker.write_text("user file")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        _write(tmp_path, case)
+    assert marker.exists()
+    _write(tmp_path, case, overwrite=True)
+    assert not marker.exists() and (folder / "report.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["knee_case"]
+
+
+def test_cancelled_or_failed_writing_leaves_no_files(tmp_path: Path, case: dict[str, Any]) -> None:
+    cancel = CancelToken()
+
+    def progress(fraction: float, message: str) -> None:
+        if "femur" in message:  # cancel after the segmentation and labels are written
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        _write(tmp_path, case, progress=progress, cancel=cancel)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="unknown surface format"):
+        _write(tmp_path, case, surface_format="dxf")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("renderer", ["auto", "matplotlib"])
+def test_qc_picture(tmp_path: Path, case: dict[str, Any], renderer: str) -> None:
+    path = write_qc_png(
+        case["image"], case["result"].labels, "knee", case["surfaces"], tmp_path / "qc.png", "title", renderer
+    )
+    picture = sitk.ReadImage(str(path))
+    assert picture.GetSize()[0] >= 800 and picture.GetNumberOfComponentsPerPixel() >= 3
+    pixels = sitk.GetArrayFromImage(picture)[..., :3].reshape(-1, 3)
+    femur = np.asarray(get_joint("knee").bones[0].color)
+    assert (np.abs(pixels.astype(int) - femur).sum(axis=1) < 60).any()  # the bones are drawn in their colors
