@@ -143,14 +143,25 @@ def test_write_report_files(tmp_path) -> None:
     results = _results()
     rng = np.random.default_rng(1)
     embeddings = {
-        scheme: (np.concatenate([rng.normal(c, 0.1, size=(5, 16)) for c in range(3)]), ["ankle"] * 5 + ["knee"] * 5
-                 + ["shoulder"] * 5)
+        scheme: (
+            np.concatenate([rng.normal(c, 0.1, size=(5, 16)) for c in range(3)]),
+            ["ankle"] * 5 + ["knee"] * 5 + ["shoulder"] * 5,
+        )
         for scheme in ("mtmd", "full")
     }
     written = write_report(tmp_path, results, compare_schemes(results), embeddings, title="Synthetic")
     names = sorted(path.name for path in written)
-    assert names == sorted(["results_cases.csv", "results.csv", "results.md", "statistics.csv", "boxplots_ankle.png",
-                            "boxplots_knee.png", "embeddings.png"])
+    assert names == sorted(
+        [
+            "results_cases.csv",
+            "results.csv",
+            "results.md",
+            "statistics.csv",
+            "boxplots_ankle.png",
+            "boxplots_knee.png",
+            "embeddings.png",
+        ]
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temporary files left behind
     assert load_results(tmp_path / "results_cases.csv") == results
     with open(tmp_path / "results.csv", newline="") as stream:
@@ -163,8 +174,14 @@ def test_write_report_files(tmp_path) -> None:
 
 
 def test_results_round_trip_keeps_infinities_and_names_bad_files(tmp_path) -> None:
-    row = CaseResult("full", 0, "shoulder", "s1", "scapula",
-                     {**{key: 0.5 for key in METRIC_KEYS}, "assd": math.inf, "sensitivity": math.nan})
+    row = CaseResult(
+        "full",
+        0,
+        "shoulder",
+        "s1",
+        "scapula",
+        {**{key: 0.5 for key in METRIC_KEYS}, "assd": math.inf, "sensitivity": math.nan},
+    )
     save_results(tmp_path / "cases.csv", [row])
     back = load_results(tmp_path / "cases.csv")[0]
     assert math.isinf(back.metrics["assd"]) and math.isnan(back.metrics["sensitivity"])

@@ -52,8 +52,15 @@ def test_smoke_experiment_evaluates_every_scheme_on_every_test_case(experiment) 
 def test_smoke_experiment_writes_the_report(experiment) -> None:
     out_dir, report = experiment
     names = {path.name for path in report.iterdir()}
-    assert names == {"results.md", "results.csv", "results_cases.csv", "statistics.csv", "experiment.json",
-                     "embeddings.png", *(f"boxplots_{joint}.png" for joint in JOINT_KEYS)}
+    assert names == {
+        "results.md",
+        "results.csv",
+        "results_cases.csv",
+        "statistics.csv",
+        "experiment.json",
+        "embeddings.png",
+        *(f"boxplots_{joint}.png" for joint in JOINT_KEYS),
+    }
     with open(report / "statistics.csv", newline="") as stream:
         tests = list(csv.DictReader(stream))
     # the full scheme against the five others, per joint and pooled, for each metric

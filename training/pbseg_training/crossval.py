@@ -80,8 +80,11 @@ def load_folds(path: str | Path) -> list[Fold]:
     try:
         raw = json.loads(Path(path).read_text())
         return [
-            Fold(int(entry["fold"]), {j: tuple(c) for j, c in entry["train"].items()},
-                 {j: tuple(c) for j, c in entry["test"].items()})
+            Fold(
+                int(entry["fold"]),
+                {j: tuple(c) for j, c in entry["train"].items()},
+                {j: tuple(c) for j, c in entry["test"].items()},
+            )
             for entry in raw
         ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:

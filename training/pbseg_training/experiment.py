@@ -34,7 +34,7 @@ from .atomic import write_text
 from .config import DatasetSpec, TrainingConfig, config_from_dict
 from .crossval import Fold, make_folds, save_folds
 from .data import load_domain
-from .experiment_config import ExperimentConfig, load_experiment_config
+from .experiment_config import ExperimentConfig, load_experiment_config, with_overrides
 from .export import DETECTION_SCALE
 from .metrics import image_metrics
 from .report import write_report
@@ -168,8 +168,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, show_progress:
 
 def _check_datasets(datasets: dict[str, Path]) -> None:
     """Every problem of every dataset at once, before hours of training start."""
-    listing = [f"  {problem.path}: {problem.message}" for folder in datasets.values() for problem in
-               validate_dataset(folder)]
+    listing = [
+        f"  {problem.path}: {problem.message}" for folder in datasets.values() for problem in validate_dataset(folder)
+    ]
     if listing:
         raise ValueError(f"{len(listing)} dataset problem(s):\n" + "\n".join(listing))
 
@@ -237,16 +238,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="experiment folder")
     parser.add_argument("--smoke", action="store_true", help="the tiny smoke-test size (about a minute on 2 cores)")
+    parser.add_argument("--steps", type=int, help="override the training steps of every run (a shorter experiment)")
     args = parser.parse_args(argv)
     if args.config and args.smoke:
         parser.error("give a configuration or --smoke, not both")
     path = args.config or CONFIGS / ("experiment_smoke.toml" if args.smoke else "experiment_full.toml")
     try:
         config = load_experiment_config(path)
+        if args.steps:
+            config = with_overrides(config, steps=args.steps)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report = run_experiment(config, args.output)
+    try:
+        report = run_experiment(config, args.output)
+    except ValueError as error:  # bad datasets, or a folder holding another configuration's runs
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"report written to {report}")
     return 0
 

@@ -71,8 +71,9 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
         raw = tomllib.loads(path.read_text())
         phantoms = raw.pop("phantoms", None)
         if phantoms is not None:
-            phantoms = PhantomSpec(**{**phantoms, "joints": tuple(get_joint(j).key for j in
-                                                                   phantoms.get("joints", JOINT_KEYS))})
+            phantoms = PhantomSpec(
+                **{**phantoms, "joints": tuple(get_joint(j).key for j in phantoms.get("joints", JOINT_KEYS))}
+            )
         datasets = tuple((get_joint(entry["joint"]).key, entry["path"]) for entry in raw.pop("datasets", ()))
         if "schemes" in raw:
             raw["schemes"] = tuple(raw["schemes"])

@@ -132,8 +132,12 @@ def label_metrics(
 def image_metrics(prediction: sitk.Image, truth: sitk.Image, joint: str) -> dict[str, dict[str, float]]:
     """``label_metrics`` of two label images, which must share their grid (size, spacing, origin,
     direction); the spacing comes from the images."""
-    for name, getter in (("size", "GetSize"), ("spacing", "GetSpacing"), ("origin", "GetOrigin"),
-                         ("direction", "GetDirection")):
+    for name, getter in (
+        ("size", "GetSize"),
+        ("spacing", "GetSpacing"),
+        ("origin", "GetOrigin"),
+        ("direction", "GetDirection"),
+    ):
         a, b = getattr(prediction, getter)(), getattr(truth, getter)()
         if not np.allclose(a, b, atol=1e-4):
             raise ValueError(f"prediction and truth differ in {name}: {a} vs {b}")

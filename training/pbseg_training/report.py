@@ -71,8 +71,9 @@ def summarize(results: Sequence[CaseResult]) -> list[Summary]:
                     finite = values[np.isfinite(values)]
                     mean = float(finite.mean()) if len(finite) else float("nan")
                     std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0 if len(finite) else float("nan")
-                    rows.append(Summary(scheme, joint, bone, metric.key, mean, std, len(values),
-                                        len(values) - len(finite)))
+                    rows.append(
+                        Summary(scheme, joint, bone, metric.key, mean, std, len(values), len(values) - len(finite))
+                    )
     return rows
 
 
@@ -81,8 +82,19 @@ def summary_csv(summaries: Sequence[Summary]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("scheme", "joint", "bone", "metric", "unit", "mean", "std", "n", "undefined"))
     for s in summaries:
-        writer.writerow((s.scheme, s.joint, s.bone, s.metric, get_metric(s.metric).unit,
-                         f"{s.mean:.6g}", f"{s.std:.6g}", s.n, s.undefined))
+        writer.writerow(
+            (
+                s.scheme,
+                s.joint,
+                s.bone,
+                s.metric,
+                get_metric(s.metric).unit,
+                f"{s.mean:.6g}",
+                f"{s.std:.6g}",
+                s.n,
+                s.undefined,
+            )
+        )
     return buffer.getvalue()
 
 
@@ -103,8 +115,11 @@ def results_markdown(
     header = "| Bone | Scheme | " + " | ".join(f"{m.title} ({m.unit})" for m in METRICS) + " |"
     lines = [f"# {title}", ""]
     if comparisons:
-        lines += [f"mean ± std over test cases of all folds; `*`: differs from `{comparisons[0].reference}` "
-                  f"(Wilcoxon signed-rank, paired per case and bone over the joint's bones, p < {alpha}).", ""]
+        lines += [
+            f"mean ± std over test cases of all folds; `*`: differs from `{comparisons[0].reference}` "
+            f"(Wilcoxon signed-rank, paired per case and bone over the joint's bones, p < {alpha}).",
+            "",
+        ]
     for joint in _ordered([s.joint for s in summaries], JOINT_KEYS):
         lines += [f"## {get_joint(joint).display_name}", "", header, "|" + " --- |" * (len(METRICS) + 2)]
         schemes = _ordered([s.scheme for s in summaries if s.joint == joint], SCHEMES)
@@ -112,18 +127,26 @@ def results_markdown(
         for bone in bones:
             name = "all bones" if bone == ALL_BONES else bone
             for scheme in schemes:
-                cells = [_cell(by_key[scheme, joint, bone, m.key], (scheme, joint, m.key) in significant)
-                         for m in METRICS if (scheme, joint, bone, m.key) in by_key]
+                cells = [
+                    _cell(by_key[scheme, joint, bone, m.key], (scheme, joint, m.key) in significant)
+                    for m in METRICS
+                    if (scheme, joint, bone, m.key) in by_key
+                ]
                 lines.append(f"| {name} | {SCHEME_TITLES.get(scheme, scheme)} | " + " | ".join(cells) + " |")
         lines.append("")
     if comparisons:
-        lines += ["## Wilcoxon signed-rank tests", "",
-                  "| Baseline | Joint | Metric | Pairs | Dropped | Median difference | p |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Wilcoxon signed-rank tests",
+            "",
+            "| Baseline | Joint | Metric | Pairs | Dropped | Median difference | p |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for c in comparisons:
             metric = get_metric(c.metric)
-            lines.append(f"| {SCHEME_TITLES.get(c.baseline, c.baseline)} | {c.joint} | {metric.title} | {c.pairs} | "
-                         f"{c.dropped} | {c.median_difference * metric.scale:+.3g} {metric.unit} | {c.p_value:.3g} |")
+            lines.append(
+                f"| {SCHEME_TITLES.get(c.baseline, c.baseline)} | {c.joint} | {metric.title} | {c.pairs} | "
+                f"{c.dropped} | {c.median_difference * metric.scale:+.3g} {metric.unit} | {c.p_value:.3g} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -199,12 +222,34 @@ def write_report(
     if comparisons:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(("reference", "baseline", "joint", "metric", "pairs", "dropped", "statistic", "p_value",
-                         "median_difference"))
+        writer.writerow(
+            (
+                "reference",
+                "baseline",
+                "joint",
+                "metric",
+                "pairs",
+                "dropped",
+                "statistic",
+                "p_value",
+                "median_difference",
+            )
+        )
         for c in comparisons:
             statistic = "" if math.isnan(c.statistic) else f"{c.statistic:.6g}"
-            writer.writerow((c.reference, c.baseline, c.joint, c.metric, c.pairs, c.dropped, statistic,
-                             f"{c.p_value:.6g}", f"{c.median_difference:.6g}"))
+            writer.writerow(
+                (
+                    c.reference,
+                    c.baseline,
+                    c.joint,
+                    c.metric,
+                    c.pairs,
+                    c.dropped,
+                    statistic,
+                    f"{c.p_value:.6g}",
+                    f"{c.median_difference:.6g}",
+                )
+            )
         written.append(write_text(out_dir / "statistics.csv", buffer.getvalue()))
     for joint in _ordered([r.joint for r in results], JOINT_KEYS):
         written.append(plot_boxplots(results, joint, out_dir / f"boxplots_{joint}.png"))

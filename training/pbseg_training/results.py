@@ -48,7 +48,11 @@ def load_results(path: str | Path) -> list[CaseResult]:
             rows = list(csv.DictReader(stream))
         return [
             CaseResult(
-                row["scheme"], int(row["fold"]), row["joint"], row["case"], row["bone"],
+                row["scheme"],
+                int(row["fold"]),
+                row["joint"],
+                row["case"],
+                row["bone"],
                 {key: float(row[key]) for key in METRIC_KEYS},
             )
             for row in rows

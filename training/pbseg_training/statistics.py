@@ -42,6 +42,7 @@ def paired_values(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Values of ``metric`` for the pairs both schemes evaluated (sorted by pair key) and the
     number of pairs dropped for a non-finite value."""
+
     def table(scheme: str) -> dict[tuple, float]:
         return {
             r.pair_key: r.metrics[metric]
