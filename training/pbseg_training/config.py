@@ -46,7 +46,7 @@ class TrainingConfig:
     # losses
     contrastive_weight: float = 0.1
     temperature: float = 0.1
-    shape_weight: float = 0.05
+    shape_weight: float = 0.1
     shape_prior_steps: int = 400
     shape_prior_size: int = 64
     shape_prior_latent: int = 64

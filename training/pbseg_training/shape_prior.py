@@ -73,6 +73,9 @@ def pretrain_shape_prior(
 
 
 def shape_prior_loss(prior: ShapeAutoencoder, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance between the latent codes of predicted soft masks and of the truth
-    (both [B, NUM_UNION_CLASSES, H, W]); zero when they are equal."""
-    return F.mse_loss(prior.encode(predicted.float()), prior.encode(target.float()))
+    """Squared distance between the latent codes of predicted soft masks and of the truth (both
+    [B, NUM_UNION_CLASSES, H, W]), relative to the truth codes' mean square so that the loss weight
+    does not depend on the scale of a particular autoencoder's latent space; zero when equal."""
+    target_code = prior.encode(target.float())
+    distance = F.mse_loss(prior.encode(predicted.float()), target_code)
+    return distance / target_code.pow(2).mean().clamp_min(1e-6)

@@ -217,7 +217,7 @@ def train(
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
             optimizer.step()
-            history.append((step, float(losses["total"])))
+            history.append((step, losses["total"].item()))
             if writer is not None and (step % config.log_every == 0 or step == phase.stop - 1):
                 for name, value in losses.items():
                     writer.add_scalar(f"loss/{name}", float(value), step)
