@@ -163,43 +163,42 @@ def save_test_model(
     return save_model(path, network, manifest, centroids)
 
 
-def detection_model(seed: int = 0) -> tuple[MultiDomainUNet, torch.Tensor, float]:
+def detection_model(seed: int = 0) -> tuple[MultiDomainUNet, torch.Tensor, float, dict[str, list[Scene]]]:
     """A random network with each domain's BN statistics measured on volumes of its style, the
-    centroid of each domain (``embedding.volume_embedding`` of a few volumes) and a threshold
-    twice the largest distance of those volumes to their centroid."""
+    centroid of each domain (``embedding.volume_embedding`` of those volumes, on the slices the
+    pipeline will pick) and a threshold twice the largest distance of a volume to its centroid.
+    Also returns the scenes used, per joint."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     network = MultiDomainUNet(network_config())
-    volumes = {
-        joint: [_sliced(make_scene(joint, rng, random_direction(rng), (1.2, 1.1, 2.5))) for _ in range(3)]
-        for joint in JOINTS
+    scenes = {
+        joint: [make_scene(joint, rng, random_direction(rng), (1.2, 1.1, 2.5)) for _ in range(3)] for joint in JOINTS
     }
+    volumes = {joint: [_sliced(scene) for scene in scenes[joint]] for joint in JOINTS}
     for module in network.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # cumulative average over the calibration batches
             module.reset_running_stats()
     network.train()
-    with torch.no_grad():
+    with torch.no_grad():  # the encoder's statistics are all that detection uses
         for domain, joint in enumerate(JOINTS):
-            network(torch.cat([v.network_input(0, len(v.slices)) for v in volumes[joint]]), domain)
+            network.encode(torch.cat([_detection_slices(volume) for volume in volumes[joint]]), domain)
     network.eval()
     centroids, spread = [], []
     for domain, joint in enumerate(JOINTS):
-        embeddings = torch.stack(
-            [
-                volume_embedding(
-                    network,
-                    torch.cat([v.network_input(int(i), int(i) + 1) for i in detection_slice_indices(len(v.slices))]),
-                    domain,
-                    DETECTION_SCALE,
-                )
-                for v in volumes[joint]
-            ]
-        )
+        embeddings = torch.stack([_embedding(network, volume, domain) for volume in volumes[joint]])
         centroid = torch.nn.functional.normalize(embeddings.mean(0), dim=0)
         centroids.append(centroid)
         spread.append(1 - embeddings @ centroid)
-    return network, torch.stack(centroids), 2.0 * float(torch.cat(spread).max())
+    return network, torch.stack(centroids), 2.0 * float(torch.cat(spread).max()), scenes
+
+
+def _detection_slices(volume: SlicedVolume) -> torch.Tensor:
+    return torch.cat([volume.network_input(int(i), int(i) + 1) for i in detection_slice_indices(len(volume.slices))])
+
+
+def _embedding(network: MultiDomainUNet, volume: SlicedVolume, domain: int) -> torch.Tensor:
+    return volume_embedding(network, _detection_slices(volume), domain, DETECTION_SCALE)
 
 
 def _sliced(scene: Scene) -> SlicedVolume:
