@@ -161,7 +161,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, show_progress:
     try:
         if config.training.get("threads"):
             torch.set_num_threads(int(config.training["threads"]))
-        return _run(config, Path(out_dir), show_progress)
+        return _run(config, Path(out_dir).resolve(), show_progress)  # runs get absolute dataset paths
     finally:
         torch.set_num_threads(threads)
 
