@@ -40,8 +40,9 @@ def clean_labels(
     for value, box in enumerate(boxes, start=1):
         if box is not None:
             cleaned[box][keep_main_body(labels[box] == value, spacing)] = value
-    for value in range(1, spec.num_classes):
-        _fill_holes(cleaned, value)
+    for value, box in enumerate(ndimage.find_objects(cleaned), start=1):
+        if box is not None:
+            _fill_holes(cleaned[box], value)
     return cleaned, plausibility_warnings(cleaned, spacing, spec.key, direction)
 
 
@@ -54,33 +55,42 @@ def keep_main_body(mask: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     main = int(np.argmax(sizes))
-    boxes = ndimage.find_objects(components)
-    spacing = np.asarray(spacing_zyx, dtype=float)
-    margin = np.ceil(MAX_FRAGMENT_GAP_MM / spacing).astype(int)
-    region = tuple(
-        slice(max(0, box.start - m), min(n, box.stop + m)) for box, m, n in zip(boxes[main - 1], margin, mask.shape)
-    )
-    crop = components[region]
-    distance = ndimage.distance_transform_edt(crop != main, sampling=spacing)
+    candidates = [
+        label for label in range(1, count + 1) if label != main and sizes[label] >= MIN_FRAGMENT_FRACTION * sizes[main]
+    ]
     keep = [main]
-    for label in range(1, count + 1):
-        if label == main or sizes[label] < MIN_FRAGMENT_FRACTION * sizes[main]:
-            continue
-        inside = crop == label  # fragments outside the region are farther than the gap
-        if inside.any() and float(distance[inside].min()) <= MAX_FRAGMENT_GAP_MM:
-            keep.append(label)
+    if candidates:
+        spacing = np.asarray(spacing_zyx, dtype=float)
+        margin = np.ceil(MAX_FRAGMENT_GAP_MM / spacing).astype(int)
+        box = ndimage.find_objects((components == main).astype(np.uint8))[0]
+        region = tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, m, n in zip(box, margin, mask.shape))
+        crop = components[region]  # fragments outside it are farther than the gap
+        distance = ndimage.distance_transform_edt(crop != main, sampling=spacing)
+        for label in candidates:
+            inside = crop == label
+            if inside.any() and float(distance[inside].min()) <= MAX_FRAGMENT_GAP_MM:
+                keep.append(label)
     return np.isin(components, keep)
 
 
-def _fill_holes(labels: np.ndarray, value: int) -> None:
-    """Fill the enclosed cavities of bone ``value`` in place, only where no other bone is."""
-    box = ndimage.find_objects((labels == value).astype(np.uint8))
-    if not box or box[0] is None:
+def _fill_holes(crop: np.ndarray, value: int) -> None:
+    """Fill the enclosed cavities of bone ``value`` in place, only where no other bone is.
+    ``crop``: the bone's tight bounding box, so background on its faces is outside the bone;
+    background is 6-connected (the complement of the 26-connected bone)."""
+    background, count = ndimage.label(crop != value)
+    if count == 0:
         return
-    region = box[0]
-    crop = labels[region]
-    filled = ndimage.binary_fill_holes(crop == value)
-    crop[filled & (crop == 0)] = value
+    faces = [
+        background[0],
+        background[-1],
+        background[:, 0],
+        background[:, -1],
+        background[:, :, 0],
+        background[:, :, -1],
+    ]
+    outside = np.unique(np.concatenate([face.ravel() for face in faces]))
+    holes = ~np.isin(background, outside)
+    crop[holes & (crop == 0)] = value
 
 
 def plausibility_warnings(
@@ -112,12 +122,10 @@ def _position_warnings(
     present = [value for value in range(1, spec.num_classes) if counts[value]]
     if not rules or len(present) < 2:
         return []
-    centres = ndimage.center_of_mass(labels > 0, labels, present)
+    boxes = ndimage.find_objects(np.where(labels < spec.num_classes, labels, 0).astype(np.uint8))
     matrix = np.asarray(direction, dtype=float).reshape(3, 3)
     # index (z, y, x) -> physical LPS offset: D @ (spacing_xyz * index_xyz)
-    physical = {
-        value: matrix @ (np.asarray(centre)[::-1] * spacing[::-1]) for value, centre in zip(present, centres)
-    }
+    physical = {value: matrix @ (_centroid(labels, value, boxes[value - 1])[::-1] * spacing[::-1]) for value in present}
     axis = {"superior": (2, 1.0, "inferior"), "anterior": (1, -1.0, "posterior")}
     warnings = []
     for bone, relation, other in rules:
@@ -132,3 +140,13 @@ def _position_warnings(
                 "image orientation is implausible"
             )
     return warnings
+
+
+def _centroid(labels: np.ndarray, value: int, box: tuple[slice, ...]) -> np.ndarray:
+    """Mean (z, y, x) index of the voxels of ``value`` within its bounding box ``box``."""
+    mask = labels[box] == value
+    centre = []
+    for axis, edge in enumerate(box):
+        profile = mask.sum(axis=tuple(a for a in range(3) if a != axis))  # voxels per index along the axis
+        centre.append(edge.start + float(profile @ np.arange(len(profile))) / float(profile.sum()))
+    return np.asarray(centre)
