@@ -172,7 +172,7 @@ def detection_model(seed: int = 0) -> tuple[MultiDomainUNet, torch.Tensor, float
     rng = np.random.default_rng(seed)
     network = MultiDomainUNet(network_config())
     scenes = {
-        joint: [make_scene(joint, rng, random_direction(rng), (1.2, 1.1, 2.5)) for _ in range(3)] for joint in JOINTS
+        joint: [make_scene(joint, rng, random_direction(rng), (1.2, 1.1, 4.0)) for _ in range(3)] for joint in JOINTS
     }
     volumes = {joint: [_sliced(scene) for scene in scenes[joint]] for joint in JOINTS}
     for module in network.modules():

@@ -121,7 +121,7 @@ def test_joint_is_auto_detected_with_confidence(detection: tuple, joint: str) ->
 
 def test_a_volume_that_is_no_joint_mr_gets_a_warning(detection: tuple) -> None:
     model, _ = detection
-    noise = sitk.GetImageFromArray(np.random.default_rng(1).normal(size=(30, 40, 40)).astype(np.float32))
+    noise = sitk.GetImageFromArray(np.random.default_rng(1).normal(size=(16, 40, 40)).astype(np.float32))
     noise.SetSpacing((1.0, 1.0, 2.5))
     automatic = segment_image(noise, SegmentOptions(), model=model)
     assert any("does not look like a joint MR this model knows" in w for w in automatic.warnings)
