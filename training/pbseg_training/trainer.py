@@ -220,9 +220,9 @@ def train(
             history.append((step, losses["total"].item()))
             if writer is not None and (step % config.log_every == 0 or step == phase.stop - 1):
                 for name, value in losses.items():
-                    writer.add_scalar(f"loss/{name}", float(value), step)
+                    writer.add_scalar(f"loss/{name}", value.item(), step)
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
-                bar.set_postfix(loss=f"{float(losses['total']):.3f}")
+                bar.set_postfix(loss=f"{losses['total'].item():.3f}")
             done = step + 1
             stopping = stop_at is not None and done >= stop_at
             if distributed.is_main and (done % config.checkpoint_every == 0 or done == phase.stop or stopping):
