@@ -98,9 +98,12 @@ def normalize_intensities(volume: np.ndarray, config: PreprocessingConfig) -> np
     low, high = (float(v) for v in np.percentile(volume, config.clip_percentiles))  # Python floats keep float32
     if high <= low:
         raise ValueError("the volume has (almost) constant intensity")
-    clipped = np.clip(volume.astype(np.float32, copy=False), low, high)
-    mean, std = float(clipped.mean()), float(clipped.std())
-    return (clipped - mean) / max(std, 1e-6)
+    normalized = np.clip(volume.astype(np.float32, copy=False), low, high)
+    mean, std = float(normalized.mean()), float(normalized.std())
+    # In place: the same float32 operations as (x - mean) / std without two more volume copies.
+    normalized -= mean
+    normalized /= max(std, 1e-6)
+    return normalized
 
 
 class SliceResampler:
@@ -169,14 +172,22 @@ def slice_volume(
     direction: tuple[float, ...],
     plane: str,
     config: PreprocessingConfig,
+    normalized: np.ndarray | None = None,
 ) -> SlicedVolume:
     """``array``: [z, y, x] as SimpleITK returns it; ``plane``: the joint's usual plane, used only
-    for near-isotropic volumes."""
+    for near-isotropic volumes. ``normalized``: ``canonical_normalized(array, direction, config)``
+    when already computed: the slicings of one volume along several axes then share it (views)."""
     transform = CanonicalTransform.from_direction(direction)
     spacing = transform.canonical_spacing(spacing_xyz)
     axis = slicing_axis(spacing, plane, config)
-    normalized = normalize_intensities(transform.to_canonical(array), config)
+    if normalized is None:
+        normalized = canonical_normalized(array, direction, config)
     slices = np.moveaxis(normalized, axis, 0)
     in_plane = tuple(s for index, s in enumerate(spacing) if index != axis)
     resampler = SliceResampler(slices.shape[1:], in_plane, config.size)  # type: ignore[arg-type]
     return SlicedVolume(slices, in_plane, transform, axis, resampler, float(normalized.min()))  # type: ignore[arg-type]
+
+
+def canonical_normalized(array: np.ndarray, direction: tuple[float, ...], config: PreprocessingConfig) -> np.ndarray:
+    """``array`` ([z, y, x]) in canonical [S, P, L] order with normalized intensities (float32)."""
+    return normalize_intensities(CanonicalTransform.from_direction(direction).to_canonical(array), config)
