@@ -1,5 +1,7 @@
 # The two commands of the README: `make demo` (set up + segment the bundled sample) and `make test`.
 PYTHON ?= python3
+# UTF-8 I/O whatever the locale of the machine (CI may run without one)
+export PYTHONUTF8 := 1
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -95,7 +95,7 @@ def load_config(path: str | Path) -> TrainingConfig:
     """Read a TOML config; relative dataset and weight paths are resolved against its folder."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ValueError(f"{path}: cannot read the training configuration ({error})") from error
     return config_from_dict(raw, base=path.parent)

@@ -78,7 +78,7 @@ def save_folds(path: str | Path, folds: Sequence[Fold]) -> None:
 
 def load_folds(path: str | Path) -> list[Fold]:
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
         return [
             Fold(
                 int(entry["fold"]),

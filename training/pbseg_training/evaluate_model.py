@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = evaluate(load_model(args.model), args.cases, args.seed)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(markdown(results))
     return 0
 

@@ -148,7 +148,7 @@ def _same_config(run_dir: Path, training: TrainingConfig) -> None:
     wanted = json.loads(json.dumps(asdict(training)))
     saved = run_dir / "training_config.json"
     if saved.exists():
-        if json.loads(saved.read_text()) != wanted:
+        if json.loads(saved.read_text(encoding="utf-8")) != wanted:
             raise ValueError(f"{run_dir} holds a run of another configuration: use a new output folder")
     else:
         write_text(saved, json.dumps(wanted, indent=1))

@@ -68,7 +68,7 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
     """Read an experiment TOML file; one error names the file and every problem."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
         phantoms = raw.pop("phantoms", None)
         if phantoms is not None:
             phantoms = PhantomSpec(

@@ -44,7 +44,7 @@ def save_results(path: str | Path, results: Iterable[CaseResult]) -> Path:
 def load_results(path: str | Path) -> list[CaseResult]:
     """Read a file written by ``save_results``; a malformed file gives one error naming it."""
     try:
-        with open(path, newline="") as stream:
+        with open(path, newline="", encoding="utf-8") as stream:
             rows = list(csv.DictReader(stream))
         return [
             CaseResult(

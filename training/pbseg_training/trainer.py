@@ -257,9 +257,9 @@ def train(
 
 def _append_history(path: Path, history: list[tuple[int, float]]) -> None:
     """Total loss per step, kept across resumed runs (steps re-run after a resume replace the old)."""
-    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     merged = {int(step): loss for step, loss in previous.items()} | dict(history)
-    path.write_text(json.dumps({str(step): merged[step] for step in sorted(merged)}))
+    path.write_text(json.dumps({str(step): merged[step] for step in sorted(merged)}), encoding="utf-8")
 
 
 def _close(writer, out_dir: Path, history: list[tuple[int, float]]) -> None:
