@@ -17,24 +17,25 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .acceleration import REDUCED_PRECISIONS, auto_precision, inference_threads, prepare_network
 from .catalog import JOINT_KEYS, NUM_UNION_CLASSES, get_joint
 from .detection import choose_joint
 from .modelfile import LoadedModel, load_model
 from .postprocess import clean_labels, plausibility_warnings
-from .preprocessing import CanonicalTransform, SlicedVolume, slice_volume, slicing_axis
+from .preprocessing import CanonicalTransform, SlicedVolume, canonical_normalized, slice_volume, slicing_axis
 from .progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from .volume_io import check_volume
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class SegmentOptions:
     """``joint``: "auto" or a joint key; ``model_path``: None for the bundled model; ``device``:
     "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:<n>"; ``precision``: "auto"
-    (bf16/fp16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16"; ``batch_size``: slices per forward pass."""
+    (bf16/fp16 where the hardware computes it natively, else fp32: see ``acceleration``), "fp32",
+    "bf16" or "fp16"; ``batch_size``: slices per forward pass."""
 
     joint: str = "auto"
     model_path: str | None = None
@@ -111,11 +112,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    return auto_precision(device) if precision == "auto" else precision
 
 
 def segment_image(
@@ -150,12 +147,15 @@ def segment_image(
         transform = CanonicalTransform.from_direction(image.GetDirection())
         canonical_spacing = transform.canonical_spacing(image.GetSpacing())
         config = loaded.manifest.preprocessing
+        # One normalized volume, shared by every slicing axis that joint detection tries.
+        normalized: np.ndarray | None = canonical_normalized(array, image.GetDirection(), config)
 
         def sliced_for(joint: str) -> SlicedVolume:
             plane = loaded.manifest.planes.get(joint, get_joint(joint).usual_plane)
             axis = slicing_axis(canonical_spacing, plane, config)
             if axis not in prepared:
-                prepared[axis] = slice_volume(array, image.GetSpacing(), image.GetDirection(), plane, config)
+                spacing, direction = image.GetSpacing(), image.GetDirection()
+                prepared[axis] = slice_volume(array, spacing, direction, plane, config, normalized)
             return prepared[axis]
 
         check_cancelled(cancel)
@@ -171,6 +171,10 @@ def segment_image(
             loaded, sliced, choice.joint, device, precision, options.batch_size, network_progress, cancel
         )
         labels = sliced.restore(slice_labels)
+        # Memory: the float volume is not needed after the network stage.
+        normalized = None
+        prepared.clear()
+        del sliced, slice_labels
         timings["network"] = time.perf_counter() - start
     finally:
         network.train(was_training)
@@ -214,18 +218,23 @@ def predict_slices(
     cancel: CancelToken | None = None,
 ) -> np.ndarray:
     """The network stage: labels [N, H, W] uint8 of the N slices of ``sliced`` (slice grid).
-    Logits of one batch at a time are resampled to the slice grid and reduced by argmax."""
+    Runs the fast path (``acceleration.prepare_network``: a BN-folded channels-last copy for this
+    domain, one thread per physical core, ``precision``'s autocast). Logits of one batch at a time
+    are resampled to the slice grid and reduced by argmax."""
     domain = loaded.domain_of(joint)
     union = _union_lookup(loaded, joint, domain)
     count, height, width = sliced.slices.shape
     labels = np.empty((count, height, width), dtype=np.uint8)
-    dtype = _AUTOCAST_DTYPES.get(precision)
+    network = prepare_network(loaded.network, domain, device)
+    dtype = REDUCED_PRECISIONS.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    with torch.inference_mode(), autocast:
+    threads = inference_threads() if device.type == "cpu" else nullcontext()
+    with torch.inference_mode(), autocast, threads:
         for begin in range(0, count, batch_size):
             check_cancelled(cancel)
             stop = min(begin + batch_size, count)
-            logits = loaded.network(sliced.network_input(begin, stop).to(device), domain).logits[domain]
+            batch = sliced.network_input(begin, stop).to(device, memory_format=torch.channels_last)
+            logits = network(batch, domain).logits[domain]
             if union is not None:
                 logits = logits[:, union]
             logits = sliced.resampler.from_network(logits.float())

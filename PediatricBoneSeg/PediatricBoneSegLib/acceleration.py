@@ -1,0 +1,199 @@
+"""The fast inference path (DESIGN §12): hardware capability detection, a network copy prepared for
+one domain, thread settings and a slice batch sized to the available memory.
+
+Reduced precision is used only where the hardware computes it natively: a CPU without AVX-512-BF16
+or AMX emulates bf16 (measured on an AVX2 EPYC: a bf16 matrix product ~250x slower than fp32), so
+``auto`` keeps fp32 there. The prepared copy folds every BatchNorm of the active domain into the
+preceding convolution (one fewer pass over each activation) and stores activations channels-last
+(oneDNN's native layout for CPU convolutions); the loaded model is never modified, since the model
+cache and training share it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .network import MultiDomainUNet
+from .network.domain_norm import DomainBatchNorm2d
+
+REDUCED_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+MAX_CPU_BATCH = 16  # beyond this a CPU gains nothing per slice (measured) and only holds memory
+MAX_CUDA_BATCH = 128
+MEMORY_FRACTION = 0.25  # of the available memory that the slice batch's activations may use
+
+
+def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
+    """True when the CPU computes bf16 matrix products in hardware (AVX-512-BF16 or AMX).
+    ``flags``: CPU feature flags as /proc/cpuinfo names them; None asks PyTorch and this CPU."""
+    if flags is None:
+        for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            probe = getattr(torch.cpu, check, None)
+            if probe is not None and probe():
+                return True
+        flags = cpu_flags()
+    return bool(flags & NATIVE_BF16_CPU_FLAGS)
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def auto_precision(device: torch.device) -> str:
+    """The fastest arithmetic this device computes natively: bf16 (or fp16 on CUDA GPUs without
+    bf16) where supported, else fp32. Never an emulated format."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads share a core's FPUs,
+    so more threads than cores slows convolutions down)."""
+    cores = set()
+    for cpu in _allowed_cpus():
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topology / "physical_package_id").read_text().strip() + ":" + (topology / "core_id").read_text())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def idle_cpus(window_s: float = 0.05) -> float | None:
+    """How many of this process's CPUs were free over the next ``window_s`` seconds (idle time,
+    plus time given to lower-priority niced processes, which yield to this one); None where
+    /proc/stat does not exist."""
+    cpus = _allowed_cpus()
+    first = _cpu_times(cpus)
+    time.sleep(window_s)
+    second = _cpu_times(cpus)
+    if not first or first.keys() != second.keys():
+        return None
+    own_nice = os.nice(0) if hasattr(os, "nice") else 0
+    free = 0.0
+    for cpu, before in first.items():
+        delta = [b - a for a, b in zip(before, second[cpu])]
+        total = sum(delta[:8])  # user nice system idle iowait irq softirq steal
+        if total > 0:
+            free += (delta[3] + delta[4] + (delta[1] if own_nice <= 0 else 0)) / total
+    return free
+
+
+def _allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def _cpu_times(cpus: list[int]) -> dict[int, list[int]]:
+    try:
+        lines = Path("/proc/stat").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return {}
+    wanted = {f"cpu{cpu}": cpu for cpu in cpus}
+    times = {}
+    for line in lines:
+        name, _, values = line.partition(" ")
+        if name in wanted:
+            times[wanted[name]] = [int(value) for value in values.split()]
+    return times
+
+
+def available_threads() -> int:
+    """Threads for the network stage: one per physical core, but no more than the CPUs free right
+    now. Measured on the 2-core CI machine: with one core busy, two threads ran a MobileNet U-Net
+    17x slower than one (every convolution waits for the descheduled thread)."""
+    cores = physical_cores()
+    free = idle_cpus() if cores > 1 else None
+    return cores if free is None else max(1, min(cores, round(free)))
+
+
+@contextmanager
+def inference_threads(count: int | None = None) -> Iterator[int]:
+    """Run the block with ``count`` intra-op threads (default: ``available_threads()``), restoring
+    the previous setting afterwards. Yields the count used."""
+    count = count or available_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)
+
+
+def prepare_network(network: MultiDomainUNet, domain: int, device: torch.device) -> MultiDomainUNet:
+    """An inference copy of ``network`` for ``domain`` only: eval mode, BatchNorm folded into the
+    preceding convolutions, channels-last weights, on ``device``. ``network`` is left untouched.
+    The copy computes the same logits for ``domain`` (float tolerance); other domains are wrong."""
+    prepared = copy.deepcopy(network).eval()
+    fold_batch_norm(prepared, 0 if prepared.config.shared else domain)
+    for parameter in prepared.parameters():
+        parameter.requires_grad_(False)
+    return prepared.to(device=device, memory_format=torch.channels_last)
+
+
+def fold_batch_norm(network: nn.Module, norm_set: int) -> int:
+    """Fold BN set ``norm_set`` of every ``Conv2d -> DomainBatchNorm2d`` pair into the convolution
+    (weight scaled per output channel, bias added) and replace the BN by the identity, in place.
+    Pairs are a Sequential's consecutive children or the attributes ``convN``/``bnN`` of a block.
+    Returns the number of pairs folded."""
+    folded = 0
+    for parent in list(network.modules()):
+        for conv_name, norm_name in _conv_norm_pairs(parent):
+            conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
+            setattr(parent, conv_name, _folded_conv(conv, norm.norms[norm_set]))
+            setattr(parent, norm_name, nn.Identity())
+            folded += 1
+    return folded
+
+
+def _conv_norm_pairs(parent: nn.Module) -> list[tuple[str, str]]:
+    children = dict(parent.named_children())
+    if isinstance(parent, nn.Sequential):
+        names = list(children)
+        candidates = list(zip(names, names[1:]))
+    else:
+        candidates = [(name, "bn" + name[4:]) for name in children if name.startswith("conv")]
+    return [
+        (conv, norm)
+        for conv, norm in candidates
+        if isinstance(children.get(conv), nn.Conv2d) and isinstance(children.get(norm), DomainBatchNorm2d)
+    ]
+
+
+def _folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    """y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta as one convolution (float64 maths)."""
+    scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+        padding_mode=conv.padding_mode,
+    ).to(conv.weight.device)
+    with torch.no_grad():
+        fused.weight.copy_((conv.weight.double() * scale[:, None, None, None]).to(conv.weight.dtype))
+        fused.bias.copy_(((bias - norm.running_mean.double()) * scale + norm.bias.double()).to(conv.weight.dtype))
+    return fused

@@ -1,0 +1,137 @@
+"""The fast inference path: precision choice by hardware, BatchNorm folding, and the segmentation of
+reduced precision against fp32 on a knee phantom with a (briefly) trained network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from PediatricBoneSegLib.acceleration import (
+    auto_precision,
+    available_threads,
+    cpu_flags,
+    cpu_has_native_bf16,
+    inference_threads,
+    physical_cores,
+    prepare_network,
+)
+from PediatricBoneSegLib.catalog import get_joint
+from PediatricBoneSegLib.inference import SegmentOptions, segment_image
+from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
+from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.network.domain_norm import DomainBatchNorm2d
+from PediatricBoneSegLib.phantoms import generate_phantom
+from PediatricBoneSegLib.preprocessing import PreprocessingConfig, slice_volume
+
+KNEE = get_joint("knee")
+# Feature flags of the AVX2 EPYC this project's CI runs on (no AVX-512, no AMX).
+AVX2_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"}
+
+
+def test_precision_auto_is_fp32_on_a_cpu_without_native_bf16() -> None:
+    assert not cpu_has_native_bf16(AVX2_FLAGS)
+    assert cpu_has_native_bf16(AVX2_FLAGS | {"avx512f", "avx512_bf16"})
+    assert cpu_has_native_bf16(AVX2_FLAGS | {"amx_tile", "amx_bf16"})
+    host = cpu_has_native_bf16()
+    assert auto_precision(torch.device("cpu")) == ("bf16" if host else "fp32")
+    if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:  # this CPU emulates bf16: never chosen
+        assert auto_precision(torch.device("cpu")) == "fp32"
+
+
+def test_threads_are_set_for_the_block_and_restored() -> None:
+    before = torch.get_num_threads()
+    with inference_threads(1) as count:
+        assert count == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert 1 <= available_threads() <= physical_cores() <= (os.cpu_count() or 1)
+
+
+def _randomize_norms(network: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                channels = module.num_features
+                module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(channels, generator=generator) * 0.1)
+
+
+@pytest.mark.parametrize(("encoder", "domains"), [("resnet18", (0, 1, 2)), ("resnet50", (2,)), ("mobilenet_v2", (1,))])
+def test_folded_network_gives_the_same_logits(encoder: str, domains: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    network = MultiDomainUNet(NetworkConfig(encoder=encoder, decoder_channels=(32, 16, 16, 8, 8))).eval()
+    _randomize_norms(network, 1)
+    before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
+    images = torch.randn(2, 1, 64, 64)
+    for domain in domains:
+        prepared = prepare_network(network, domain, torch.device("cpu"))
+        assert not any(isinstance(module, DomainBatchNorm2d) for module in prepared.modules())  # all folded
+        with torch.inference_mode(), inference_threads(1):
+            expected = network(images, domain).logits[domain]
+            folded = prepared(images.contiguous(memory_format=torch.channels_last), domain).logits[domain]
+        scale = float(expected.abs().max())
+        assert torch.allclose(folded, expected, rtol=1e-4, atol=1e-4 * scale), float((folded - expected).abs().max())
+    # The loaded model is shared with the model cache and training: it must be untouched.
+    assert all(torch.equal(before[name], tensor) for name, tensor in network.state_dict().items())
+    assert any(isinstance(module, DomainBatchNorm2d) for module in network.modules())
+
+
+def _trained_knee_model(image: sitk.Image, labels: sitk.Image, path: Path) -> LoadedModel:
+    """A MobileNetV2 U-Net trained for 40 steps on the phantom's own slices (64 px), its BN
+    statistics then measured on them: a real network with non-trivial folded weights."""
+    torch.manual_seed(0)
+    preprocessing = PreprocessingConfig(size=64)
+    sliced = slice_volume(
+        sitk.GetArrayViewFromImage(image), image.GetSpacing(), image.GetDirection(), "sagittal", preprocessing
+    )
+    images = sliced.network_input(0, len(sliced.slices))
+    truth = sliced.network_labels(sitk.GetArrayFromImage(labels))
+    config = NetworkConfig("mobilenet_v2", (KNEE.num_classes,), decoder_channels=(32, 16, 16, 16, 8))
+    network = MultiDomainUNet(config)
+    weights = torch.bincount(truth.ravel(), minlength=KNEE.num_classes).float().clamp(min=1) ** -0.5
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
+    network.train()
+    with inference_threads(1):  # small tensors: one thread is fastest, and immune to busy cores
+        for _ in range(40):
+            logits = network(images, 0).logits[0]
+            loss = torch.nn.functional.cross_entropy(logits, truth, weight=weights / weights.mean())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # cumulative average: exact statistics of this data
+            module.reset_running_stats()
+    with torch.no_grad(), inference_threads(1):
+        network(images, 0)
+    network.eval()
+    manifest = ModelManifest("pbseg-test-trained", "0", config, ["knee"], preprocessing)
+    return load_model(save_model(path, network, manifest))
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def test_reduced_precision_segments_like_fp32(tmp_path: Path) -> None:
+    phantom = generate_phantom("knee", 3, age_years=12, voxel_scale=2.0)
+    model = _trained_knee_model(phantom.image, phantom.labels, tmp_path / "knee.safetensors")
+    results = {
+        precision: sitk.GetArrayFromImage(
+            segment_image(phantom.image, SegmentOptions(joint="knee", precision=precision), model=model).labels
+        )
+        for precision in ("fp32", "bf16")  # bf16 runs even where emulated (slow, but a small volume)
+    }
+    truth = sitk.GetArrayFromImage(phantom.labels)
+    for value, bone in enumerate(KNEE.bones, start=1):
+        reference, fast = results["fp32"] == value, results["bf16"] == value
+        assert _dice(reference, truth == value) > 0.5, f"{bone.key}: the network did not learn this bone"
+        assert _dice(fast, reference) >= 0.99, f"{bone.key}: bf16 Dice {_dice(fast, reference):.4f} against fp32"
