@@ -78,7 +78,7 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def idle_cpus(window_s: float = 0.05) -> float | None:
+def idle_cpus(window_s: float = 0.03) -> float | None:
     """How many of this process's CPUs were free over the next ``window_s`` seconds (idle time,
     plus time given to lower-priority niced processes, which yield to this one); None where
     /proc/stat does not exist."""

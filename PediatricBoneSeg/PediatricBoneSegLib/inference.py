@@ -160,7 +160,8 @@ def segment_image(
 
         check_cancelled(cancel)
         report(0.5, "detecting the joint" if options.joint == "auto" else "checking the joint")
-        choice = choose_joint(loaded, options.joint.lower(), sliced_for, device)
+        with inference_threads() if device.type == "cpu" else nullcontext():
+            choice = choose_joint(loaded, options.joint.lower(), sliced_for, device)
         sliced = sliced_for(choice.joint)
         timings["preprocess"] = time.perf_counter() - start
         check_cancelled(cancel)

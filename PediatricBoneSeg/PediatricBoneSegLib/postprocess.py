@@ -58,19 +58,24 @@ def keep_main_body(mask: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray
     candidates = [
         label for label in range(1, count + 1) if label != main and sizes[label] >= MIN_FRAGMENT_FRACTION * sizes[main]
     ]
-    keep = [main]
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[main] = True
     if candidates:
         spacing = np.asarray(spacing_zyx, dtype=float)
         margin = np.ceil(MAX_FRAGMENT_GAP_MM / spacing).astype(int)
-        box = ndimage.find_objects((components == main).astype(np.uint8))[0]
-        region = tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, m, n in zip(box, margin, mask.shape))
-        crop = components[region]  # fragments outside it are farther than the gap
-        distance = ndimage.distance_transform_edt(crop != main, sampling=spacing)
+        boxes = ndimage.find_objects(components)
         for label in candidates:
-            inside = crop == label
-            if inside.any() and float(distance[inside].min()) <= MAX_FRAGMENT_GAP_MM:
-                keep.append(label)
-    return np.isin(components, keep)
+            # Distances within the fragment's box widened by the gap: a main-body voxel outside it
+            # is farther than the gap, so the decision is exact, and memory scales with the fragment.
+            region = tuple(
+                slice(max(0, s.start - m), min(n, s.stop + m)) for s, m, n in zip(boxes[label - 1], margin, mask.shape)
+            )
+            crop = components[region]
+            main_body = crop == main
+            if main_body.any():
+                distance = ndimage.distance_transform_edt(~main_body, sampling=spacing)
+                keep[label] = float(distance[crop == label].min()) <= MAX_FRAGMENT_GAP_MM
+    return keep[components]  # a lookup: no sorting, no int64 copies of the volume
 
 
 def _fill_holes(crop: np.ndarray, value: int) -> None:
@@ -88,8 +93,10 @@ def _fill_holes(crop: np.ndarray, value: int) -> None:
         background[:, :, 0],
         background[:, :, -1],
     ]
-    outside = np.unique(np.concatenate([face.ravel() for face in faces]))
-    holes = ~np.isin(background, outside)
+    outside = np.ones(count + 1, dtype=bool)  # label 0 is the bone itself
+    outside[1:] = False
+    outside[np.concatenate([face.ravel() for face in faces])] = True
+    holes = ~outside[background]  # a lookup: no sorting, no int64 copies of the box
     crop[holes & (crop == 0)] = value
 
 

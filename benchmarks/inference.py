@@ -1,0 +1,279 @@
+"""Inference benchmark (issue 8, DESIGN §12): the whole ``pbseg segment`` of a standard knee volume,
+the network stage of a paper-sized ResNet-50 U-Net against a MONAI baseline, the machine's matrix
+product rates and the peak memory of a 512x512x400 volume.
+
+    .venv/bin/python benchmarks/inference.py [--model FILE] [--repeats 3] [--quick] [--ablation]
+
+Volumes: a knee phantom (``generate_phantom("knee", 11, age_years=12)``) resampled (linear) onto
+384x384x160 voxels of 0.365x0.365x0.7 mm (the standard volume) and 512x512x400 voxels of 0.3 mm,
+saved as int16 NIfTI. Each timing is the median of ``--repeats`` runs after a warm-up run.
+
+- ``end_to_end_s``: ``pbseg segment`` of the standard volume (read -> write, surfaces included;
+  the same function as the command line, model already loaded), stages from its report.json.
+- ``r50_network_s``: ``inference.predict_slices`` (the network stage: slices -> network -> labels
+  on the slice grid) with a ResNet-50 U-Net (random weights, 256 px input) through the fast path.
+- baseline: the same ResNet-50 network, fp32, NCHW, through MONAI's ``SliceInferer`` as a MONAI
+  user would run a 2D network trained on 256x256 inputs over the 384x384 slices: roi (256, 256),
+  overlap 0.25 (MONAI's default, 2x2 windows per slice), the same batch size, ``torch.no_grad``,
+  the same thread count as our run (so a busy core does not inflate the ratio). Printed beside it:
+  the same-work ratio (plain fp32 NCHW forward of our 256x256 inputs / fast path).
+- ``bf16_peak_fraction``: FLOP/s of the ResNet-50 network stage (convolutions counted with
+  ``FlopCounterMode``) / the measured bf16 matrix-product rate; the fp32 fraction is printed too.
+- ``peak_rss_gb``: ``ru_maxrss`` of a child process running ``pbseg segment`` on the 512x512x400
+  volume (joint auto-detected, surfaces written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from PediatricBoneSegLib.acceleration import available_threads, inference_threads, prepare_network
+from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
+from PediatricBoneSegLib.cli import main as pbseg
+from PediatricBoneSegLib.inference import bundled_model_path, predict_slices, resolve_precision
+from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
+from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.phantoms import generate_phantom
+from PediatricBoneSegLib.preprocessing import PreprocessingConfig, SlicedVolume, slice_volume
+
+STANDARD = ((384, 384, 160), (0.365, 0.365, 0.7))
+LARGE = ((512, 512, 400), (0.3, 0.3, 0.3))
+QUICK_STANDARD = ((96, 96, 12), (1.46, 1.46, 9.0))
+QUICK_LARGE = ((128, 128, 100), (1.2, 1.2, 1.2))
+PHANTOM_SEED = 11
+STAGES = ("read", "load_model", "preprocess", "network", "postprocess", "surfaces", "morphometry", "write")
+BATCH = 16
+ROI = (256, 256)
+
+
+def knee_volume(size: tuple[int, int, int], spacing: tuple[float, float, float]) -> sitk.Image:
+    """The knee phantom resampled onto ``size`` voxels of ``spacing`` mm, same orientation and
+    centre as the phantom's own scan, as int16 (what scanners write)."""
+    source = generate_phantom("knee", PHANTOM_SEED, age_years=12).image
+    centre = np.asarray(source.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in source.GetSize()]))
+    direction = np.asarray(source.GetDirection()).reshape(3, 3)
+    origin = centre - direction @ (np.asarray(spacing) * (np.asarray(size) - 1) / 2)
+    resampled = sitk.Resample(
+        source, size, sitk.Transform(), sitk.sitkLinear, origin.tolist(), spacing, source.GetDirection(), 0.0
+    )
+    return sitk.Cast(sitk.Round(resampled), sitk.sitkInt16)
+
+
+def median_time(run: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def matmul_rate(dtype: torch.dtype, threads: int) -> float:
+    """FLOP/s of a square matrix product, grown until one product takes 0.2 s (an emulated format
+    is slow: small sizes suffice)."""
+    with inference_threads(threads):
+        for size in (256, 512, 1024, 2048, 4096):
+            a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+            seconds, _ = median_time(lambda a=a, b=b: a @ b, 3)
+            if seconds > 0.2 or size == 4096:
+                return 2 * size**3 / seconds
+    raise AssertionError("unreachable")
+
+
+def segment_end_to_end(volume: Path, outdir: Path, model: str | None, repeats: int) -> dict[str, float]:
+    """``pbseg segment`` timings: whole call and each stage of report.json (medians)."""
+    argv = ["segment", str(volume), "-o", str(outdir), "--overwrite", *(["--model", model] if model else [])]
+    reports: list[dict[str, float]] = []
+
+    def run() -> None:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            code = pbseg(argv)
+        if code != 0:
+            raise RuntimeError(f"pbseg segment failed:\n{printed.getvalue()}")
+        report = json.loads((outdir / volume.name.split(".")[0] / "report.json").read_text())
+        reports.append({**report["timings_s"], "total": time.perf_counter() - start})
+
+    median_time(run, repeats)
+    timed = reports[1:]
+    return {key: statistics.median(r.get(key, 0.0) for r in timed) for key in (*STAGES, "total")}
+
+
+def resnet50_model(path: Path) -> LoadedModel:
+    """A ResNet-50 U-Net of the bundled model's format (3 joints, 256 px input), random weights."""
+    torch.manual_seed(0)
+    config = NetworkConfig("resnet50", tuple(get_joint(j).num_classes for j in JOINT_KEYS))
+    manifest = ModelManifest("r50-benchmark", "0", config, list(JOINT_KEYS), PreprocessingConfig(size=256))
+    return load_model(save_model(path, MultiDomainUNet(config), manifest))
+
+
+def sliced_knee(image: sitk.Image, loaded: LoadedModel) -> SlicedVolume:
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    return slice_volume(array, image.GetSpacing(), image.GetDirection(), "sagittal", loaded.manifest.preprocessing)
+
+
+def network_stage(loaded: LoadedModel, sliced: SlicedVolume, repeats: int) -> tuple[float, float, int]:
+    """Median seconds of ``predict_slices`` (the fast path), its FLOPs (counted during the warm-up
+    run) and the thread count it chooses on this machine now."""
+    device = torch.device("cpu")
+    precision = resolve_precision("auto", device)
+    with FlopCounterMode(display=False) as counter:
+        predict_slices(loaded, sliced, "knee", device, precision, BATCH)
+    threads = available_threads()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict_slices(loaded, sliced, "knee", device, precision, BATCH)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), float(counter.get_total_flops()), threads
+
+
+def monai_baseline(loaded: LoadedModel, sliced: SlicedVolume, threads: int, repeats: int) -> float:
+    """The same network, fp32 NCHW, through MONAI's SliceInferer over the native slices."""
+    from monai.inferers import SliceInferer
+
+    domain = loaded.domain_of("knee")
+    network = loaded.network.eval()
+    volume = torch.from_numpy(np.ascontiguousarray(np.moveaxis(sliced.slices, 0, -1)))[None, None]  # [1,1,H,W,N]
+    inferer = SliceInferer(roi_size=ROI, sw_batch_size=BATCH, spatial_dim=2, overlap=0.25, progress=False)
+
+    def run() -> None:
+        with torch.no_grad(), inference_threads(threads):
+            inferer(volume, lambda x: network(x, domain).logits[domain])
+
+    return median_time(run, repeats)[0]
+
+
+def plain_fp32(loaded: LoadedModel, sliced: SlicedVolume, threads: int, repeats: int) -> float:
+    """Same work as the fast path (our 256x256 inputs), unprepared network, NCHW fp32."""
+    domain = loaded.domain_of("knee")
+    count = len(sliced.slices)
+
+    def run() -> None:
+        with torch.no_grad(), inference_threads(threads):
+            for begin in range(0, count, BATCH):
+                loaded.network(sliced.network_input(begin, min(begin + BATCH, count)), domain)
+
+    return median_time(run, repeats)[0]
+
+
+def ablation(loaded: LoadedModel, sliced: SlicedVolume, label: str, repeats: int) -> None:
+    """Per-batch time of each trick alone and together (network forward only, first 32 slices)."""
+    domain = loaded.domain_of("knee")
+    batches = [sliced.network_input(b, min(b + BATCH, 32, len(sliced.slices))) for b in range(0, 32, BATCH)]
+    cpu, channels_last, nchw = torch.device("cpu"), torch.channels_last, torch.contiguous_format
+    variants = {
+        "plain NCHW": (loaded.network, False),
+        "channels_last": (copy.deepcopy(loaded.network).to(memory_format=channels_last), True),
+        "BN folded, NCHW": (prepare_network(loaded.network, domain, cpu).to(memory_format=nchw), False),
+        "BN folded + channels_last": (prepare_network(loaded.network, domain, cpu), True),
+    }
+    for threads in sorted({1, available_threads()}):
+        for name, (network, last) in variants.items():
+            inputs = [b.contiguous(memory_format=channels_last) if last else b for b in batches]
+
+            def run(network: torch.nn.Module = network, inputs: list[torch.Tensor] = inputs, threads: int = threads):
+                with torch.inference_mode(), inference_threads(threads):
+                    for batch in inputs:
+                        network(batch, domain)
+
+            seconds, _ = median_time(run, repeats)
+            per_slice = seconds / sum(len(b) for b in inputs) * 1000
+            print(f"ablation {label:10s} {threads} thread(s) {name:26s} {per_slice:8.1f} ms/slice")
+
+
+def peak_rss_gb(volume: Path, outdir: Path, model: str | None) -> float:
+    """Peak resident memory of ``pbseg segment`` in a child process (a small wrapper process waits
+    for it, so nothing of this process's memory is counted)."""
+    command = [sys.executable, "-c", "import sys; from PediatricBoneSegLib.cli import main; sys.exit(main())"]
+    command += ["segment", str(volume), "-o", str(outdir), "--overwrite", *(["--model", model] if model else [])]
+    wrapper = (
+        "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if code == 0 else -1)"
+    )
+    output = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=True)
+    kilobytes = int(output.stdout.strip().splitlines()[-1])
+    if kilobytes < 0:
+        raise RuntimeError(f"pbseg segment of {volume} failed: {output.stderr[-2000:]}")
+    return kilobytes * 1024 / 1e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model for the whole segment (default: the bundled model)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (after a warm-up)")
+    parser.add_argument("--quick", action="store_true", help="small volumes, one repeat: a smoke run")
+    parser.add_argument("--ablation", action="store_true", help="also time each fast-path trick alone")
+    parser.add_argument("--workdir", type=Path, help="keep the volumes and outputs here (default: a temp folder)")
+    args = parser.parse_args(argv)
+    if args.model is None and not bundled_model_path().is_file():
+        parser.error(f"the bundled model {bundled_model_path()} is missing: give --model")
+    repeats = 1 if args.quick else max(1, args.repeats)
+    standard, large = (QUICK_STANDARD, QUICK_LARGE) if args.quick else (STANDARD, LARGE)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pbseg-benchmark-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        print(f"volumes: standard {standard[0]} @ {standard[1]} mm, large {large[0]} @ {large[1]} mm; {workdir}")
+        image = knee_volume(*standard)
+        sitk.WriteImage(image, str(workdir / "standard.nii.gz"), useCompression=True)
+        e2e = segment_end_to_end(workdir / "standard.nii.gz", workdir / "out", args.model, repeats)
+
+        r50 = resnet50_model(workdir / "r50.safetensors")
+        sliced = sliced_knee(image, r50)
+        ours, flops, threads = network_stage(r50, sliced, repeats)
+        baseline = monai_baseline(r50, sliced, threads, repeats)
+        same_work = plain_fp32(r50, sliced, threads, repeats)
+        if args.ablation:
+            ablation(r50, sliced, "resnet50", repeats)
+            bundled = load_model(args.model or bundled_model_path())
+            ablation(bundled, sliced_knee(image, bundled), "bundled", repeats)
+        fp32_rate, bf16_rate = matmul_rate(torch.float32, threads), matmul_rate(torch.bfloat16, threads)
+
+        sitk.WriteImage(knee_volume(*large), str(workdir / "large.nii"))
+        rss = peak_rss_gb(workdir / "large.nii", workdir / "out", args.model)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    slices, achieved = len(sliced.slices), flops / ours
+    print(f"\nwhole segment of the standard volume ({'bundled model' if args.model is None else args.model}):")
+    for stage in STAGES:
+        print(f"  {stage:12s} {e2e[stage]:8.3f} s")
+    print(f"  {'total':12s} {e2e['total']:8.3f} s  (wall time of pbseg segment)")
+    print(f"\nResNet-50 U-Net network stage, {slices} slices, {threads} thread(s), batch {BATCH}:")
+    print(f"  fast path (predict_slices)   {ours:8.3f} s  {slices / ours:6.1f} slices/s  {achieved / 1e9:6.1f} GFLOP/s")
+    print(f"  MONAI SliceInferer baseline  {baseline:8.3f} s  (roi {ROI}, overlap 0.25, fp32 NCHW)")
+    print(f"  plain fp32 NCHW, same work   {same_work:8.3f} s  (same-work speedup {same_work / ours:.2f}x)")
+    print(f"  FLOPs {flops / 1e9:.1f} G ({flops / slices / 1e9:.2f} G/slice)")
+    rates = f"fp32 {fp32_rate / 1e9:.1f} GFLOP/s, bf16 {bf16_rate / 1e9:.2f} GFLOP/s"
+    print(f"\nmatrix products ({threads} thread(s)): {rates}")
+    print(f"  network stage / fp32 rate = {achieved / fp32_rate:.3f}; / bf16 rate = {achieved / bf16_rate:.3f}")
+    print(f"peak RSS of pbseg segment on {large[0]}: {rss:.2f} GB")
+    print(
+        f"speedup_vs_baseline={baseline / ours:.2f} end_to_end_s={e2e['total']:.2f} r50_network_s={ours:.2f} "
+        f"bf16_peak_fraction={achieved / bf16_rate:.3f} peak_rss_gb={rss:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
