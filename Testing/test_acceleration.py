@@ -13,7 +13,9 @@ import torch
 
 from PediatricBoneSegLib.acceleration import (
     auto_precision,
+    available_memory,
     available_threads,
+    batch_limit,
     cpu_flags,
     cpu_has_native_bf16,
     inference_threads,
@@ -135,3 +137,12 @@ def test_reduced_precision_segments_like_fp32(tmp_path: Path) -> None:
         reference, fast = results["fp32"] == value, results["bf16"] == value
         assert _dice(reference, truth == value) > 0.5, f"{bone.key}: the network did not learn this bone"
         assert _dice(fast, reference) >= 0.99, f"{bone.key}: bf16 Dice {_dice(fast, reference):.4f} against fp32"
+
+
+def test_batch_limit_follows_the_memory_a_slice_needs() -> None:
+    cpu = torch.device("cpu")
+    network = prepare_network(MultiDomainUNet(NetworkConfig("resnet18", decoder_channels=(32, 16, 16, 8, 8))), 0, cpu)
+    with inference_threads(1):
+        small, large = batch_limit(network, 0, 64, 0, cpu), batch_limit(network, 0, 1024, 0, cpu)
+        assert small > large >= 1
+        assert batch_limit(network, 0, 64, available_memory(cpu), cpu) == 1  # never below one slice

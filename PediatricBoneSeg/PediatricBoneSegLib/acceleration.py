@@ -26,9 +26,8 @@ from .network.domain_norm import DomainBatchNorm2d
 
 REDUCED_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
-MAX_CPU_BATCH = 16  # beyond this a CPU gains nothing per slice (measured) and only holds memory
-MAX_CUDA_BATCH = 128
-MEMORY_FRACTION = 0.25  # of the available memory that the slice batch's activations may use
+MEMORY_FRACTION = 0.25  # of the available memory that one slice batch may use
+_PROBE_SIZE = 32  # side of the probe slice whose activations are scaled to the input size
 
 
 def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
@@ -197,3 +196,48 @@ def _folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
         fused.weight.copy_((conv.weight.double() * scale[:, None, None, None]).to(conv.weight.dtype))
         fused.bias.copy_(((bias - norm.running_mean.double()) * scale + norm.bias.double()).to(conv.weight.dtype))
     return fused
+
+
+def batch_limit(network: nn.Module, domain: int, input_size: int, output_bytes: int, device: torch.device) -> int:
+    """The most slices per forward pass that fit in ``MEMORY_FRACTION`` of the memory available
+    now. Per slice: every activation of the network held at once (an upper bound: inference frees
+    most of them early), measured on a small probe slice and scaled to ``input_size``, plus
+    ``output_bytes`` (the logits resampled to the slice grid)."""
+    sizes: list[int] = []
+
+    def record(module: nn.Module, inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and not isinstance(module, nn.Identity):
+            sizes.append(output.numel() * 4)
+
+    hooks = [module.register_forward_hook(record) for module in network.modules() if not list(module.children())]
+    try:
+        with torch.inference_mode():
+            network(torch.zeros(1, 1, _PROBE_SIZE, _PROBE_SIZE, device=device), domain)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    per_slice = sum(sizes) * (input_size / _PROBE_SIZE) ** 2 + output_bytes
+    return max(1, int(MEMORY_FRACTION * available_memory(device) // per_slice))
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for this process on ``device``: the GPU's free memory, or the system's available
+    memory within the cgroup limit (Linux); 4 GiB when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            free = int(limit) - int((cgroup / "memory.current").read_text())
+            available = free if available is None else min(available, free)
+    except (OSError, ValueError):
+        pass
+    return available if available is not None else 4 << 30

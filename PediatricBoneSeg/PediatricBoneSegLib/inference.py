@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .acceleration import REDUCED_PRECISIONS, auto_precision, inference_threads, prepare_network
+from .acceleration import REDUCED_PRECISIONS, auto_precision, batch_limit, inference_threads, prepare_network
 from .catalog import JOINT_KEYS, NUM_UNION_CLASSES, get_joint
 from .detection import choose_joint
 from .modelfile import LoadedModel, load_model
@@ -220,17 +220,20 @@ def predict_slices(
 ) -> np.ndarray:
     """The network stage: labels [N, H, W] uint8 of the N slices of ``sliced`` (slice grid).
     Runs the fast path (``acceleration.prepare_network``: a BN-folded channels-last copy for this
-    domain, one thread per physical core, ``precision``'s autocast). Logits of one batch at a time
-    are resampled to the slice grid and reduced by argmax."""
+    domain, one thread per free physical core, ``precision``'s autocast), ``batch_size`` slices at
+    a time or fewer if memory is short. Logits of one batch at a time are resampled to the slice
+    grid and reduced by argmax."""
     domain = loaded.domain_of(joint)
     union = _union_lookup(loaded, joint, domain)
     count, height, width = sliced.slices.shape
     labels = np.empty((count, height, width), dtype=np.uint8)
     network = prepare_network(loaded.network, domain, device)
+    output_bytes = 2 * 4 * network.config.classes_per_domain[0 if network.config.shared else domain] * height * width
     dtype = REDUCED_PRECISIONS.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     threads = inference_threads() if device.type == "cpu" else nullcontext()
     with torch.inference_mode(), autocast, threads:
+        batch_size = min(batch_size, batch_limit(network, domain, sliced.resampler.size, output_bytes, device))
         for begin in range(0, count, batch_size):
             check_cancelled(cancel)
             stop = min(begin + batch_size, count)
