@@ -17,6 +17,7 @@ from pbseg_training.trainer import CHECKPOINT_NAME, HISTORY_NAME, train
 from PediatricBoneSegLib.catalog import JOINT_KEYS
 from PediatricBoneSegLib.modelfile import load_model
 from PediatricBoneSegLib.phantoms import write_phantom_dataset
+from PediatricBoneSegLib.phantoms.generator import GENERATOR_VERSION
 
 TINY = {
     "name": "tiny",
@@ -65,7 +66,10 @@ def test_each_scheme_trains_and_its_loss_decreases(scheme: str, phantom_root: Pa
     loaded = load_model(model_path)
     expected = ["knee"] if scheme in ("individual", "transfer") else list(JOINT_KEYS)
     assert loaded.manifest.joints == expected
-    assert loaded.manifest.provenance["scheme"] == scheme
+    provenance = loaded.manifest.provenance
+    assert provenance["scheme"] == scheme
+    assert abs(provenance["final_loss"] - sum(losses[-50:]) / len(losses[-50:])) < 1e-3
+    assert {entry["generator_version"] for entry in provenance["data"]} == {GENERATOR_VERSION}
     assert loaded.manifest.architecture.shared == (scheme == "shared")
     assert loaded.centroids is not None and loaded.centroids.shape[0] == len(expected)
 

@@ -22,7 +22,8 @@ from .config import DatasetSpec
 
 @dataclass
 class DomainSlices:
-    """All slices of one domain (``source``: its dataset folder).
+    """All slices of one domain (``source``: its dataset folder; ``provenance``: what its
+    dataset.json says of its origin, e.g. the phantom generator's version and seed).
 
     ``images``: [N, 1, S, S] float32; ``labels``: [N, S, S] uint8 in the joint's label space;
     ``case_index``: [N] which case each slice comes from (``case_ids``); ``mirrorable``: [N] bool,
@@ -31,6 +32,7 @@ class DomainSlices:
 
     joint: str
     source: str
+    provenance: dict
     images: torch.Tensor
     labels: torch.Tensor
     case_index: torch.Tensor
@@ -79,6 +81,7 @@ def load_domain(spec: DatasetSpec, preprocessing: PreprocessingConfig) -> Domain
     return DomainSlices(
         joint.key,
         str(spec.path),
+        {k: v for k, v in dataset.metadata.items() if k not in ("labels", "channel_names", "file_ending")},
         torch.cat(images),
         torch.cat(labels),
         torch.cat(case_index),

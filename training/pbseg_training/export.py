@@ -93,7 +93,13 @@ def export_model(
                 "shape": config.shape_weight if config.shape_prior else 0.0,
             },
             "data": [
-                {"joint": pool.joint, "dataset": pool.source, "cases": len(pool.case_ids), "slices": len(pool.labels)}
+                {
+                    "joint": pool.joint,
+                    "dataset": pool.source,
+                    **pool.provenance,
+                    "cases": len(pool.case_ids),
+                    "slices": len(pool.labels),
+                }
                 for pool in pools
             ],
             "training_seconds": round(training_seconds, 1),

@@ -248,7 +248,7 @@ def train(
             [pools_by_joint[j] for j in phases[-1].joints],
             model_path,
             training_seconds=time.monotonic() - started,
-            final_losses=history[-50:],
+            final_losses=[loss for _, loss in history[-50:]],
         )
     if distributed.world_size > 1:
         dist.barrier()
