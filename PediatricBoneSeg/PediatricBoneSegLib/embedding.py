@@ -24,10 +24,22 @@ def detection_slice_indices(num_slices: int) -> np.ndarray:
     return np.unique(np.linspace(margin, num_slices - 1 - margin, count).round().astype(int).clip(0, num_slices - 1))
 
 
+FEATURES_PREFIX = "features:"
+
+
 @torch.inference_mode()
 def volume_embedding(network: MultiDomainUNet, images: torch.Tensor, domain: int, scale: str) -> torch.Tensor:
     """images: network-ready slices [N, 1, S, S] of one volume (the detection slices). Returns the
-    L2-normalized mean embedding [dim] of projection head ``scale`` under ``domain``'s BN."""
+    L2-normalized mean embedding [dim] under ``domain``'s BN: of projection head ``scale`` (e.g.
+    "enc5"), or, for ``"features:enc<k>"``, of the globally pooled encoder features of level k.
+
+    The contrastive loss makes the projection heads map whatever passes through a domain's BN close
+    to that domain's centroid, noise included; the encoder features keep the distance that
+    out-of-distribution warnings need."""
+    if scale.startswith(FEATURES_PREFIX):
+        level = int(scale[len(FEATURES_PREFIX) + 3 :])
+        pooled = network.encode(images, domain)[level - 1].float().mean(dim=(2, 3))
+        return F.normalize(pooled.mean(dim=0), dim=0)
     features = network.encode(images, domain)
     level = int(scale[3:])
     if scale.startswith("dec"):

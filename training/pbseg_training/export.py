@@ -20,7 +20,7 @@ from .config import TrainingConfig
 from .data import DomainSlices
 from .schemes import Phase
 
-DETECTION_SCALE = "enc5"
+DETECTION_SCALE = "features:enc5"  # see embedding.volume_embedding
 
 
 def case_embeddings(network: MultiDomainUNet, pool: DomainSlices, domain: int, scale: str) -> torch.Tensor:
@@ -35,7 +35,8 @@ def case_embeddings(network: MultiDomainUNet, pool: DomainSlices, domain: int, s
 
 def detection_data(network: MultiDomainUNet, pools: list[DomainSlices], scale: str) -> tuple[torch.Tensor, float]:
     """Centroid per domain [domains, dim] and the cosine-distance threshold beyond which a volume
-    is out of distribution: well above the farthest training case from its own centroid."""
+    is out of distribution: well above the farthest training case from its own centroid (held-out
+    cases lie farther than training cases)."""
     network.eval()
     centroids, distances = [], []
     for domain, pool in enumerate(pools):
@@ -44,7 +45,7 @@ def detection_data(network: MultiDomainUNet, pools: list[DomainSlices], scale: s
         centroids.append(centroid)
         distances.append(1 - embeddings @ centroid)
     spread = torch.cat(distances).numpy()
-    threshold = float(max(np.max(spread) * 2.0, np.mean(spread) + 4 * np.std(spread), 0.02))
+    threshold = float(max(np.max(spread) * 3.0, np.mean(spread) + 6 * np.std(spread), 0.02))
     return torch.stack(centroids), threshold
 
 

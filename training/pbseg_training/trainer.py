@@ -248,7 +248,7 @@ def train(
             [pools_by_joint[j] for j in phases[-1].joints],
             model_path,
             training_seconds=time.monotonic() - started,
-            final_losses=[loss for _, loss in history[-50:]],
+            final_losses=_recorded_losses(out_dir / HISTORY_NAME)[-50:],
         )
     if distributed.world_size > 1:
         dist.barrier()
@@ -266,3 +266,8 @@ def _close(writer, out_dir: Path, history: list[tuple[int, float]]) -> None:
     if writer is not None:
         writer.close()
         _append_history(out_dir / HISTORY_NAME, history)
+
+
+def _recorded_losses(path: Path) -> list[float]:
+    """Losses of every step recorded so far (a resumed or re-exported run included)."""
+    return list(json.loads(path.read_text(encoding="utf-8")).values()) if path.exists() else []
