@@ -146,3 +146,20 @@ def test_batch_limit_follows_the_memory_a_slice_needs() -> None:
         small, large = batch_limit(network, 0, 64, 0, cpu), batch_limit(network, 0, 1024, 0, cpu)
         assert small > large >= 1
         assert batch_limit(network, 0, 64, available_memory(cpu), cpu) == 1  # never below one slice
+
+
+def test_prepared_copy_is_reused_until_the_weights_change() -> None:
+    cpu = torch.device("cpu")
+    network = MultiDomainUNet(NetworkConfig("resnet18", decoder_channels=(32, 16, 16, 8, 8))).eval()
+    first = prepare_network(network, 1, cpu)
+    assert prepare_network(network, 1, cpu) is first
+    assert prepare_network(network, 2, cpu) is not first
+    with torch.no_grad():  # what a training step or a load_state_dict does: in-place updates
+        network.encoder.bn1.norms[2].running_mean.add_(1.0)
+    changed = prepare_network(network, 2, cpu)
+    expected = network.encoder.bn1.norms[2]
+    scale = expected.weight / torch.sqrt(expected.running_var + expected.eps)
+    assert torch.allclose(changed.encoder.conv1.bias, expected.bias - expected.running_mean * scale, atol=1e-6)
+    # Built alike, so with equal version counters, but another network: never the cached copy.
+    one, other = (MultiDomainUNet(network.config).eval() for _ in range(2))
+    assert prepare_network(other, 0, cpu) is not prepare_network(one, 0, cpu)

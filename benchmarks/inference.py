@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import shutil
@@ -76,9 +77,11 @@ def knee_volume(size: tuple[int, int, int], spacing: tuple[float, float, float])
     return sitk.Cast(sitk.Round(resampled), sitk.sitkInt16)
 
 
-def median_time(run: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
-    run()
+def median_time(
+    run: Callable[[], object], repeats: int, warm_up: Callable[[], object] | None = None
+) -> tuple[float, list[float]]:
+    """Median wall time of ``repeats`` calls after one warm-up call (of ``warm_up``, default ``run``)."""
+    (warm_up or run)()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -131,20 +134,24 @@ def sliced_knee(image: sitk.Image, loaded: LoadedModel) -> SlicedVolume:
     return slice_volume(array, image.GetSpacing(), image.GetDirection(), "sagittal", loaded.manifest.preprocessing)
 
 
+def first_batch(sliced: SlicedVolume) -> SlicedVolume:
+    """The first ``BATCH`` slices: the warm-up of the ResNet-50 runs."""
+    return dataclasses.replace(sliced, slices=sliced.slices[:BATCH])
+
+
 def network_stage(loaded: LoadedModel, sliced: SlicedVolume, repeats: int) -> tuple[float, float, int]:
-    """Median seconds of ``predict_slices`` (the fast path), its FLOPs (counted during the warm-up
-    run) and the thread count it chooses on this machine now."""
+    """Median seconds of ``predict_slices`` (the fast path), its FLOPs (convolutions are linear in
+    the slice count: counted on the warm-up batch and scaled) and the threads it would use now."""
     device = torch.device("cpu")
     precision = resolve_precision("auto", device)
+    warm = first_batch(sliced)
     with FlopCounterMode(display=False) as counter:
-        predict_slices(loaded, sliced, "knee", device, precision, BATCH)
+        predict_slices(loaded, warm, "knee", device, precision, BATCH)
+    flops = counter.get_total_flops() * len(sliced.slices) / len(warm.slices)
     threads = available_threads()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predict_slices(loaded, sliced, "knee", device, precision, BATCH)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), float(counter.get_total_flops()), threads
+    run = lambda: predict_slices(loaded, sliced, "knee", device, precision, BATCH)  # noqa: E731
+    seconds, _ = median_time(run, repeats, warm_up=lambda: None)  # the counted run warmed up
+    return seconds, float(flops), threads
 
 
 def monai_baseline(loaded: LoadedModel, sliced: SlicedVolume, threads: int, repeats: int) -> float:
@@ -156,11 +163,11 @@ def monai_baseline(loaded: LoadedModel, sliced: SlicedVolume, threads: int, repe
     volume = torch.from_numpy(np.ascontiguousarray(np.moveaxis(sliced.slices, 0, -1)))[None, None]  # [1,1,H,W,N]
     inferer = SliceInferer(roi_size=ROI, sw_batch_size=BATCH, spatial_dim=2, overlap=0.25, progress=False)
 
-    def run() -> None:
+    def run(volume: torch.Tensor = volume) -> None:
         with torch.no_grad(), inference_threads(threads):
             inferer(volume, lambda x: network(x, domain).logits[domain])
 
-    return median_time(run, repeats)[0]
+    return median_time(run, repeats, lambda: run(volume[..., :BATCH]))[0]
 
 
 def plain_fp32(loaded: LoadedModel, sliced: SlicedVolume, threads: int, repeats: int) -> float:
@@ -168,12 +175,12 @@ def plain_fp32(loaded: LoadedModel, sliced: SlicedVolume, threads: int, repeats:
     domain = loaded.domain_of("knee")
     count = len(sliced.slices)
 
-    def run() -> None:
+    def run(count: int = count) -> None:
         with torch.no_grad(), inference_threads(threads):
             for begin in range(0, count, BATCH):
                 loaded.network(sliced.network_input(begin, min(begin + BATCH, count)), domain)
 
-    return median_time(run, repeats)[0]
+    return median_time(run, repeats, lambda: run(BATCH))[0]
 
 
 def ablation(loaded: LoadedModel, sliced: SlicedVolume, label: str, repeats: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,12 +141,29 @@ def inference_threads(count: int | None = None) -> Iterator[int]:
 def prepare_network(network: MultiDomainUNet, domain: int, device: torch.device) -> MultiDomainUNet:
     """An inference copy of ``network`` for ``domain`` only: eval mode, BatchNorm folded into the
     preceding convolutions, channels-last weights, on ``device``. ``network`` is left untouched.
-    The copy computes the same logits for ``domain`` (float tolerance); other domains are wrong."""
+    The copy computes the same logits for ``domain`` (float tolerance); other domains are wrong.
+    The last copy is reused while the same network object's tensors are unchanged (a batch of
+    cases, repeated runs in Slicer); any in-place update (a training step) makes a new one."""
+    key = (domain, str(device), _tensor_versions(network))
+    cached = _last_prepared.get(key)
+    if cached is not None and cached[0]() is network:
+        return cached[1]
     prepared = copy.deepcopy(network).eval()
     fold_batch_norm(prepared, 0 if prepared.config.shared else domain)
     for parameter in prepared.parameters():
         parameter.requires_grad_(False)
-    return prepared.to(device=device, memory_format=torch.channels_last)
+    prepared = prepared.to(device=device, memory_format=torch.channels_last)
+    _last_prepared.clear()
+    _last_prepared[key] = (weakref.ref(network), prepared)
+    return prepared
+
+
+_last_prepared: dict[tuple, tuple[weakref.ref, MultiDomainUNet]] = {}
+
+
+def _tensor_versions(network: nn.Module) -> tuple[int, ...]:
+    """PyTorch's in-place modification counters of every parameter and buffer."""
+    return tuple(tensor._version for tensor in network.state_dict(keep_vars=True).values())
 
 
 def fold_batch_norm(network: nn.Module, norm_set: int) -> int:
