@@ -35,7 +35,6 @@ from .config import DatasetSpec, TrainingConfig, config_from_dict
 from .crossval import Fold, make_folds, save_folds
 from .data import load_domain
 from .experiment_config import ExperimentConfig, load_experiment_config, with_overrides
-from .export import DETECTION_SCALE
 from .metrics import image_metrics
 from .report import write_report
 from .results import CaseResult, load_results, save_results
@@ -126,10 +125,11 @@ def evaluate(model_path: Path, run: Run, datasets: dict[str, Path], postprocess:
 
 def slice_embeddings(model_path: Path, datasets: dict[str, Path]) -> tuple[np.ndarray, list[str]]:
     """[N, D] embeddings of the detection slices of every case of every joint the model knows,
-    each under its domain's BN, at the model's detection scale; and the joint of each row."""
+    each under its domain's BN, from the contrastive projection head of the deepest encoder stage
+    (the space the contrastive loss shapes); and the joint of each row."""
     loaded = load_model(model_path)
     network = loaded.network.eval()
-    scale = loaded.manifest.detection.get("scale", DETECTION_SCALE)
+    scale = "enc5" if "enc5" in network.projections else next(iter(network.projections))
     rows, domains = [], []
     for joint in loaded.manifest.joints:
         pool = load_domain(DatasetSpec(str(datasets[joint]), joint), loaded.manifest.preprocessing)
