@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.inference import SegmentOptions, bundled_model_path, segment_image
-from PediatricBoneSegLib.modelfile import LoadedModel, load_model
+from PediatricBoneSegLib.modelfile import LoadedModel, load_model, save_model
 from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.phantoms.generator import case_seed
 
@@ -97,6 +97,27 @@ def evaluate(loaded: LoadedModel, cases: int, seed: int) -> dict:
     }
 
 
+def summary(results: dict) -> dict:
+    """The model card's figures in a few numbers (for the manifest's provenance)."""
+    per_bone = {
+        f"{joint}/{bone}": {
+            "dice_mean": round(float(np.mean([v["dice"] for v in values])), 4),
+            "dice_min": round(float(np.min([v["dice"] for v in values])), 4),
+            "assd_mm_mean": round(float(np.mean([v["assd"] for v in values])), 3),
+        }
+        for joint, bones in results["metrics"].items()
+        for bone, values in bones.items()
+    }
+    correct = sum(row.get(joint, 0) for joint, row in results["confusion"].items())
+    total = sum(sum(row.values()) for row in results["confusion"].values())
+    return {
+        "evaluation": f"held-out phantoms, {results['cases_per_joint']} per joint, seed {results['seed']}",
+        "per_bone": per_bone,
+        "joint_detection_accuracy": round(correct / total, 4),
+        "false_out_of_distribution_warnings": results["false_out_of_distribution_warnings"],
+    }
+
+
 def markdown(results: dict) -> str:
     lines = ["| joint | bone | Dice (%) | ASSD (mm) |", "|---|---|---|---|"]
     for joint, bones in results["metrics"].items():
@@ -147,8 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=10, help="held-out phantoms per joint (default 10)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--record", action="store_true", help="store the summary in the model's manifest")
     args = parser.parse_args(argv)
-    results = evaluate(load_model(args.model), args.cases, args.seed)
+    loaded = load_model(args.model)
+    results = evaluate(loaded, args.cases, args.seed)
+    if args.record:
+        loaded.manifest.provenance["metrics"] = summary(results)
+        save_model(args.model, loaded.network, loaded.manifest, loaded.centroids)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(markdown(results))
