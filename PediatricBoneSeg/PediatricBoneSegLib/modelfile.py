@@ -106,18 +106,27 @@ def save_model(
     path: str | Path, network: MultiDomainUNet, manifest: ModelManifest, centroids: torch.Tensor | None = None
 ) -> Path:
     """Write atomically (temporary file + rename): a crash never leaves a half-written model."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     tensors = {NETWORK_PREFIX + k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     if centroids is not None:
         tensors[CENTROIDS_KEY] = centroids.detach().float().cpu().contiguous()
     metadata = {"format": "pt", MANIFEST_KEY: json.dumps(manifest.to_json(tensors_checksum(tensors)))}
+    return save_safetensors_atomically(path, tensors, metadata)
+
+
+def save_safetensors_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Temporary file in the target folder + rename: readers never see a half-written file.
+    The file gets the usual permissions (umask), not the temporary file's private ones."""
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -7,14 +7,14 @@ tensor (step, phase, optimizer hyper-parameters) into its JSON metadata.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from PediatricBoneSegLib.modelfile import save_safetensors_atomically
 
 
 @dataclass
@@ -47,15 +47,7 @@ def save_checkpoint(path: Path, state: TrainingState) -> None:
         "optimizer": json.dumps(optimizer_json),
         "info": json.dumps(state.info),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    save_safetensors_atomically(path, tensors, metadata)
 
 
 def load_checkpoint(path: Path) -> TrainingState:
