@@ -45,7 +45,7 @@ import SimpleITK as sitk
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from PediatricBoneSegLib.acceleration import available_threads, inference_threads, prepare_network
+from PediatricBoneSegLib.acceleration import available_threads, fold_batch_norm, inference_threads, prepare_network
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.cli import main as pbseg
 from PediatricBoneSegLib.inference import bundled_model_path, predict_slices, resolve_precision
@@ -59,7 +59,17 @@ LARGE = ((512, 512, 400), (0.3, 0.3, 0.3))
 QUICK_STANDARD = ((96, 96, 12), (1.46, 1.46, 9.0))
 QUICK_LARGE = ((128, 128, 100), (1.2, 1.2, 1.2))
 PHANTOM_SEED = 11
-STAGES = ("read", "load_model", "preprocess", "network", "postprocess", "surfaces", "morphometry", "write")
+STAGES = (
+    "read",
+    "load_model",
+    "preprocess",
+    "detect_joint",
+    "network",
+    "postprocess",
+    "surfaces",
+    "morphometry",
+    "write",
+)
 BATCH = 16
 ROI = (256, 256)
 
@@ -183,29 +193,35 @@ def plain_fp32(loaded: LoadedModel, sliced: SlicedVolume, threads: int, repeats:
     return median_time(run, repeats, lambda: run(BATCH))[0]
 
 
-def ablation(loaded: LoadedModel, sliced: SlicedVolume, label: str, repeats: int) -> None:
-    """Per-batch time of each trick alone and together (network forward only, first 32 slices)."""
+def ablation(loaded: LoadedModel, sliced: SlicedVolume, label: str, rounds: int) -> None:
+    """Each trick alone and together: CPU time of one thread per slice of a 16-slice batch, the
+    variants interleaved over ``rounds`` (CPU time of one thread is what other jobs on the
+    machine disturb least)."""
     domain = loaded.domain_of("knee")
-    batches = [sliced.network_input(b, min(b + BATCH, 32, len(sliced.slices))) for b in range(0, 32, BATCH)]
-    cpu, channels_last, nchw = torch.device("cpu"), torch.channels_last, torch.contiguous_format
+    middle = len(sliced.slices) // 2
+    batch = sliced.network_input(max(0, middle - BATCH // 2), min(len(sliced.slices), middle + BATCH // 2))
+    last = batch.contiguous(memory_format=torch.channels_last)
+    folded = copy.deepcopy(loaded.network)
+    fold_batch_norm(folded, domain)
     variants = {
-        "plain NCHW": (loaded.network, False),
-        "channels_last": (copy.deepcopy(loaded.network).to(memory_format=channels_last), True),
-        "BN folded, NCHW": (prepare_network(loaded.network, domain, cpu).to(memory_format=nchw), False),
-        "BN folded + channels_last": (prepare_network(loaded.network, domain, cpu), True),
+        "plain NCHW": (loaded.network, batch),
+        "channels_last": (copy.deepcopy(loaded.network).to(memory_format=torch.channels_last), last),
+        "BN folded": (folded, batch),
+        "BN folded + channels_last": (prepare_network(loaded.network, domain, torch.device("cpu")), last),
     }
-    for threads in sorted({1, available_threads()}):
-        for name, (network, last) in variants.items():
-            inputs = [b.contiguous(memory_format=channels_last) if last else b for b in batches]
-
-            def run(network: torch.nn.Module = network, inputs: list[torch.Tensor] = inputs, threads: int = threads):
-                with torch.inference_mode(), inference_threads(threads):
-                    for batch in inputs:
-                        network(batch, domain)
-
-            seconds, _ = median_time(run, repeats)
-            per_slice = seconds / sum(len(b) for b in inputs) * 1000
-            print(f"ablation {label:10s} {threads} thread(s) {name:26s} {per_slice:8.1f} ms/slice")
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.inference_mode(), inference_threads(1):
+        for network, inputs in variants.values():
+            network(inputs, domain)
+        for _ in range(rounds):
+            for name, (network, inputs) in variants.items():
+                start = time.process_time()
+                network(inputs, domain)
+                times[name].append((time.process_time() - start) / len(inputs))
+    plain = statistics.median(times["plain NCHW"])
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        print(f"ablation {label:9s} {name:26s} {seconds * 1000:7.1f} ms/slice (1 thread)  {plain / seconds:.2f}x")
 
 
 def peak_rss_gb(volume: Path, outdir: Path, model: str | None) -> float:
@@ -222,6 +238,10 @@ def peak_rss_gb(volume: Path, outdir: Path, model: str | None) -> float:
     if kilobytes < 0:
         raise RuntimeError(f"pbseg segment of {volume} failed: {output.stderr[-2000:]}")
     return kilobytes * 1024 / 1e9
+
+
+def step(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,19 +262,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"volumes: standard {standard[0]} @ {standard[1]} mm, large {large[0]} @ {large[1]} mm; {workdir}")
         image = knee_volume(*standard)
         sitk.WriteImage(image, str(workdir / "standard.nii.gz"), useCompression=True)
+        step("whole pbseg segment of the standard volume")
         e2e = segment_end_to_end(workdir / "standard.nii.gz", workdir / "out", args.model, repeats)
 
         r50 = resnet50_model(workdir / "r50.safetensors")
         sliced = sliced_knee(image, r50)
+        step("ResNet-50 network stage, fast path")
         ours, flops, threads = network_stage(r50, sliced, repeats)
+        step("ResNet-50 through MONAI SliceInferer (the longest part)")
         baseline = monai_baseline(r50, sliced, threads, repeats)
+        step("ResNet-50, plain fp32 on the same inputs")
         same_work = plain_fp32(r50, sliced, threads, repeats)
         if args.ablation:
-            ablation(r50, sliced, "resnet50", repeats)
+            step("ablation")
             bundled = load_model(args.model or bundled_model_path())
-            ablation(bundled, sliced_knee(image, bundled), "bundled", repeats)
+            ablation(bundled, sliced_knee(image, bundled), "bundled", 3 * repeats)
+            ablation(r50, sliced, "resnet50", repeats)
+        step("matrix-product rates")
         fp32_rate, bf16_rate = matmul_rate(torch.float32, threads), matmul_rate(torch.bfloat16, threads)
 
+        step("peak memory of pbseg segment on the large volume")
         sitk.WriteImage(knee_volume(*large), str(workdir / "large.nii"))
         rss = peak_rss_gb(workdir / "large.nii", workdir / "out", args.model)
     finally:

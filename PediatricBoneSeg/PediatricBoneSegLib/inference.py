@@ -158,12 +158,14 @@ def segment_image(
                 prepared[axis] = slice_volume(array, spacing, direction, plane, config, normalized)
             return prepared[axis]
 
+        timings["preprocess"] = time.perf_counter() - start
         check_cancelled(cancel)
         report(0.5, "detecting the joint" if options.joint == "auto" else "checking the joint")
+        start = time.perf_counter()
         with inference_threads() if device.type == "cpu" else nullcontext():
             choice = choose_joint(loaded, options.joint.lower(), sliced_for, device)
         sliced = sliced_for(choice.joint)
-        timings["preprocess"] = time.perf_counter() - start
+        timings["detect_joint"] = time.perf_counter() - start
         check_cancelled(cancel)
 
         start = time.perf_counter()
