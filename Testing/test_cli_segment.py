@@ -158,22 +158,20 @@ def test_interrupted_run_leaves_no_case_folder(tmp_path: Path, model: Path) -> N
         "--joint",
         "knee",
     ]
-    for _attempt in range(3):  # on a busy machine the case may be written before the poll sees it
+    # On a busy machine the case may be finished before the poll sees it, or the signal may land
+    # just after the final rename: those runs exit 0 and prove nothing, so try again.
+    for _attempt in range(5):
         shutil.rmtree(out, ignore_errors=True)
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
-        interrupted = False
         while process.poll() is None and time.monotonic() < deadline:
             if any(name.startswith(".knee_e.partial-") for name in _entries(out)):
                 os.kill(process.pid, signal.SIGINT)
-                interrupted = True
                 break
             time.sleep(0.002)
-        if interrupted:
+        _, stderr = process.communicate(timeout=120)
+        if process.returncode != 0:
             break
-        process.communicate(timeout=120)
-    assert interrupted, "the case was always written before it could be interrupted"
-    _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "interrupted: knee_e was not written" in stderr
     assert _entries(out) == set()
