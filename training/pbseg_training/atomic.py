@@ -1,29 +1,23 @@
-"""Atomic file output: write to a temporary file beside the target, rename on success, so a crash
-or a cancelled run never leaves a half-written file."""
+"""Atomic file output for training reports: the library's temporary-file-and-rename writer, plus
+creation of the target folder."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from PediatricBoneSegLib.volume_io import atomic_path as _library_atomic_path
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write to; it replaces ``path`` when the block succeeds and is
-    removed when it fails. The temporary keeps ``path``'s suffix (writers choose formats by it)."""
+    """Yield a temporary path (same suffix) that replaces ``path`` when the block succeeds and is
+    removed when it fails; the target folder is created first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with _library_atomic_path(path) as temporary:
+        yield temporary
 
 
 def write_text(path: str | Path, text: str) -> Path:
