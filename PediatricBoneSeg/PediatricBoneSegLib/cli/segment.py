@@ -1,12 +1,17 @@
 """``pbseg segment INPUT... -o OUTDIR``: segment volumes (files, DICOM folders, folders of files)
 and write one output folder per case. A bad input prints one line and the batch goes on; the exit
-code is non-zero when any case failed. A failed or interrupted case leaves no files."""
+code is non-zero when any case failed. A failed or interrupted case (Ctrl-C: exit 130; SIGTERM from a
+scheduler or ``kill``: exit 143) leaves no files."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +60,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so that the case being written is cleaned up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While active, SIGTERM raises ``Terminated`` (main thread only: Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
+    with sigterm_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     options = SegmentOptions(
         joint=args.joint,
         model_path=args.model,
@@ -89,11 +120,11 @@ def run(args: argparse.Namespace) -> int:
         seen[source.name] = source
         try:
             summaries.append(_segment_case(source, args, options, model))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interruption:
             print(f"interrupted: {source.name} was not written", file=sys.stderr)
             summaries.append(CaseSummary(source.name, False, detail="interrupted"))
             _print_summary(summaries)
-            return 130
+            return 128 + (signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
         except VolumeReadError as error:
             summaries.append(_failed(source.name, str(error)))
         except Exception as error:  # one bad case must not stop the batch
