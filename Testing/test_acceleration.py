@@ -3,6 +3,7 @@ reduced precision against fp32 on a knee phantom with a (briefly) trained networ
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.inference import SegmentOptions, segment_image
 from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.network.decoder import DecoderBlock
 from PediatricBoneSegLib.network.domain_norm import DomainBatchNorm2d
+from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
 from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.preprocessing import PreprocessingConfig, slice_volume
 
@@ -75,6 +78,7 @@ def test_folded_network_gives_the_same_logits(encoder: str, domains: tuple[int, 
     for domain in domains:
         prepared = prepare_network(network, domain, torch.device("cpu"))
         assert not any(isinstance(module, DomainBatchNorm2d) for module in prepared.modules())  # all folded
+        assert all(isinstance(block, SubpixelDecoderBlock) for block in prepared.decoder.blocks)
         with torch.inference_mode(), inference_threads(1):
             expected = network(images, domain).logits[domain]
             folded = prepared(images.contiguous(memory_format=torch.channels_last), domain).logits[domain]
@@ -83,6 +87,23 @@ def test_folded_network_gives_the_same_logits(encoder: str, domains: tuple[int, 
     # The loaded model is shared with the model cache and training: it must be untouched.
     assert all(torch.equal(before[name], tensor) for name, tensor in network.state_dict().items())
     assert any(isinstance(module, DomainBatchNorm2d) for module in network.modules())
+
+
+@pytest.mark.parametrize("skip_channels", [5, 0])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_subpixel_block_equals_upsample_concatenate_convolve(skip_channels: int, layout: torch.memory_format) -> None:
+    """Non-square inputs, with and without a skip: every output pixel phase and every border."""
+    torch.manual_seed(0)
+    block = DecoderBlock(12, skip_channels, 7, lambda channels: torch.nn.Identity()).eval()
+    block.conv1 = torch.nn.Conv2d(12 + skip_channels, 7, 3, padding=1)  # BN-folded convolutions have a bias
+    block.conv2 = torch.nn.Conv2d(7, 7, 3, padding=1)
+    fast = SubpixelDecoderBlock(copy.deepcopy(block), up_channels=12)
+    x = torch.randn(2, 12, 5, 7).contiguous(memory_format=layout)
+    skip = torch.randn(2, skip_channels, 10, 14).contiguous(memory_format=layout) if skip_channels else None
+    with torch.inference_mode():
+        expected, result = block(x, skip), fast(x, skip)
+    assert result.shape == expected.shape == (2, 7, 10, 14)
+    assert torch.allclose(result, expected, atol=1e-5), float((result - expected).abs().max())
 
 
 def _trained_knee_model(image: sitk.Image, labels: sitk.Image, path: Path) -> LoadedModel:

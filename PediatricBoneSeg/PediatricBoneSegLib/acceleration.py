@@ -24,6 +24,7 @@ from torch import nn
 
 from .network import MultiDomainUNet
 from .network.domain_norm import DomainBatchNorm2d
+from .network.subpixel import use_subpixel_decoder
 
 REDUCED_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
@@ -140,7 +141,9 @@ def inference_threads(count: int | None = None) -> Iterator[int]:
 
 def prepare_network(network: MultiDomainUNet, domain: int, device: torch.device) -> MultiDomainUNet:
     """An inference copy of ``network`` for ``domain`` only: eval mode, BatchNorm folded into the
-    preceding convolutions, channels-last weights, on ``device``. ``network`` is left untouched.
+    preceding convolutions, decoder blocks in sub-pixel form (``network.subpixel``: no upsampled
+    tensor, 16/36 of the multiply-adds on the upsampled channels), channels-last weights, on
+    ``device``. ``network`` is left untouched.
     The copy computes the same logits for ``domain`` (float tolerance); other domains are wrong.
     The last copy is reused while the same network object's tensors are unchanged (a batch of
     cases, repeated runs in Slicer); any in-place update (a training step) makes a new one."""
@@ -150,6 +153,7 @@ def prepare_network(network: MultiDomainUNet, domain: int, device: torch.device)
         return cached[1]
     prepared = copy.deepcopy(network).eval()
     fold_batch_norm(prepared, 0 if prepared.config.shared else domain)
+    use_subpixel_decoder(prepared)
     for parameter in prepared.parameters():
         parameter.requires_grad_(False)
     prepared = prepared.to(device=device, memory_format=torch.channels_last)

@@ -45,7 +45,6 @@ def write_qc_png(
     for value, bone in enumerate(spec.bones, start=1):
         colors[value] = (*bone.color_float, OVERLAY_ALPHA)
     centre = _label_centre(label_array)
-    low, high = np.percentile(volume, (1, 99))
     figure = Figure(figsize=(12, 10), dpi=80)
     FigureCanvasAgg(figure)
     # Radiological display: rows toward inferior/posterior go down, patient's left on the right.
@@ -54,6 +53,8 @@ def write_qc_png(
         ("coronal", volume[::-1, centre[1]], label_array[::-1, centre[1]], spacing[0] / spacing[2]),
         ("sagittal", volume[::-1, :, centre[2]], label_array[::-1, :, centre[2]], spacing[0] / spacing[1]),
     )
+    # Display window from the three shown planes: what is on screen, at a fraction of the volume's cost.
+    low, high = np.percentile(np.concatenate([plane.ravel() for _, plane, _, _ in views]), (1, 99))
     for index, (name, plane, plane_labels, aspect) in enumerate(views):
         axes = figure.add_subplot(2, 2, index + 1)
         axes.imshow(plane, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
@@ -70,11 +71,17 @@ def write_qc_png(
 
 
 def _label_centre(labels: np.ndarray) -> tuple[int, int, int]:
-    """Voxel at the centre of the labelled region (the volume's centre when nothing is labelled)."""
-    found = np.nonzero(labels)
-    if len(found[0]) == 0:
+    """Voxel at the median of the labelled voxels along each axis (the volume's centre when nothing
+    is labelled); computed from per-axis counts rather than the voxel coordinates."""
+    labelled = labels != 0
+    total = int(np.count_nonzero(labelled))
+    if total == 0:
         return tuple(n // 2 for n in labels.shape)  # type: ignore[return-value]
-    return tuple(int(np.median(axis)) for axis in found)  # type: ignore[return-value]
+    centre = []
+    for axis in range(3):
+        counts = np.count_nonzero(labelled, axis=tuple(a for a in range(3) if a != axis))
+        centre.append(int(np.searchsorted(np.cumsum(counts), (total + 1) / 2)))
+    return tuple(centre)  # type: ignore[return-value]
 
 
 def _draw_3d(figure: Figure, surfaces: dict, renderer: str) -> None:
@@ -132,6 +139,7 @@ def _render_vtk(surfaces: dict) -> np.ndarray | None:
     window.Render()
     grabber = vtk.vtkWindowToImageFilter()
     grabber.SetInput(window)
+    grabber.ShouldRerenderOff()  # the window was just rendered
     grabber.Update()
     output = grabber.GetOutput()
     width, height, _ = output.GetDimensions()

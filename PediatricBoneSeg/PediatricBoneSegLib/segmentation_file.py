@@ -53,7 +53,8 @@ def write_segmentation_nrrd(labels: sitk.Image, joint: str, path: str | Path) ->
     header = _nrrd_header(labels, array.shape) + "".join(f"{key}:={value}\n" for key, value in fields.items())
     with atomic_path(path) as temporary, temporary.open("wb") as stream:
         stream.write(header.encode("utf-8") + b"\n")
-        stream.write(gzip.compress(array.tobytes(), compresslevel=6))
+        # Level 1: a label volume is mostly runs of zeros; 4x faster than level 6 for a file of ~0.25 MB.
+        stream.write(gzip.compress(array.tobytes(), compresslevel=1))
     return Path(path)
 
 

@@ -1,12 +1,14 @@
 """Closed bone surfaces from a label volume with VTK, in patient LPS millimetres.
 
 Per bone: discrete flying edges on the bone's padded bounding box, windowed-sinc smoothing,
-quadric decimation (kept only if the mesh stays closed), then a volume correction: an isosurface
+optional quadric decimation (off by default, as in Slicer's closed-surface conversion; kept only if
+the mesh stays closed), then a volume correction: an isosurface
 cuts the corners of the voxel staircase, which on thin bones and thick slices loses several percent
 of the segmented volume, so the vertices are moved along their normals by the (sub-voxel) distance
 that restores the voxel volume. Meshes are built in the image's index axes scaled by the spacing,
 then rotated by the direction cosines and moved to the origin, so oblique volumes give surfaces at
-their true physical position.
+their true physical position. Outward normals are computed once per bone (the costly step) and
+carried through the offset and the transform.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ SMOOTHING_PASS_BAND = 0.1  # windowed-sinc pass band: lower smooths more
 
 
 def bone_surfaces(
-    labels: sitk.Image, joint: str, smoothing_iterations: int = 15, decimation: float = 0.5
+    labels: sitk.Image, joint: str, smoothing_iterations: int = 15, decimation: float = 0.0
 ) -> dict[str, vtk.vtkPolyData]:
     """``labels``: the joint's label volume. Returns bone key -> closed triangle mesh (LPS mm),
     skipping absent bones. ``decimation``: fraction of triangles to remove (0 keeps all)."""
@@ -96,22 +98,24 @@ def _surface(
 
 
 def _with_volume(mesh: vtk.vtkPolyData, target_mm3: float, voxel_mm: float) -> vtk.vtkPolyData:
-    """Offset the vertices along their outward normals so the enclosed volume is ``target_mm3``
-    (first order: volume change = area x offset; two passes; offset at most half a voxel)."""
+    """Outward-normal mesh whose vertices are offset along their normals so the enclosed volume is
+    ``target_mm3`` (first order: volume change = area x offset; two passes with the same normals,
+    which a sub-voxel offset does not change; offset at most half a voxel in all)."""
+    oriented = _outward_normals(mesh)
+    points = vtk_to_numpy(oriented.GetPoints().GetData()).astype(float)
+    normals = vtk_to_numpy(oriented.GetPointData().GetNormals())
+    properties = vtk.vtkMassProperties()
+    properties.SetInputData(oriented)
+    total = 0.0
     for _ in range(2):
-        oriented = _outward_normals(mesh)
-        properties = vtk.vtkMassProperties()
-        properties.SetInputData(oriented)
+        properties.Modified()
         properties.Update()
-        offset = (target_mm3 - properties.GetVolume()) / max(properties.GetSurfaceArea(), 1e-9)
-        offset = float(np.clip(offset, -voxel_mm / 2, voxel_mm / 2))
-        points = vtk_to_numpy(oriented.GetPoints().GetData())
-        normals = vtk_to_numpy(oriented.GetPointData().GetNormals())
+        step = (target_mm3 - properties.GetVolume()) / max(properties.GetSurfaceArea(), 1e-9)
+        total = float(np.clip(total + step, -voxel_mm / 2, voxel_mm / 2))
         moved = vtk.vtkPoints()
-        moved.SetData(numpy_to_vtk(points + offset * normals, deep=True))
+        moved.SetData(numpy_to_vtk(points + total * normals, deep=True))
         oriented.SetPoints(moved)
-        mesh = oriented
-    return mesh
+    return oriented
 
 
 def _outward_normals(mesh: vtk.vtkPolyData) -> vtk.vtkPolyData:
@@ -142,9 +146,18 @@ def _patient_transform(image: sitk.Image) -> vtk.vtkTransform:
 
 
 def _transformed(mesh: vtk.vtkPolyData, transform: vtk.vtkTransform) -> vtk.vtkPolyData:
+    """``mesh`` (with outward point normals) moved to LPS; the normals are rotated with it. A
+    mirroring direction matrix reverses the triangles' winding, so it is reversed back."""
     moved = vtk.vtkTransformPolyDataFilter()
     moved.SetInputData(mesh)
     moved.SetTransform(transform)
     moved.Update()
-    # Normals last: a mirroring direction matrix flips triangle winding, auto-orientation restores it.
-    return _outward_normals(moved.GetOutput())
+    result = moved.GetOutput()
+    if transform.GetMatrix().Determinant() < 0:
+        reverse = vtk.vtkReverseSense()
+        reverse.SetInputData(result)
+        reverse.ReverseCellsOn()
+        reverse.ReverseNormalsOff()  # a rotation-reflection maps outward normals to outward normals
+        reverse.Update()
+        result = reverse.GetOutput()
+    return result
