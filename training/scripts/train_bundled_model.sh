@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
 CASES=${CASES:-20}
-# Training seeds; the held-out evaluation (training/scripts/evaluate_bundled_model.py) uses others.
+# Training seeds; the held-out evaluation (python -m pbseg_training.evaluate_model) uses others.
 declare -A SEEDS=([ankle]=1100 [knee]=1200 [shoulder]=1300)
 for joint in ankle knee shoulder; do
   if [ ! -f "data/bundled/$joint/dataset.json" ]; then
