@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def write_case(
     """Write all outputs of one case and return its folder. ``image``: the input volume (for the
     QC picture); ``report_extra``: more report.json fields (input path, model file, timings of
     stages run outside the pipeline). Raises FileExistsError when the folder exists and not
-    ``overwrite``; ``Cancelled`` when ``cancel`` is set (checked between files)."""
+    ``overwrite``; ``Cancelled`` when ``cancel`` is set (checked as files complete)."""
     if surface_format not in SURFACE_FORMATS:
         raise ValueError(f"unknown surface format {surface_format!r} ({', '.join(SURFACE_FORMATS)})")
     target = case_folder(outdir, case)
@@ -68,7 +69,7 @@ def write_case(
     staging = target.parent / f".{case}.partial-{secrets.token_hex(4)}"
     staging.mkdir()  # unlike mkdtemp, honours the umask: the final folder gets normal permissions
     try:
-        steps = [
+        files = [
             (SEGMENTATION_FILE, lambda p: write_segmentation_nrrd(result.labels, result.joint, p)),
             (LABELS_FILE, lambda p: sitk.WriteImage(result.labels, str(p), useCompression=True)),
             *(
@@ -76,17 +77,28 @@ def write_case(
                 for bone, mesh in (surfaces or {}).items()
             ),
             (MORPHOMETRY_FILE, lambda p: write_morphometry_csv(measurements, p)),
-            (QC_FILE, lambda p: write_qc_png(image, result.labels, result.joint, surfaces, p, title=case)),
         ]
-        for index, (name, write) in enumerate(steps):
-            check_cancelled(cancel)
-            if progress is not None:
-                progress(index / (len(steps) + 1), f"writing {name}")
-            write(staging / name)
         check_cancelled(cancel)
+        # The files are written by one worker thread (compression and VTK writers release the GIL)
+        # while this thread draws the QC picture: its offscreen OpenGL context stays on the caller's
+        # thread, as VTK rendering requires.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            try:
+                pending = {pool.submit(write, staging / name): name for name, write in files}
+                if progress is not None:
+                    progress(0.0, f"writing {QC_FILE}")
+                write_qc_png(image, result.labels, result.joint, surfaces, staging / QC_FILE, title=case)
+                for done, future in enumerate(as_completed(pending), start=1):
+                    future.result()
+                    if progress is not None:  # from this thread only: Slicer's GUI is not thread-safe
+                        progress(done / (len(pending) + 1), f"wrote {pending[future]}")
+                    check_cancelled(cancel)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # nothing may write into staging after this
+                raise
         timings = {**result.timings, "write": time.perf_counter() - start}
-        files = [name for name, _ in steps] + [REPORT_FILE]
-        report = build_report(case, result, measurements, files, timings, report_extra)
+        files_written = [name for name, _ in files] + [QC_FILE, REPORT_FILE]
+        report = build_report(case, result, measurements, files_written, timings, report_extra)
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         _replace_folder(staging, target)
     except BaseException:
