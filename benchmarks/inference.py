@@ -51,7 +51,7 @@ from PediatricBoneSegLib.cli import main as pbseg
 from PediatricBoneSegLib.inference import bundled_model_path, predict_slices, resolve_precision
 from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
-from PediatricBoneSegLib.network.subpixel import use_subpixel_decoder
+from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
 from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.preprocessing import PreprocessingConfig, SlicedVolume, slice_volume
 
@@ -204,14 +204,14 @@ def ablation(loaded: LoadedModel, sliced: SlicedVolume, label: str, rounds: int)
     last = batch.contiguous(memory_format=torch.channels_last)
     folded = copy.deepcopy(loaded.network)
     fold_batch_norm(folded, domain)
-    subpixel = copy.deepcopy(folded)
-    use_subpixel_decoder(subpixel)
+    fast = prepare_network(loaded.network, domain, torch.device("cpu"))
+    assert any(isinstance(block, SubpixelDecoderBlock) for block in fast.decoder.blocks)
     variants = {
         "plain NCHW": (loaded.network, batch),
         "channels_last": (copy.deepcopy(loaded.network).to(memory_format=torch.channels_last), last),
         "BN folded": (folded, batch),
-        "BN folded + sub-pixel decoder": (subpixel, batch),
-        "all (the fast path)": (prepare_network(loaded.network, domain, torch.device("cpu")), last),
+        "BN folded + channels_last": (copy.deepcopy(folded).to(memory_format=torch.channels_last), last),
+        "all: + sub-pixel decoder": (fast, last),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode(), inference_threads(1):
