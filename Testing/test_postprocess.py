@@ -8,6 +8,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from PediatricBoneSegLib.catalog import get_joint
+from PediatricBoneSegLib.labelmaps import bone_boxes
 from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.postprocess import MAX_FRAGMENT_GAP_MM, clean_labels, plausibility_warnings
 
@@ -116,3 +117,14 @@ def test_phantom_truth_passes_unchanged_and_without_warnings(joint: str) -> None
     if joint == "shoulder":  # its humerus is split by the growth plate: both parts were kept
         humerus = labels == get_joint(joint).label_of("humerus")
         assert ndimage.label(humerus, structure=np.ones((3, 3, 3)))[1] >= 2
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_bone_boxes_ignore_values_outside_the_joint(dtype: type) -> None:
+    labels = np.zeros((6, 7, 8), dtype=dtype)
+    labels[1:3, 2:4, 3:5] = 2
+    labels[4, 5, 6] = 9  # not a knee label: ignored
+    if dtype != np.uint8:
+        labels[0, 0, 0] = -1
+    boxes = bone_boxes(labels, get_joint("knee").num_classes)
+    assert boxes == [None, (slice(1, 3), slice(2, 4), slice(3, 5)), None, None]

@@ -16,6 +16,7 @@ import vtk
 from scipy import ndimage
 
 from .catalog import get_joint
+from .labelmaps import bone_boxes
 
 
 @dataclass
@@ -70,7 +71,7 @@ def measure_bones(
     ``surfaces.bone_surfaces`` add the mesh volume and area."""
     spec = get_joint(joint)
     array = sitk.GetArrayViewFromImage(labels)
-    boxes = ndimage.find_objects(np.where(array < spec.num_classes, array, 0).astype(np.uint8))
+    boxes = bone_boxes(array, spec.num_classes)
     spacing_xyz = np.asarray(labels.GetSpacing(), dtype=float)
     # index (x, y, z) -> LPS: origin + D @ (spacing * index)
     linear = np.asarray(labels.GetDirection(), dtype=float).reshape(3, 3) * spacing_xyz

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from .catalog import RELATIVE_POSITIONS, Joint, get_joint
+from .labelmaps import bone_boxes
 
 MAX_FRAGMENT_GAP_MM = 6.0  # centre-to-centre: a physis is 1-4 mm thick (thinner on MR as it closes)
 MIN_FRAGMENT_FRACTION = 0.01  # of the main body's volume: smaller fragments near it are noise
@@ -35,15 +36,17 @@ def clean_labels(
     spec = get_joint(joint)
     spacing = np.asarray(spacing_zyx, dtype=float)
     cleaned = np.zeros(labels.shape, dtype=np.uint8)
-    # Work in each bone's bounding box: memory and time scale with the bone, not the volume.
-    boxes = ndimage.find_objects(np.where(labels < spec.num_classes, labels, 0).astype(np.uint8))
+    # Work in each bone's bounding box: memory and time scale with the bone, not the volume. The
+    # boxes of the input also contain each cleaned bone (cleaning only removes voxels, and fills
+    # holes inside the bone), so they serve every later step.
+    boxes = bone_boxes(labels, spec.num_classes)
     for value, box in enumerate(boxes, start=1):
         if box is not None:
             cleaned[box][keep_main_body(labels[box] == value, spacing)] = value
-    for value, box in enumerate(ndimage.find_objects(cleaned), start=1):
+    for value, box in enumerate(boxes, start=1):
         if box is not None:
             _fill_holes(cleaned[box], value)
-    return cleaned, plausibility_warnings(cleaned, spacing, spec.key, direction)
+    return cleaned, plausibility_warnings(cleaned, spacing, spec.key, direction, boxes)
 
 
 def keep_main_body(mask: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
@@ -80,7 +83,7 @@ def keep_main_body(mask: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray
 
 def _fill_holes(crop: np.ndarray, value: int) -> None:
     """Fill the enclosed cavities of bone ``value`` in place, only where no other bone is.
-    ``crop``: the bone's tight bounding box, so background on its faces is outside the bone;
+    ``crop``: a box containing the whole bone, so background on its faces is outside the bone;
     background is 6-connected (the complement of the 26-connected bone)."""
     background, count = ndimage.label(crop != value)
     if count == 0:
@@ -101,10 +104,15 @@ def _fill_holes(crop: np.ndarray, value: int) -> None:
 
 
 def plausibility_warnings(
-    labels: np.ndarray, spacing_zyx: Sequence[float], joint: str, direction: Sequence[float] | None = None
+    labels: np.ndarray,
+    spacing_zyx: Sequence[float],
+    joint: str,
+    direction: Sequence[float] | None = None,
+    boxes: Sequence[tuple[slice, ...] | None] | None = None,
 ) -> list[str]:
     """Warnings for missing bones, volumes outside ``Bone.volume_range_ml`` and relative positions
-    that contradict ``catalog.RELATIVE_POSITIONS`` (centroids compared in patient LPS axes)."""
+    that contradict ``catalog.RELATIVE_POSITIONS`` (centroids compared in patient LPS axes).
+    ``boxes``: per bone, a box that contains it (``bone_boxes``), when already known."""
     spec = get_joint(joint)
     spacing = np.asarray(spacing_zyx, dtype=float)
     counts = np.bincount(labels.ravel(), minlength=spec.num_classes)
@@ -118,18 +126,24 @@ def plausibility_warnings(
             warnings.append(
                 f"{bone.display_name}: volume {volume_ml:.2f} ml is outside the plausible range {low:g}-{high:g} ml"
             )
-    warnings.extend(_position_warnings(labels, spacing, spec, counts, _IDENTITY if direction is None else direction))
+    matrix = _IDENTITY if direction is None else direction
+    warnings.extend(_position_warnings(labels, spacing, spec, counts, matrix, boxes))
     return warnings
 
 
 def _position_warnings(
-    labels: np.ndarray, spacing: np.ndarray, spec: Joint, counts: np.ndarray, direction: Sequence[float]
+    labels: np.ndarray,
+    spacing: np.ndarray,
+    spec: Joint,
+    counts: np.ndarray,
+    direction: Sequence[float],
+    boxes: Sequence[tuple[slice, ...] | None] | None,
 ) -> list[str]:
     rules = RELATIVE_POSITIONS.get(spec.key, ())
     present = [value for value in range(1, spec.num_classes) if counts[value]]
     if not rules or len(present) < 2:
         return []
-    boxes = ndimage.find_objects(np.where(labels < spec.num_classes, labels, 0).astype(np.uint8))
+    boxes = boxes if boxes is not None else bone_boxes(labels, spec.num_classes)
     matrix = np.asarray(direction, dtype=float).reshape(3, 3)
     # index (z, y, x) -> physical LPS offset: D @ (spacing_xyz * index_xyz)
     physical = {value: matrix @ (_centroid(labels, value, boxes[value - 1])[::-1] * spacing[::-1]) for value in present}

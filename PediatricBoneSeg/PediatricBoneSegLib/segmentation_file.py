@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from .catalog import get_joint
+from .labelmaps import bone_boxes
 from .volume_io import atomic_path
 
 SOURCE_REPRESENTATION = "Binary labelmap"
@@ -25,7 +25,7 @@ def write_segmentation_nrrd(labels: sitk.Image, joint: str, path: str | Path) ->
     segment per bone present. Written atomically, gzip-encoded."""
     spec = get_joint(joint)
     array = np.ascontiguousarray(sitk.GetArrayViewFromImage(labels), dtype=np.uint8)
-    boxes = ndimage.find_objects(np.where(array < spec.num_classes, array, 0))
+    boxes = bone_boxes(array, spec.num_classes)
     fields = {
         "Segmentation_ContainedRepresentationNames": f"{SOURCE_REPRESENTATION}|Closed surface|",
         "Segmentation_ConversionParameters": "",

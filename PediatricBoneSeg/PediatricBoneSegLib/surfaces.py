@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import SimpleITK as sitk
 import vtk
-from scipy import ndimage
 from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
 
 from .acceleration import physical_cores
 from .catalog import get_joint
+from .labelmaps import bone_boxes
 
 SMOOTHING_PASS_BAND = 0.1  # windowed-sinc pass band: lower smooths more
 
@@ -35,7 +35,7 @@ def bone_surfaces(
     meshed in parallel threads (VTK releases the GIL), the largest first."""
     spec = get_joint(joint)
     array = sitk.GetArrayViewFromImage(labels)
-    boxes = ndimage.find_objects(np.where(array < spec.num_classes, array, 0).astype(np.uint8))
+    boxes = bone_boxes(array, spec.num_classes)
     spacing = np.asarray(labels.GetSpacing(), dtype=float)
     to_patient = _patient_transform(labels)
     present = [(value, box) for value, box in enumerate(boxes, start=1) if box is not None]
