@@ -97,7 +97,7 @@ def test_subpixel_block_equals_upsample_concatenate_convolve(skip_channels: int,
     block = DecoderBlock(12, skip_channels, 7, lambda channels: torch.nn.Identity()).eval()
     block.conv1 = torch.nn.Conv2d(12 + skip_channels, 7, 3, padding=1)  # BN-folded convolutions have a bias
     block.conv2 = torch.nn.Conv2d(7, 7, 3, padding=1)
-    fast = SubpixelDecoderBlock(copy.deepcopy(block), up_channels=12)
+    fast = SubpixelDecoderBlock(copy.deepcopy(block))
     x = torch.randn(2, 12, 5, 7).contiguous(memory_format=layout)
     skip = torch.randn(2, skip_channels, 10, 14).contiguous(memory_format=layout) if skip_channels else None
     with torch.inference_mode():

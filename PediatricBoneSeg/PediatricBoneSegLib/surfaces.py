@@ -49,10 +49,9 @@ def bone_surfaces(
         return _transformed(mesh, to_patient)
 
     largest_first = sorted(present, key=lambda job: -np.prod([s.stop - s.start for s in job[1]]))
-    workers = max(1, min(len(present), physical_cores()))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        meshes = dict(zip((value for value, _ in largest_first), pool.map(build, largest_first)))
-    return {spec.bones[value - 1].key: meshes[value] for value, _ in present}
+    with ThreadPoolExecutor(max_workers=max(1, min(len(present), physical_cores()))) as pool:
+        meshes = {value: pool.submit(build, (value, box)) for value, box in largest_first}
+    return {spec.bones[value - 1].key: meshes[value].result() for value, _ in present}
 
 
 def open_edge_count(mesh: vtk.vtkPolyData) -> int:

@@ -14,6 +14,7 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, in_ch: int, skip_ch: int, out_ch: int, norm: NormFactory) -> None:
         super().__init__()
+        self.skip_channels = skip_ch
         self.conv1 = nn.Conv2d(in_ch + skip_ch, out_ch, 3, padding=1, bias=False)
         self.bn1 = norm(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
@@ -35,7 +36,6 @@ class UNetDecoder(nn.Module):
     def __init__(self, encoder_channels: tuple[int, ...], channels: tuple[int, ...], norm: NormFactory) -> None:
         super().__init__()
         skips = (*encoder_channels[-2::-1], 0)  # strides 16, 8, 4, 2, then none at full resolution
-        self.skip_channels = skips
         in_chs = (encoder_channels[-1], *channels[:-1])
         self.blocks = nn.ModuleList(
             DecoderBlock(in_ch, skip_ch, out_ch, norm) for in_ch, skip_ch, out_ch in zip(in_chs, skips, channels)

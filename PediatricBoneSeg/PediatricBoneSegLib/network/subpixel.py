@@ -29,11 +29,12 @@ class SubpixelDecoderBlock(nn.Module):
     """Same ``forward(x, skip)`` as a BN-folded ``DecoderBlock`` (``bn1``/``bn2`` identities, biased
     ``conv1``/``conv2``): x [N, Cx, h, w], skip [N, Cs, 2h, 2w] or None → [N, out, 2h, 2w]."""
 
-    def __init__(self, block: DecoderBlock, up_channels: int) -> None:
+    def __init__(self, block: DecoderBlock) -> None:
         super().__init__()
         if not isinstance(block.bn1, nn.Identity) or block.conv1.bias is None:
             raise ValueError("the decoder block must have its BatchNorm folded into conv1 first")
         weight = block.conv1.weight.detach()
+        up_channels = weight.shape[1] - block.skip_channels
         self.out_channels = weight.shape[0]
         taps = _PHASE_TAPS.to(weight)
         # [2, 2, out, in, 2, 2]: the 2x2 kernel of each phase (a, b)
@@ -45,24 +46,20 @@ class SubpixelDecoderBlock(nn.Module):
         self.conv2, self.bn2, self.relu = block.conv2, block.bn2, block.relu
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
-        batch, _, height, width = x.shape
+        height, width = x.shape[2:]
         padded = F.pad(x, (1, 1, 1, 1))
+        # phase (row, column) reads x rows i-1+row, i+row: rows i+row, i+row+1 of the padded x
+        phases = [
+            F.conv2d(padded[:, :, row : row + height + 1, column : column + width + 1], weight)
+            for (row, column), weight in zip(_PHASES, self.phase_weights)
+        ]
         if self.skip_weight is not None:
             out = F.conv2d(skip, self.skip_weight, self.bias, padding=1)
         else:
-            out = None
-        for (row, column), phase_weight in zip(_PHASES, self.phase_weights):
-            # phase (row, column) reads x rows i-1+row, i+row: rows i+row, i+row+1 of the padded x
-            phase = F.conv2d(padded[:, :, row : row + height + 1, column : column + width + 1], phase_weight)
-            if out is None:
-                layout = torch.channels_last if phase.is_contiguous(memory_format=torch.channels_last) else None
-                out = torch.empty(
-                    (batch, self.out_channels, 2 * height, 2 * width),
-                    dtype=phase.dtype,
-                    device=phase.device,
-                    memory_format=layout or torch.contiguous_format,
-                )
-                out.copy_(self.bias.view(1, -1, 1, 1).expand_as(out))
+            last = phases[0].is_contiguous(memory_format=torch.channels_last)
+            bias = self.bias.to(phases[0].dtype).view(1, -1, 1, 1).expand(len(x), -1, 2 * height, 2 * width)
+            out = bias.contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)
+        for (row, column), phase in zip(_PHASES, phases):
             out[:, :, row::2, column::2] += phase
         out = self.relu(out)
         return self.relu(self.bn2(self.conv2(out)))
@@ -71,11 +68,10 @@ class SubpixelDecoderBlock(nn.Module):
 def use_subpixel_decoder(network: nn.Module) -> int:
     """Replace every BN-folded ``DecoderBlock`` of ``network`` (a MultiDomainUNet) in place; returns
     how many were replaced."""
-    decoder = network.decoder
+    blocks = network.decoder.blocks
     replaced = 0
-    for index, block in enumerate(decoder.blocks):
+    for index, block in enumerate(blocks):
         if isinstance(block, DecoderBlock):
-            up_channels = block.conv1.in_channels - decoder.skip_channels[index]
-            decoder.blocks[index] = SubpixelDecoderBlock(block, up_channels)
+            blocks[index] = SubpixelDecoderBlock(block)
             replaced += 1
     return replaced
