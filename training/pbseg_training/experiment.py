@@ -2,18 +2,28 @@
 train on the fold's training subjects, segment its test subjects in 3D with the inference
 pipeline the CLI and Slicer use, measure per bone in mm, then test and report.
 
-``python -m pbseg_training.experiment [CONFIG] -o OUTDIR [--smoke]``. Running the same command
-again continues an interrupted experiment: finished runs are reused, an unfinished one resumes
-from its checkpoint. Layout of OUTDIR: ``data/`` (generated phantoms), ``folds.json``,
-``runs/<scheme>/fold<k>[-<joint>]/`` (model, checkpoint, TensorBoard logs, ``evaluation.csv``)
-and ``report/`` (results.md, results.csv, results_cases.csv, statistics.csv, box plots,
-embeddings.png, experiment.json).
+``python -m pbseg_training.experiment [CONFIG] -o OUTDIR [--smoke] [--jobs N] [--report-only]``.
+Running the same command again continues an interrupted experiment: finished runs are reused, an
+unfinished one resumes from its checkpoint. ``--jobs N`` trains N runs at once in worker
+processes (one per core, or per group of ``training.threads`` cores). Runs are planned fold by
+fold, so an experiment stopped half way has whole folds of every scheme; ``--report-only``
+writes the report of the runs finished so far and says which are missing.
+
+Layout of OUTDIR: ``data/`` (generated phantoms), ``folds.json``,
+``runs/<scheme>/fold<k>[-<joint>]/`` (model, checkpoint, TensorBoard logs, ``history.json``,
+``training_config.json``, ``embeddings.npz`` for the fold-0 multi-joint runs, and
+``evaluation.csv``, written last: a run with it is finished) and ``report/`` (results.md,
+results.csv, results_cases.csv, statistics.csv, box plots, embeddings.png, experiment.json).
+A finished run's report inputs are its small text and ``.npz`` files: its model and checkpoint
+may be deleted (or left out of version control) without losing anything the report needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +40,7 @@ from PediatricBoneSegLib.embedding import detection_slice_indices
 from PediatricBoneSegLib.inference import SegmentOptions, segment_image
 from PediatricBoneSegLib.modelfile import load_model
 
-from .atomic import write_text
+from .atomic import atomic_path, write_text
 from .config import DatasetSpec, TrainingConfig, config_from_dict
 from .crossval import Fold, make_folds, save_folds
 from .data import load_domain
@@ -44,6 +54,7 @@ from .trainer import CHECKPOINT_NAME, MODEL_NAME, train
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PER_JOINT_SCHEMES = ("individual", "transfer")  # one network per target joint
 EVALUATION_NAME = "evaluation.csv"
+EMBEDDINGS_NAME = "embeddings.npz"
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,10 @@ def prepare_datasets(config: ExperimentConfig, out_dir: Path) -> dict[str, Path]
 
 
 def plan_runs(config: ExperimentConfig, joints: Sequence[str], folds: Sequence[Fold]) -> list[Run]:
+    """Every training of the experiment, fold by fold (every scheme of fold 0 first)."""
     runs = []
-    for scheme in config.schemes:
-        for fold in folds:
+    for fold in folds:
+        for scheme in config.schemes:
             if scheme in PER_JOINT_SCHEMES:
                 for joint in joints:
                     trained = (joint,) if scheme == "individual" else tuple(joints)
@@ -143,9 +155,20 @@ def slice_embeddings(model_path: Path, datasets: dict[str, Path]) -> tuple[np.nd
     return np.concatenate(rows), domains
 
 
-def _same_config(run_dir: Path, training: TrainingConfig) -> None:
+def _portable(training: TrainingConfig, out_dir: Path) -> dict:
+    """The configuration as JSON with its file paths relative to the experiment folder, so that a
+    finished experiment folder can be moved (or committed) and still be continued."""
+    saved = json.loads(json.dumps(asdict(training)))
+    for dataset in saved["datasets"]:
+        dataset["path"] = os.path.relpath(dataset["path"], out_dir)
+    if saved["imagenet_weights"]:
+        saved["imagenet_weights"] = os.path.relpath(saved["imagenet_weights"], out_dir)
+    return saved
+
+
+def _same_config(run_dir: Path, training: TrainingConfig, out_dir: Path) -> None:
     """A run folder belongs to one configuration: refuse to mix results of another."""
-    wanted = json.loads(json.dumps(asdict(training)))
+    wanted = _portable(training, out_dir)
     saved = run_dir / "training_config.json"
     if saved.exists():
         if json.loads(saved.read_text(encoding="utf-8")) != wanted:
@@ -154,14 +177,24 @@ def _same_config(run_dir: Path, training: TrainingConfig) -> None:
         write_text(saved, json.dumps(wanted, indent=1))
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | Path, show_progress: bool = True) -> Path:
-    """Run (or continue) the whole experiment; returns the report folder. ``training.threads``,
-    when set, applies to evaluation too; torch's thread count is restored on return."""
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    show_progress: bool = True,
+    jobs: int = 1,
+    report_only: bool = False,
+) -> Path:
+    """Run (or continue) the whole experiment; returns the report folder. ``jobs``: runs trained
+    at once, each in its own process. ``training.threads``, when set, is each run's thread count
+    (default: the cores divided among the jobs) and applies to evaluation too; torch's thread
+    count is restored on return. ``report_only``: train nothing, report the finished runs."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     threads = torch.get_num_threads()
+    run_threads = int(config.training.get("threads") or 0) or max(1, (os.cpu_count() or 1) // jobs)
     try:
-        if config.training.get("threads"):
-            torch.set_num_threads(int(config.training["threads"]))
-        return _run(config, Path(out_dir).resolve(), show_progress)  # runs get absolute dataset paths
+        torch.set_num_threads(run_threads)
+        return _run(config, Path(out_dir).resolve(), show_progress, jobs, run_threads, report_only)
     finally:
         torch.set_num_threads(threads)
 
@@ -175,7 +208,77 @@ def _check_datasets(datasets: dict[str, Path]) -> None:
         raise ValueError(f"{len(listing)} dataset problem(s):\n" + "\n".join(listing))
 
 
-def _run(config: ExperimentConfig, out_dir: Path, show_progress: bool) -> Path:
+@dataclass(frozen=True)
+class _Task:
+    """What a worker process needs to train, evaluate and embed one run."""
+
+    run: Run
+    run_dir: Path
+    training: TrainingConfig
+    datasets: dict[str, Path]
+    postprocess: bool
+    with_embeddings: bool
+    threads: int
+
+
+def _train_and_evaluate(task: _Task) -> dict[str, float]:
+    """Train the run (resuming its checkpoint), then save its embeddings and its evaluation; the
+    evaluation file is written last and marks the run finished. Returns the timings in s."""
+    torch.set_num_threads(task.threads)
+    clock = time.monotonic()
+    model_path = task.run_dir / MODEL_NAME
+    if not model_path.exists():
+        train(task.training, task.run_dir, resume=(task.run_dir / CHECKPOINT_NAME).exists(), show_progress=False)
+    timings = {"train_s": time.monotonic() - clock}
+    clock = time.monotonic()
+    if task.with_embeddings:
+        points, domains = slice_embeddings(model_path, task.datasets)
+        with atomic_path(task.run_dir / EMBEDDINGS_NAME) as temporary, open(temporary, "wb") as stream:
+            np.savez(stream, points=points, domains=np.array(domains))
+    save_results(task.run_dir / EVALUATION_NAME, evaluate(model_path, task.run, task.datasets, task.postprocess))
+    timings["evaluate_s"] = time.monotonic() - clock
+    return timings
+
+
+def _train_and_evaluate_named(task: _Task) -> tuple[str, dict[str, float]]:
+    return task.run.name, _train_and_evaluate(task)
+
+
+def _load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
+    with np.load(path, allow_pickle=False) as saved:
+        return saved["points"], [str(domain) for domain in saved["domains"]]
+
+
+def _execute(tasks: list[_Task], jobs: int, bar: tqdm) -> dict[str, dict[str, float]]:
+    """Run the tasks, ``jobs`` at a time in spawned worker processes (one in this process when
+    ``jobs`` is 1); a failed or interrupted run stops the others at once (each resumes from its
+    last checkpoint when the experiment is run again)."""
+    timings: dict[str, dict[str, float]] = {}
+    if jobs == 1 or len(tasks) <= 1:
+        for task in tasks:
+            bar.set_postfix_str(task.run.name)
+            timings[task.run.name] = _train_and_evaluate(task)
+            bar.update()
+        return timings
+    # spawn, not fork: a forked child would inherit this process's OpenMP and VTK thread state
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
+    try:
+        for name, run_timings in pool.imap_unordered(_train_and_evaluate_named, tasks):
+            timings[name] = run_timings
+            bar.set_postfix_str(name)
+            bar.update()
+        pool.close()
+    except BaseException:
+        pool.terminate()  # runs in flight stop at once: their atomic checkpoints resume them next time
+        raise
+    finally:
+        pool.join()
+    return timings
+
+
+def _run(
+    config: ExperimentConfig, out_dir: Path, show_progress: bool, jobs: int, threads: int, report_only: bool
+) -> Path:
     started = time.monotonic()
     datasets = prepare_datasets(config, out_dir)
     _check_datasets(datasets)
@@ -183,45 +286,48 @@ def _run(config: ExperimentConfig, out_dir: Path, show_progress: bool) -> Path:
     folds = make_folds(cases, config.folds, config.seed, config.subject_pattern)
     save_folds(out_dir / "folds.json", folds)
     runs = plan_runs(config, list(datasets), folds)
-    results: list[CaseResult] = []
-    timings: dict[str, dict[str, float]] = {}
-    bar = tqdm(runs, desc=config.name, disable=not show_progress, dynamic_ncols=True)
-    for run in bar:
-        bar.set_postfix_str(run.name)
+    tasks = []
+    for run in runs:
         run_dir = out_dir / "runs" / run.name
         training = training_config(config, run, datasets)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _same_config(run_dir, training)
-        evaluation = run_dir / EVALUATION_NAME
-        if not evaluation.exists():
-            clock = time.monotonic()
-            model_path = run_dir / MODEL_NAME
-            if not model_path.exists():
-                train(training, run_dir, resume=(run_dir / CHECKPOINT_NAME).exists(), show_progress=False)
-            timings[run.name] = {"train_s": time.monotonic() - clock}
-            clock = time.monotonic()
-            save_results(evaluation, evaluate(model_path, run, datasets, config.postprocess))
-            timings[run.name]["evaluate_s"] = time.monotonic() - clock
-        results += load_results(evaluation)
+        _same_config(run_dir, training, out_dir)
+        if not (run_dir / EVALUATION_NAME).exists():
+            with_embeddings = run.fold.index == 0 and run.scheme not in PER_JOINT_SCHEMES and len(datasets) > 1
+            tasks.append(_Task(run, run_dir, training, datasets, config.postprocess, with_embeddings, threads))
+    timings: dict[str, dict[str, float]] = {}
+    if not report_only:
+        bar = tqdm(total=len(tasks), desc=config.name, disable=not show_progress, dynamic_ncols=True)
+        with bar:
+            timings = _execute(tasks, jobs, bar)
+        tasks = []
 
+    missing = {task.run.name for task in tasks}
+    results: list[CaseResult] = []
     embeddings = {}
-    for scheme in config.schemes:
-        if scheme not in PER_JOINT_SCHEMES and len(datasets) > 1:
-            model_path = out_dir / "runs" / scheme / "fold0" / MODEL_NAME
-            embeddings[scheme] = slice_embeddings(model_path, datasets)
+    for run in runs:
+        run_dir = out_dir / "runs" / run.name
+        if run.name not in missing:
+            results += load_results(run_dir / EVALUATION_NAME)
+            if (run_dir / EMBEDDINGS_NAME).exists():
+                embeddings[run.scheme] = _load_embeddings(run_dir / EMBEDDINGS_NAME)
     report_dir = out_dir / "report"
     comparisons = compare_schemes(results, config.reference)
     subjects = ", ".join(f"{joint} {len(ids)}" for joint, ids in cases.items())
     title = f"{config.name}: {config.folds}-fold cross-validation by subject (cases: {subjects})"
+    if missing:
+        title += f"; partial: {len(runs) - len(missing)} of {len(runs)} runs finished"
     write_report(report_dir, results, comparisons, embeddings, title=title)
     summary = {
         "config": {**asdict(config)},
-        "datasets": {joint: str(path) for joint, path in datasets.items()},
+        "datasets": {joint: os.path.relpath(path, out_dir) for joint, path in datasets.items()},
         "runs": [run.name for run in runs],
+        "missing_runs": sorted(missing),
         "timings_s": timings,
         "total_s": round(time.monotonic() - started, 1),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "jobs": jobs,
+        "threads_per_run": threads,
     }
     write_text(report_dir / "experiment.json", json.dumps(summary, indent=1, default=str))
     return report_dir
@@ -239,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="experiment folder")
     parser.add_argument("--smoke", action="store_true", help="the tiny smoke-test size (about a minute on 2 cores)")
     parser.add_argument("--steps", type=int, help="override the training steps of every run (a shorter experiment)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing: write the report of the runs finished so far"
+    )
     args = parser.parse_args(argv)
     if args.config and args.smoke:
         parser.error("give a configuration or --smoke, not both")
@@ -251,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        report = run_experiment(config, args.output)
+        report = run_experiment(config, args.output, jobs=args.jobs, report_only=args.report_only)
     except ValueError as error:  # bad datasets, or a folder holding another configuration's runs
         print(f"error: {error}", file=sys.stderr)
         return 1
