@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ SCHEMES = ("individual", "transfer", "shared", "mtmd", "mtmd_contrastive", "full
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> tuple[Path, Path]:
     out_dir = tmp_path_factory.mktemp("experiment")
-    assert main(["--smoke", "-o", str(out_dir)]) == 0
+    assert main(["--smoke", "-o", str(out_dir), "--jobs", "2"]) == 0  # two worker processes
     return out_dir, out_dir / "report"
 
 
@@ -73,6 +74,7 @@ def test_smoke_experiment_writes_the_report(experiment) -> None:
     assert "MTMD + contrastive + priors" in markdown
     summary = json.loads((report / "experiment.json").read_text())
     assert len(summary["runs"]) == 2 * (3 + 3 + 1 + 1 + 1 + 1)
+    assert summary["missing_runs"] == [] and summary["jobs"] == 2 and len(summary["timings_s"]) == 20
     # every run left a loadable model of the right layout
     shared = load_model(out_dir / "runs" / "shared" / "fold0" / "model.safetensors")
     assert shared.manifest.architecture.shared and shared.manifest.joints == list(JOINT_KEYS)
@@ -93,6 +95,37 @@ def test_rerun_reuses_finished_runs_and_refuses_a_changed_configuration(experime
         run_experiment(with_overrides(config, steps=5), out_dir, show_progress=False)
 
 
+def test_a_moved_folder_without_models_continues_and_reports_alike(experiment, tmp_path) -> None:
+    """What a committed experiment folder keeps (no phantoms, models, checkpoints or TensorBoard
+    events) is enough: nothing is retrained and the report is the same, embeddings included."""
+    out_dir, report = experiment
+    moved = tmp_path / "moved"
+    ignored = shutil.ignore_patterns("data", "report", "*.safetensors", "tensorboard")
+    shutil.copytree(out_dir, moved, ignore=ignored)
+    run_experiment(load_experiment_config(SMOKE), moved, show_progress=False)
+    assert (moved / "report" / "results_cases.csv").read_text() == (report / "results_cases.csv").read_text()
+    assert json.loads((moved / "report" / "experiment.json").read_text())["timings_s"] == {}
+    assert not list(moved.glob("runs/**/model.safetensors"))
+    assert (moved / "report" / "embeddings.png").stat().st_size > 10_000
+
+
+def test_report_only_reports_finished_runs_and_names_the_missing_ones(experiment, tmp_path) -> None:
+    out_dir, _ = experiment
+    partial = tmp_path / "partial"
+    shutil.copytree(out_dir, partial, ignore=shutil.ignore_patterns("report"))
+    (partial / "runs" / "mtmd" / "fold1" / "evaluation.csv").unlink()
+    (partial / "runs" / "individual" / "fold1-knee" / "evaluation.csv").unlink()
+    assert main([str(SMOKE), "-o", str(partial), "--report-only"]) == 0
+    assert not (partial / "runs" / "mtmd" / "fold1" / "evaluation.csv").exists()  # nothing trained or evaluated
+    summary = json.loads((partial / "report" / "experiment.json").read_text())
+    assert summary["missing_runs"] == ["individual/fold1-knee", "mtmd/fold1"]
+    assert "partial: 18 of 20 runs finished" in (partial / "report" / "results.md").read_text()
+    results = load_results(partial / "report" / "results_cases.csv")
+    assert {(r.scheme, r.fold) for r in results if r.joint == "knee"} == {
+        (scheme, fold) for scheme in SCHEMES for fold in (0, 1)
+    } - {("mtmd", 1), ("individual", 1)}
+
+
 def test_plan_has_one_network_per_joint_for_individual_and_transfer() -> None:
     config = load_experiment_config(SMOKE)
     from pbseg_training.crossval import make_folds
@@ -100,6 +133,7 @@ def test_plan_has_one_network_per_joint_for_individual_and_transfer() -> None:
     folds = make_folds({joint: ["a", "b", "c"] for joint in JOINT_KEYS}, 2, seed=0)
     runs = plan_runs(config, JOINT_KEYS, folds)
     assert len(runs) == 20
+    assert [r.fold.index for r in runs] == [0] * 10 + [1] * 10  # fold by fold: a stopped run has whole folds
     individual = [r for r in runs if r.scheme == "individual"]
     assert all(r.trained == (r.target,) and r.evaluated == (r.target,) for r in individual)
     transfer = [r for r in runs if r.scheme == "transfer"]
