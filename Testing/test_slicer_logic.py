@@ -187,8 +187,14 @@ def test_export_writes_a_new_case_folder_each_run(harness, knee, tmp_path):
 def test_parameters_explain_problems_and_map_to_logic_arguments(tmp_path):
     assert SegmentParameters().problems() == ["Select an input volume."]
     parameters = SegmentParameters(
-        inputVolume=None, joint="Shoulder", useBundledModel=False, modelPath=tmp_path / "none.safetensors",
-        device="GPU", smoothing=1.5, export=True, exportFolder=None,
+        inputVolume=None,
+        joint="Shoulder",
+        useBundledModel=False,
+        modelPath=tmp_path / "none.safetensors",
+        device="GPU",
+        smoothing=1.5,
+        export=True,
+        exportFolder=None,
     )
     assert parameters.problems()[1:] == [
         f"Model file not found: {tmp_path / 'none.safetensors'}.",

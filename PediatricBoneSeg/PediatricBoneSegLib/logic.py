@@ -110,8 +110,13 @@ class PediatricBoneSegLogic:
 
         if volumeNode is None:
             raise ValueError("no input volume given")
-        options = SegmentOptions(joint=joint, model_path=None if modelPath is None else str(modelPath),
-                                 device=device, postprocess=postprocess, batch_size=batchSize)
+        options = SegmentOptions(
+            joint=joint,
+            model_path=None if modelPath is None else str(modelPath),
+            device=device,
+            postprocess=postprocess,
+            batch_size=batchSize,
+        )
         problems = options.problems()
         if problems:
             raise ValueError("; ".join(problems))
@@ -152,8 +157,14 @@ class PediatricBoneSegLogic:
             report(0.0, "Creating the segmentation")
             parent = parent_item_of(self.scene, volumeNode)
             segmentationNode = add_segmentation_node(
-                self.scene, self.segmentationsLogic, volumeNode, inference.labels, joint,
-                f"{name} bones", surfaces=surfaces, smoothing=smoothing,
+                self.scene,
+                self.segmentationsLogic,
+                volumeNode,
+                inference.labels,
+                joint,
+                f"{name} bones",
+                surfaces=surfaces,
+                smoothing=smoothing,
             )
             place_node(self.scene, segmentationNode, parent)
             check_cancelled(cancel)

@@ -63,8 +63,14 @@ def truth_result(labels: sitk.Image, joint: str) -> Any:
     from .inference import InferenceResult
 
     return InferenceResult(
-        labels=labels, joint=joint, auto_detected=False, joint_confidence=None, warnings=[], timings={},
-        model_name="ground truth", model_version="phantom",
+        labels=labels,
+        joint=joint,
+        auto_detected=False,
+        joint_confidence=None,
+        warnings=[],
+        timings={},
+        model_name="ground truth",
+        model_version="phantom",
     )
 
 
@@ -215,8 +221,9 @@ def run_rollback_scenarios(
     batches: list[str] = []
 
     def segment(progress: Any, token: CancelToken, path: Any = model_path) -> None:
-        logic.segment(volume_node, joint=joint, modelPath=path, device="cpu", progress=progress, cancel=token,
-                      batchSize=4)
+        logic.segment(
+            volume_node, joint=joint, modelPath=path, device="cpu", progress=progress, cancel=token, batchSize=4
+        )
 
     def build(progress: Any, token: CancelToken) -> None:
         logic.createOutputNodes(volume_node, truth_result(labels, joint), progress=progress, cancel=token)
