@@ -109,7 +109,7 @@ def test_a_moved_folder_without_models_continues_and_reports_alike(experiment, t
     assert (moved / "report" / "embeddings.png").stat().st_size > 10_000
 
 
-def test_report_only_reports_finished_runs_and_names_the_missing_ones(experiment, tmp_path) -> None:
+def test_report_only_reports_the_complete_folds_and_names_the_missing_runs(experiment, tmp_path) -> None:
     out_dir, _ = experiment
     partial = tmp_path / "partial"
     shutil.copytree(out_dir, partial, ignore=shutil.ignore_patterns("report"))
@@ -118,12 +118,20 @@ def test_report_only_reports_finished_runs_and_names_the_missing_ones(experiment
     assert main([str(SMOKE), "-o", str(partial), "--report-only"]) == 0
     assert not (partial / "runs" / "mtmd" / "fold1" / "evaluation.csv").exists()  # nothing trained or evaluated
     summary = json.loads((partial / "report" / "experiment.json").read_text())
-    assert summary["missing_runs"] == ["individual/fold1-knee", "mtmd/fold1"]
-    assert "partial: 18 of 20 runs finished" in (partial / "report" / "results.md").read_text()
+    assert summary["missing_runs"] == ["individual/fold1-knee", "mtmd/fold1"] and summary["reported_folds"] == [0]
+    assert (
+        "partial: 1 of 2 folds complete (reported), 18 of 20 runs finished"
+        in (partial / "report" / "results.md").read_text()
+    )
+    # every scheme is summarized over the same test cases: those of the complete fold
     results = load_results(partial / "report" / "results_cases.csv")
-    assert {(r.scheme, r.fold) for r in results if r.joint == "knee"} == {
-        (scheme, fold) for scheme in SCHEMES for fold in (0, 1)
-    } - {("mtmd", 1), ("individual", 1)}
+    assert {r.fold for r in results} == {0}
+    assert {(r.scheme, r.joint) for r in results} == {(scheme, joint) for scheme in SCHEMES for joint in JOINT_KEYS}
+    # no complete fold: a clear error, no report
+    (partial / "runs" / "full" / "fold0" / "evaluation.csv").unlink()
+    shutil.rmtree(partial / "report")
+    assert main([str(SMOKE), "-o", str(partial), "--report-only"]) == 1
+    assert not (partial / "report").exists()
 
 
 def test_plan_has_one_network_per_joint_for_individual_and_transfer() -> None:

@@ -7,7 +7,8 @@ Running the same command again continues an interrupted experiment: finished run
 unfinished one resumes from its checkpoint. ``--jobs N`` trains N runs at once in worker
 processes (one per core, or per group of ``training.threads`` cores). Runs are planned fold by
 fold, so an experiment stopped half way has whole folds of every scheme; ``--report-only``
-writes the report of the runs finished so far and says which are missing.
+writes the report of the folds finished so far (every scheme tested on the same cases) and names
+the runs still missing.
 
 Layout of OUTDIR: ``data/`` (generated phantoms), ``folds.json``,
 ``runs/<scheme>/fold<k>[-<joint>]/`` (model, checkpoint, TensorBoard logs, ``history.json``,
@@ -303,11 +304,14 @@ def _run(
         tasks = []
 
     missing = {task.run.name for task in tasks}
+    complete = {fold.index for fold in folds} - {task.run.fold.index for task in tasks}
+    if not complete:
+        raise ValueError(f"{out_dir}: no fold is complete yet: {len(runs) - len(missing)} of {len(runs)} runs finished")
     results: list[CaseResult] = []
     embeddings = {}
     for run in runs:
         run_dir = out_dir / "runs" / run.name
-        if run.name not in missing:
+        if run.fold.index in complete:
             results += load_results(run_dir / EVALUATION_NAME)
             if (run_dir / EMBEDDINGS_NAME).exists():
                 embeddings[run.scheme] = _load_embeddings(run_dir / EMBEDDINGS_NAME)
@@ -316,13 +320,17 @@ def _run(
     subjects = ", ".join(f"{joint} {len(ids)}" for joint, ids in cases.items())
     title = f"{config.name}: {config.folds}-fold cross-validation by subject (cases: {subjects})"
     if missing:
-        title += f"; partial: {len(runs) - len(missing)} of {len(runs)} runs finished"
+        title += (
+            f"; partial: {len(complete)} of {len(folds)} folds complete (reported), "
+            f"{len(runs) - len(missing)} of {len(runs)} runs finished"
+        )
     write_report(report_dir, results, comparisons, embeddings, title=title)
     summary = {
         "config": {**asdict(config)},
         "datasets": {joint: os.path.relpath(path, out_dir) for joint, path in datasets.items()},
         "runs": [run.name for run in runs],
         "missing_runs": sorted(missing),
+        "reported_folds": sorted(complete),
         "timings_s": timings,
         "total_s": round(time.monotonic() - started, 1),
         "torch": torch.__version__,
@@ -347,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="override the training steps of every run (a shorter experiment)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     parser.add_argument(
-        "--report-only", action="store_true", help="train nothing: write the report of the runs finished so far"
+        "--report-only", action="store_true", help="train nothing: write the report of the folds finished so far"
     )
     args = parser.parse_args(argv)
     if args.config and args.smoke:
