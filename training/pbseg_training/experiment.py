@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -222,9 +222,9 @@ class _Task:
     threads: int
 
 
-def _train_and_evaluate(task: _Task) -> dict[str, float]:
+def _train_and_evaluate(task: _Task) -> tuple[str, dict[str, float]]:
     """Train the run (resuming its checkpoint), then save its embeddings and its evaluation; the
-    evaluation file is written last and marks the run finished. Returns the timings in s."""
+    evaluation file is written last and marks the run finished. Returns the run's name and timings (s)."""
     torch.set_num_threads(task.threads)
     clock = time.monotonic()
     model_path = task.run_dir / MODEL_NAME
@@ -238,11 +238,7 @@ def _train_and_evaluate(task: _Task) -> dict[str, float]:
             np.savez(stream, points=points, domains=np.array(domains))
     save_results(task.run_dir / EVALUATION_NAME, evaluate(model_path, task.run, task.datasets, task.postprocess))
     timings["evaluate_s"] = time.monotonic() - clock
-    return timings
-
-
-def _train_and_evaluate_named(task: _Task) -> tuple[str, dict[str, float]]:
-    return task.run.name, _train_and_evaluate(task)
+    return task.run.name, timings
 
 
 def _load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
@@ -250,31 +246,23 @@ def _load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
         return saved["points"], [str(domain) for domain in saved["domains"]]
 
 
-def _execute(tasks: list[_Task], jobs: int, bar: tqdm) -> dict[str, dict[str, float]]:
-    """Run the tasks, ``jobs`` at a time in spawned worker processes (one in this process when
-    ``jobs`` is 1); a failed or interrupted run stops the others at once (each resumes from its
-    last checkpoint when the experiment is run again)."""
-    timings: dict[str, dict[str, float]] = {}
+def _finished_runs(tasks: list[_Task], jobs: int) -> Iterator[tuple[str, dict[str, float]]]:
+    """Run the tasks, ``jobs`` at a time in spawned worker processes (in this process when
+    ``jobs`` is 1), yielding each run's name and timings as it finishes; a failed or interrupted
+    run stops the others at once (each resumes from its last checkpoint next time)."""
     if jobs == 1 or len(tasks) <= 1:
-        for task in tasks:
-            bar.set_postfix_str(task.run.name)
-            timings[task.run.name] = _train_and_evaluate(task)
-            bar.update()
-        return timings
+        yield from map(_train_and_evaluate, tasks)
+        return
     # spawn, not fork: a forked child would inherit this process's OpenMP and VTK thread state
     pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
     try:
-        for name, run_timings in pool.imap_unordered(_train_and_evaluate_named, tasks):
-            timings[name] = run_timings
-            bar.set_postfix_str(name)
-            bar.update()
+        yield from pool.imap_unordered(_train_and_evaluate, tasks)
         pool.close()
     except BaseException:
-        pool.terminate()  # runs in flight stop at once: their atomic checkpoints resume them next time
+        pool.terminate()
         raise
     finally:
         pool.join()
-    return timings
 
 
 def _run(
@@ -298,13 +286,14 @@ def _run(
             tasks.append(_Task(run, run_dir, training, datasets, config.postprocess, with_embeddings, threads))
     timings: dict[str, dict[str, float]] = {}
     if not report_only:
-        bar = tqdm(total=len(tasks), desc=config.name, disable=not show_progress, dynamic_ncols=True)
-        with bar:
-            timings = _execute(tasks, jobs, bar)
-        tasks = []
-
-    missing = {task.run.name for task in tasks}
-    complete = {fold.index for fold in folds} - {task.run.fold.index for task in tasks}
+        with tqdm(total=len(tasks), desc=config.name, disable=not show_progress, dynamic_ncols=True) as bar:
+            for name, run_timings in _finished_runs(tasks, jobs):
+                timings[name] = run_timings
+                bar.set_postfix_str(name)
+                bar.update()
+    unfinished = tasks if report_only else []
+    missing = {task.run.name for task in unfinished}
+    complete = {fold.index for fold in folds} - {task.run.fold.index for task in unfinished}
     if not complete:
         raise ValueError(f"{out_dir}: no fold is complete yet: {len(runs) - len(missing)} of {len(runs)} runs finished")
     results: list[CaseResult] = []
