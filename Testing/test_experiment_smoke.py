@@ -6,7 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +177,21 @@ def test_bad_experiment_configuration_names_the_file_and_problem(tmp_path, text:
     assert problem in str(error.value)
     assert main([str(path), "-o", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_stops_the_experiment_and_its_worker_processes(tmp_path) -> None:
+    command = [sys.executable, "-m", "pbseg_training.experiment", "--smoke", "-o", str(tmp_path), "--jobs", "2"]
+    process = subprocess.Popen(
+        [*command, "--steps", "100000"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("runs/*/*/tensorboard")) and time.monotonic() < deadline:
+        time.sleep(0.5)  # until the workers are training
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "run the same command again" in process.stderr.read().decode()
+    deadline = time.monotonic() + 20  # the workers, then multiprocessing's resource tracker, exit
+    with pytest.raises(ProcessLookupError):  # nothing of the experiment left running in its process group
+        while time.monotonic() < deadline:
+            os.killpg(process.pid, 0)
+            time.sleep(0.2)
