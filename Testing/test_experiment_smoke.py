@@ -79,7 +79,11 @@ def test_smoke_experiment_writes_the_report(experiment) -> None:
     assert "MTMD + contrastive + priors" in markdown
     summary = json.loads((report / "experiment.json").read_text())
     assert len(summary["runs"]) == 2 * (3 + 3 + 1 + 1 + 1 + 1)
-    assert summary["missing_runs"] == [] and summary["jobs"] == 2 and len(summary["timings_s"]) == 20
+    assert summary["missing_runs"] == [] and summary["jobs"] == 2
+    # every run's training time, read back from its timings.json, and the mean per scheme
+    assert set(summary["timings_s"]) == set(summary["runs"])
+    assert all(t["train_s"] > 0 and t["evaluate_s"] > 0 and t["threads"] == 1 for t in summary["timings_s"].values())
+    assert set(summary["training_minutes_by_scheme"]) == set(SCHEMES)
     # every run left a loadable model of the right layout
     shared = load_model(out_dir / "runs" / "shared" / "fold0" / "model.safetensors")
     assert shared.manifest.architecture.shared and shared.manifest.joints == list(JOINT_KEYS)
@@ -93,9 +97,10 @@ def test_rerun_reuses_finished_runs_and_refuses_a_changed_configuration(experime
     out_dir, report = experiment
     before = (report / "results_cases.csv").read_text()
     config = load_experiment_config(SMOKE)
+    timings = json.loads((report / "experiment.json").read_text())["timings_s"]
     run_experiment(config, out_dir, show_progress=False)  # nothing to train: evaluations are reused
     assert (report / "results_cases.csv").read_text() == before
-    assert json.loads((report / "experiment.json").read_text())["timings_s"] == {}
+    assert json.loads((report / "experiment.json").read_text())["timings_s"] == timings  # the runs' own
     with pytest.raises(ValueError, match="another configuration"):
         run_experiment(with_overrides(config, steps=5), out_dir, show_progress=False)
 
@@ -109,7 +114,8 @@ def test_a_moved_folder_without_models_continues_and_reports_alike(experiment, t
     shutil.copytree(out_dir, moved, ignore=ignored)
     run_experiment(load_experiment_config(SMOKE), moved, show_progress=False)
     assert (moved / "report" / "results_cases.csv").read_text() == (report / "results_cases.csv").read_text()
-    assert json.loads((moved / "report" / "experiment.json").read_text())["timings_s"] == {}
+    moved_summary = json.loads((moved / "report" / "experiment.json").read_text())
+    assert moved_summary["timings_s"] == json.loads((report / "experiment.json").read_text())["timings_s"]
     assert not list(moved.glob("runs/**/model.safetensors"))
     assert (moved / "report" / "embeddings.png").stat().st_size > 10_000
 
@@ -124,6 +130,7 @@ def test_report_only_reports_the_complete_folds_and_names_the_missing_runs(exper
     assert not (partial / "runs" / "mtmd" / "fold1" / "evaluation.csv").exists()  # nothing trained or evaluated
     summary = json.loads((partial / "report" / "experiment.json").read_text())
     assert summary["missing_runs"] == ["individual/fold1-knee", "mtmd/fold1"] and summary["reported_folds"] == [0]
+    assert set(summary["timings_s"]) == set(summary["runs"]) - set(summary["missing_runs"])
     assert (
         "partial: 1 of 2 folds complete (reported), 18 of 20 runs finished"
         in (partial / "report" / "results.md").read_text()

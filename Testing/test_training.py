@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pbseg_training.checkpoint import load_checkpoint
 from pbseg_training.config import SCHEMES, TrainingConfig, config_from_dict
 from pbseg_training.trainer import CHECKPOINT_NAME, HISTORY_NAME, train
 from PediatricBoneSegLib.catalog import JOINT_KEYS
@@ -77,10 +78,13 @@ def test_each_scheme_trains_and_its_loss_decreases(scheme: str, phantom_root: Pa
 def test_interrupted_and_resumed_run_ends_in_the_same_weights(phantom_root: Path, tmp_path: Path) -> None:
     config = tiny_config(phantom_root, scheme="full", steps=8, augment=True)
     straight = train(config, tmp_path / "straight", show_progress=False)
-    assert train(config, tmp_path / "resumed", show_progress=False, stop_at=4) is None
+    assert train(config, tmp_path / "resumed", show_progress=False, stop_at=6) is None
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
     assert (tmp_path / "resumed" / CHECKPOINT_NAME).exists()
+    first_part_s = load_checkpoint(tmp_path / "resumed" / CHECKPOINT_NAME).info["elapsed_s"]
     resumed = train(config, tmp_path / "resumed", resume=True, show_progress=False)
+    # the exported training time covers both parts (shape prior pre-training included), not the last one only
+    assert load_model(resumed).manifest.provenance["training_seconds"] >= first_part_s - 0.05
     a, b = load_file(str(straight)), load_file(str(resumed))
     assert a.keys() == b.keys()
     different = [key for key in a if not torch.equal(a[key], b[key])]

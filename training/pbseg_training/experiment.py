@@ -12,9 +12,11 @@ the runs still missing.
 
 Layout of OUTDIR: ``data/`` (generated phantoms), ``folds.json``,
 ``runs/<scheme>/fold<k>[-<joint>]/`` (model, checkpoint, TensorBoard logs, ``history.json``,
-``training_config.json``, ``embeddings.npz`` for the fold-0 multi-joint runs, and
-``evaluation.csv``, written last: a run with it is finished) and ``report/`` (results.md,
-results.csv, results_cases.csv, statistics.csv, box plots, embeddings.png, experiment.json).
+``training_config.json``, ``embeddings.npz`` for the fold-0 multi-joint runs, ``timings.json``
+(training and evaluation time, s) and ``evaluation.csv``, written last: a run with it is
+finished) and ``report/`` (results.md, results.csv, results_cases.csv, statistics.csv, box plots,
+embeddings.png, experiment.json with every finished run's timings and the mean training time per
+scheme).
 A finished run's report inputs are its small text and ``.npz`` files: its model and checkpoint
 may be deleted (or left out of version control) without losing anything the report needs.
 """
@@ -41,7 +43,7 @@ from PediatricBoneSegLib.cli.segment import Terminated, sigterm_as_interrupt
 from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.embedding import detection_slice_indices
 from PediatricBoneSegLib.inference import SegmentOptions, segment_image
-from PediatricBoneSegLib.modelfile import load_model
+from PediatricBoneSegLib.modelfile import load_model, read_manifest
 
 from .atomic import atomic_path, write_text
 from .config import DatasetSpec, TrainingConfig, config_from_dict
@@ -58,6 +60,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PER_JOINT_SCHEMES = ("individual", "transfer")  # one network per target joint
 EVALUATION_NAME = "evaluation.csv"
 EMBEDDINGS_NAME = "embeddings.npz"
+TIMINGS_NAME = "timings.json"
 
 
 @dataclass(frozen=True)
@@ -224,23 +227,37 @@ class _Task:
     threads: int
 
 
-def _train_and_evaluate(task: _Task) -> tuple[str, dict[str, float]]:
-    """Train the run (resuming its checkpoint), then save its embeddings and its evaluation; the
-    evaluation file is written last and marks the run finished. Returns the run's name and timings (s)."""
+def _train_and_evaluate(task: _Task) -> str:
+    """Train the run (resuming its checkpoint), then save its embeddings, timings and evaluation;
+    the evaluation file is written last and marks the run finished. Returns the run's name."""
     torch.set_num_threads(task.threads)
-    clock = time.monotonic()
     model_path = task.run_dir / MODEL_NAME
     if not model_path.exists():
         train(task.training, task.run_dir, resume=(task.run_dir / CHECKPOINT_NAME).exists(), show_progress=False)
-    timings = {"train_s": time.monotonic() - clock}
     clock = time.monotonic()
     if task.with_embeddings:
         points, domains = slice_embeddings(model_path, task.datasets)
         with atomic_path(task.run_dir / EMBEDDINGS_NAME) as temporary, open(temporary, "wb") as stream:
             np.savez(stream, points=points, domains=np.array(domains))
-    save_results(task.run_dir / EVALUATION_NAME, evaluate(model_path, task.run, task.datasets, task.postprocess))
-    timings["evaluate_s"] = time.monotonic() - clock
-    return task.run.name, timings
+    results = evaluate(model_path, task.run, task.datasets, task.postprocess)
+    timings = {
+        # the model file's training time covers every session of a resumed training
+        "train_s": read_manifest(model_path)["provenance"]["training_seconds"],
+        "evaluate_s": round(time.monotonic() - clock, 1),
+        "threads": task.threads,
+    }
+    write_text(task.run_dir / TIMINGS_NAME, json.dumps(timings))
+    save_results(task.run_dir / EVALUATION_NAME, results)
+    return task.run.name
+
+
+def _mean_training_minutes(timings: dict[str, dict[str, float]], runs: Sequence[Run]) -> dict[str, float]:
+    """Mean training time per scheme (min) over the runs with recorded timings."""
+    by_scheme: dict[str, list[float]] = {}
+    for run in runs:
+        if run.name in timings:
+            by_scheme.setdefault(run.scheme, []).append(timings[run.name]["train_s"] / 60)
+    return {scheme: round(float(np.mean(minutes)), 1) for scheme, minutes in by_scheme.items()}
 
 
 def _load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
@@ -248,9 +265,9 @@ def _load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
         return saved["points"], [str(domain) for domain in saved["domains"]]
 
 
-def _finished_runs(tasks: list[_Task], jobs: int) -> Iterator[tuple[str, dict[str, float]]]:
+def _finished_runs(tasks: list[_Task], jobs: int) -> Iterator[str]:
     """Run the tasks, ``jobs`` at a time in spawned worker processes (in this process when
-    ``jobs`` is 1), yielding each run's name and timings as it finishes; a failed or interrupted
+    ``jobs`` is 1), yielding each run's name as it finishes; a failed or interrupted
     run stops the others at once (each resumes from its last checkpoint next time)."""
     if jobs == 1 or len(tasks) <= 1:
         yield from map(_train_and_evaluate, tasks)
@@ -286,11 +303,9 @@ def _run(
         if not (run_dir / EVALUATION_NAME).exists():
             with_embeddings = run.fold.index == 0 and run.scheme not in PER_JOINT_SCHEMES and len(datasets) > 1
             tasks.append(_Task(run, run_dir, training, datasets, config.postprocess, with_embeddings, threads))
-    timings: dict[str, dict[str, float]] = {}
     if not report_only:
         with tqdm(total=len(tasks), desc=config.name, disable=not show_progress, dynamic_ncols=True) as bar:
-            for name, run_timings in _finished_runs(tasks, jobs):
-                timings[name] = run_timings
+            for name in _finished_runs(tasks, jobs):
                 bar.set_postfix_str(name)
                 bar.update()
     unfinished = tasks if report_only else []
@@ -300,12 +315,15 @@ def _run(
         raise ValueError(f"{out_dir}: no fold is complete yet: {len(runs) - len(missing)} of {len(runs)} runs finished")
     results: list[CaseResult] = []
     embeddings = {}
+    timings = {}  # of every finished run that recorded them, across all sessions of the experiment
     for run in runs:
         run_dir = out_dir / "runs" / run.name
         if run.fold.index in complete:
             results += load_results(run_dir / EVALUATION_NAME)
             if (run_dir / EMBEDDINGS_NAME).exists():
                 embeddings[run.scheme] = _load_embeddings(run_dir / EMBEDDINGS_NAME)
+        if (run_dir / TIMINGS_NAME).exists() and run.name not in missing:
+            timings[run.name] = json.loads((run_dir / TIMINGS_NAME).read_text(encoding="utf-8"))
     report_dir = out_dir / "report"
     comparisons = compare_schemes(results, config.reference)
     subjects = ", ".join(f"{joint} {len(ids)}" for joint, ids in cases.items())
@@ -323,6 +341,7 @@ def _run(
         "missing_runs": sorted(missing),
         "reported_folds": sorted(complete),
         "timings_s": timings,
+        "training_minutes_by_scheme": _mean_training_minutes(timings, runs),
         "total_s": round(time.monotonic() - started, 1),
         "torch": torch.__version__,
         "jobs": jobs,

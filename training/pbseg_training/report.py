@@ -116,8 +116,9 @@ def results_markdown(
     lines = [f"# {title}", ""]
     if comparisons:
         lines += [
-            f"mean ± std over test cases of all folds; `*`: differs from `{comparisons[0].reference}` "
-            f"(Wilcoxon signed-rank, paired per case and bone over the joint's bones, p < {alpha}).",
+            f"mean ± std over test cases of all folds; `*` on a joint's `all bones` row: differs from "
+            f"`{comparisons[0].reference}` (Wilcoxon signed-rank, paired per case and bone over the joint's "
+            f"bones, p < {alpha}); single bones are not tested (too few test cases per bone).",
             "",
         ]
     for joint in _ordered([s.joint for s in summaries], JOINT_KEYS):
@@ -127,8 +128,9 @@ def results_markdown(
         for bone in bones:
             name = "all bones" if bone == ALL_BONES else bone
             for scheme in schemes:
+                tested = bone == ALL_BONES  # the Wilcoxon test pools the joint's bones
                 cells = [
-                    _cell(by_key[scheme, joint, bone, m.key], (scheme, joint, m.key) in significant)
+                    _cell(by_key[scheme, joint, bone, m.key], tested and (scheme, joint, m.key) in significant)
                     for m in METRICS
                     if (scheme, joint, bone, m.key) in by_key
                 ]

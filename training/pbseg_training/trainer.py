@@ -165,6 +165,8 @@ def train(
     state = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
     if resume and state is None and distributed.is_main:
         print(f"no checkpoint in {out_dir}: starting from scratch")
+    # training time over every session of a resumed run (steps redone after an interruption count once)
+    started = time.monotonic() - (state.info.get("elapsed_s", 0.0) if state is not None else 0.0)
     prior = None
     if config.shape_prior:
         if state is not None and state.shape_prior is not None:
@@ -179,7 +181,6 @@ def train(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out_dir / "tensorboard"))
-    started = time.monotonic()
     network: MultiDomainUNet | None = None
     step = 0
     if state is not None:
