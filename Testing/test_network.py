@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from PediatricBoneSegLib.network import ENCODERS, MultiDomainUNet, NetworkConfig, load_imagenet_encoder
+from PediatricBoneSegLib.network.domain_norm import contiguous_runs
 
 IMAGENET_MOBILENET = Path(__file__).parents[1] / "training" / "weights" / "mobilenet_v2_imagenet.safetensors"
 SMALL_DECODER = (32, 16, 16, 8, 8)
@@ -77,6 +79,39 @@ def test_backward_on_domain_a_leaves_domain_b_untouched() -> None:
     assert domain_b and all(torch.equal(before[k], after[k]) for k in domain_b)
     assert any(not torch.equal(before[k], after[k]) for k in domain_a)
     assert not torch.equal(before["encoder.conv1.weight"], after["encoder.conv1.weight"])
+
+
+def test_mixed_batch_equals_each_domain_forwarded_alone() -> None:
+    """One forward of a batch stacking three domains' mini-batches gives each domain the logits,
+    gradients and BN running statistics of that domain's mini-batch forwarded alone."""
+    torch.manual_seed(0)
+    mixed = small_network("mobilenet_v2", classes_per_domain=(4, 5, 3)).double()
+    alone = copy.deepcopy(mixed)
+    sizes = (2, 3, 1)
+    batches = [
+        shift + scale * torch.randn(n, 1, 64, 64, dtype=torch.float64)
+        for n, shift, scale in zip(sizes, (0, 4, -2), (1, 3, 0.5))
+    ]
+    domains = [d for d, n in enumerate(sizes) for _ in range(n)]
+    output = mixed(torch.cat(batches), domains)
+    sum((t * t).mean() for t in output.logits.values()).backward()
+    for domain, batch in enumerate(batches):
+        logits = alone(batch, domain).logits[domain]
+        torch.testing.assert_close(output.logits[domain], logits)
+        (logits * logits).mean().backward()
+    for (name, ours), (_, reference) in zip(mixed.named_parameters(), alone.named_parameters()):
+        assert (ours.grad is None) == (reference.grad is None), name
+        if ours.grad is not None:
+            torch.testing.assert_close(ours.grad, reference.grad, msg=name)
+    for name, buffer in alone.named_buffers():
+        torch.testing.assert_close(mixed.get_buffer(name), buffer, msg=name)
+
+
+def test_interleaved_domains_are_refused() -> None:
+    network = small_network("resnet18", classes_per_domain=(3, 3))
+    with pytest.raises(ValueError, match="contiguous"):
+        network(torch.randn(3, 1, 64, 64), [0, 1, 0])
+    assert contiguous_runs([2, 2, 0, 1, 1, 1]) == [(2, 2), (0, 1), (1, 3)]
 
 
 def torchvision_named_state(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -64,7 +64,7 @@ def learning_rate(config: TrainingConfig, step: int) -> float:
     return config.learning_rate * (1 - min(progress, 1.0)) ** 0.9
 
 
-def _build_network(phase: Phase, config: TrainingConfig, previous: MultiDomainUNet | None) -> MultiDomainUNet:
+def build_network(phase: Phase, config: TrainingConfig, previous: MultiDomainUNet | None) -> MultiDomainUNet:
     network = MultiDomainUNet(phase.network)
     if previous is not None:  # transfer: keep every shared weight, a fresh head for the new task
         inherited = {k: v for k, v in previous.state_dict().items() if not k.startswith("heads.")}
@@ -130,7 +130,30 @@ def _step_losses(
     return losses
 
 
-def _pretrain_prior(pools: dict[str, DomainSlices], config: TrainingConfig) -> ShapeAutoencoder:
+def training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    phase: Phase,
+    pools: list[DomainSlices],
+    config: TrainingConfig,
+    prior: ShapeAutoencoder | None,
+    step: int,
+    rank: int = 0,
+) -> dict[str, torch.Tensor]:
+    """One optimizer step (learning-rate schedule, one augmented mini-batch per domain, losses,
+    backward, gradient clipping); returns the step's losses."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, step)
+    losses = _step_losses(model, phase, pools, config, prior, step_generator(config, step, rank))
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(parameters, 12.0)
+    optimizer.step()
+    return losses
+
+
+def pretrain_joint_prior(pools: dict[str, DomainSlices], config: TrainingConfig) -> ShapeAutoencoder:
     union = [torch.tensor(get_joint(joint).to_union())[pool.labels.long()] for joint, pool in pools.items()]
     generator = torch.Generator().manual_seed(config.seed + 17)
     return pretrain_shape_prior(
@@ -174,7 +197,7 @@ def train(
             prior.load_state_dict(state.shape_prior)
             prior.eval().requires_grad_(False)
         else:
-            prior = _pretrain_prior(pools_by_joint, config)
+            prior = pretrain_joint_prior(pools_by_joint, config)
 
     writer = None
     if distributed.is_main:
@@ -194,7 +217,7 @@ def train(
             continue
         resumed_here = state is not None and state.phase == phase.name
         if not resumed_here:
-            network = _build_network(phase, config, network)
+            network = build_network(phase, config, network)
         assert network is not None
         model: torch.nn.Module = network
         if distributed.world_size > 1:
@@ -211,13 +234,7 @@ def train(
             dynamic_ncols=True,
         )
         for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
-            losses = _step_losses(model, phase, pools, config, prior, step_generator(config, step, distributed.rank))
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
-            optimizer.step()
+            losses = training_step(model, optimizer, phase, pools, config, prior, step, distributed.rank)
             history.append((step, losses["total"].item()))
             if writer is not None and (step % config.log_every == 0 or step == phase.stop - 1):
                 for name, value in losses.items():

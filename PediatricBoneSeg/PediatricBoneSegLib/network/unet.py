@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import NetworkConfig
 from .decoder import UNetDecoder
-from .domain_norm import DomainBatchNorm2d, DomainRouting
+from .domain_norm import DomainBatchNorm2d, DomainRouting, contiguous_runs
 from .mobilenet import MobileNetV2Encoder
 from .projection import ProjectionHead
 from .resnet import ResNetEncoder
@@ -96,12 +96,11 @@ class MultiDomainUNet(nn.Module):
         domain_list = self._norm_sets(domains, x.shape[0])
         features = self.encode(x, domain_list)
         stages = self.decoder(features)
-        logits: dict[int, torch.Tensor] = {}
-        start = 0
-        for domain, stop in _runs(domain_list):
-            head = self.heads[0 if self.config.shared else domain]
-            logits[domain] = head(stages[-1][start:stop])
-            start = stop
+        runs = contiguous_runs(domain_list)
+        chunks = stages[-1].split([length for _, length in runs])
+        logits = {
+            domain: self.heads[0 if self.config.shared else domain](chunk) for (domain, _), chunk in zip(runs, chunks)
+        }
         embeddings = {}
         if with_embeddings:
             for scale, projection in self.projections.items():
@@ -109,14 +108,3 @@ class MultiDomainUNet(nn.Module):
                 source = features[level - 1] if scale.startswith("enc") else stages[level - 1]
                 embeddings[scale] = projection(source)
         return NetworkOutput(logits, embeddings)
-
-
-def _runs(domain_list: list[int]) -> list[tuple[int, int]]:
-    """Contiguous runs as (domain, stop index)."""
-    runs: list[tuple[int, int]] = []
-    for index, domain in enumerate(domain_list):
-        if runs and runs[-1][0] == domain:
-            runs[-1] = (domain, index + 1)
-        else:
-            runs.append((domain, index + 1))
-    return runs
