@@ -147,8 +147,7 @@ def training_step(
     losses = _step_losses(model, phase, pools, config, prior, step_generator(config, step, rank))
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(parameters, 12.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
     optimizer.step()
     return losses
 
