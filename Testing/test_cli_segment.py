@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pipeline_model as pm
@@ -94,7 +95,7 @@ def test_existing_outputs_need_overwrite_and_surface_options(
     written = report.stat().st_mtime_ns
     capsys.readouterr()
     assert main(arguments) == 1
-    assert "output folder exists (use --overwrite)" in capsys.readouterr().err
+    assert "output folder exists (use --overwrite to replace it)" in capsys.readouterr().err
     assert report.stat().st_mtime_ns == written
     assert main([*arguments, "--overwrite", "--surface-format", "ply"]) == 0
     assert _entries(out / "knee_c") == CASE_FILES | {"femur.ply", "tibia.ply"}
@@ -190,6 +191,122 @@ def test_interrupted_run_leaves_no_case_folder(
     assert process.returncode == exit_code, stderr
     assert "interrupted: knee_e was not written" in stderr
     assert _entries(out) == set()
+
+
+def _segment(inputs: list[str | Path], out: Path, model: Path, *extra: str) -> int:
+    return main(["segment", *map(str, inputs), "-o", str(out), "--model", str(model), "--joint", "knee", *extra])
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` with its content: what a run must leave untouched."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_never_deletes_an_input_folder_or_an_input_file(
+    tmp_path: Path, model: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A DICOM folder ``DIR/patient01`` segmented into ``-o DIR --overwrite`` would be its own case
+    folder; so would ``DIR/knee/knee.nii.gz`` into ``-o DIR``. Both are refused, nothing is lost."""
+    write_dicom_series(tmp_path / "patient01", echoes=1, slices=6)
+    (tmp_path / "patient01" / "notes.txt").write_text("the radiologist's notes")
+    (tmp_path / "knee").mkdir()
+    write_image(_scene(6).image, tmp_path / "knee" / "knee.nii.gz")
+    before = _tree(tmp_path)
+    for source in (tmp_path / "patient01", tmp_path / "knee" / "knee.nii.gz"):
+        assert _segment([source], tmp_path, model, "--overwrite", "--no-surfaces") == 1
+        assert "holds the input" in capsys.readouterr().err
+    assert _tree(tmp_path) == before
+
+
+def test_dot_as_input_names_the_case_after_the_folder_and_keeps_earlier_cases(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    write_dicom_series(tmp_path / "patient02", echoes=1, slices=6)
+    out = tmp_path / "out"
+    earlier = write_image(_scene(7).image, tmp_path / "knee_f.nii.gz")
+    assert _segment([earlier], out, model, "--no-surfaces") == 0
+    kept = _tree(out / "knee_f")
+    monkeypatch.chdir(tmp_path / "patient02")
+    for dots in (".", "../patient02/."):
+        assert _segment([dots], out, model, "--overwrite", "--no-surfaces") == 0, capsys.readouterr().err
+        assert _entries(out) == {"knee_f", "patient02"}
+    assert _tree(out / "knee_f") == kept
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_into_one_folder_one_wins_the_other_says_exists(tmp_path: Path, model: Path) -> None:
+    """Two ``pbseg segment`` processes write the same case at once (started together, so both pass
+    the check at the start): exactly one writes it, the other fails with 'exists'."""
+    source = write_image(_scene(8).image, tmp_path / "knee_g.nii.gz")
+    out = tmp_path / "out"
+    command = [*PBSEG, "segment", str(source), "-o", str(out), "--model", str(model), "--joint", "knee"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    results = [(process.wait(timeout=300), process.communicate()[1]) for process in processes]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    loser = next(stderr for code, stderr in results if code == 1)
+    assert "output folder exists" in loser or "written by another run meanwhile" in loser, loser
+    assert _entries(out) == {"knee_g"}
+    report = json.loads((out / "knee_g" / "report.json").read_text())
+    assert set(report["files"]) == _entries(out / "knee_g")
+
+
+def test_output_root_that_is_a_file_or_a_model_that_is_a_folder_fails_before_any_work(
+    tmp_path: Path, model: Path, capsys: pytest.CaptureFixture
+) -> None:
+    source = write_image(_scene(9).image, tmp_path / "knee_h.nii.gz")
+    taken = tmp_path / "results.txt"
+    taken.write_text("not a folder")
+    assert _segment([source], taken / "sub", model) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{taken}: exists and is not a folder" in error
+    assert main(["segment", str(source), "-o", str(tmp_path / "out"), "--model", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{tmp_path}: is a folder" in error
+    assert taken.read_text() == "not a folder" and not (tmp_path / "out").exists()
+
+
+PBSEG = [sys.executable, "-c", "import sys; from PediatricBoneSegLib.cli import main; sys.exit(main())"]
+
+
+@pytest.mark.parametrize(
+    ("signal_number", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_a_signal_during_start_up_ends_quietly_with_its_exit_code(
+    tmp_path: Path, model: Path, signal_number: signal.Signals, exit_code: int
+) -> None:
+    """Importing PyTorch and VTK takes seconds: a signal then gives the shell's exit code and one
+    line, no traceback."""
+    source = write_image(_scene(10).image, tmp_path / "knee_i.nii.gz")
+    command = [*PBSEG, "segment", str(source), "-o", str(tmp_path / "out"), "--model", str(model)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
+    time.sleep(0.5)  # inside the imports of the sub-commands (they take several seconds)
+    os.kill(process.pid, signal_number)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == exit_code, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_signal_during_discovery_ends_quietly(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from PediatricBoneSegLib.cli import segment
+
+    real_discovery = segment.discover_sources
+
+    def terminated_while_searching(*args: Any, **kwargs: Any) -> Any:
+        signal.raise_signal(signal.SIGTERM)  # what a scheduler sends while a large folder is searched
+        return real_discovery(*args, **kwargs)
+
+    monkeypatch.setattr(segment, "discover_sources", terminated_while_searching)
+    (tmp_path / "batch").mkdir()
+    write_image(_scene(11).image, tmp_path / "batch" / "knee_j.nii.gz")
+    assert _segment([tmp_path / "batch"], tmp_path / "out", model) == 143
+    captured = capsys.readouterr()
+    assert "interrupted: " in captured.err and "was not written" in captured.err
+    assert "0 case(s) segmented, 1 failed" in captured.out and not (tmp_path / "out").exists()
 
 
 def test_info_prints_the_manifest_and_a_summary(tmp_path: Path, model: Path, capsys: pytest.CaptureFixture) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
+from PediatricBoneSegLib import atomic
+from PediatricBoneSegLib.atomic import place_folder, staging_folder
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.inference import InferenceResult
 from PediatricBoneSegLib.morphometry import COLUMNS, measure_bones
-from PediatricBoneSegLib.outputs import write_case, write_surface
+from PediatricBoneSegLib.outputs import CaseFolderExistsError, OutputError, write_case, write_surface
 from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 from PediatricBoneSegLib.qc import write_qc_png
@@ -164,14 +167,92 @@ def test_other_surface_formats(tmp_path: Path, case: dict[str, Any], suffix: str
 
 def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, case: dict[str, Any]) -> None:
     folder = _write(tmp_path, case)
-    marker = folder / "notes.txt"
-    marker.write_text("user file")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    written = (folder / "report.json").read_text()
+    with pytest.raises(CaseFolderExistsError, match="--overwrite"):
         _write(tmp_path, case)
-    assert marker.exists()
-    _write(tmp_path, case, overwrite=True)
-    assert not marker.exists() and (folder / "report.json").exists()
+    assert (folder / "report.json").read_text() == written
+    _write(tmp_path, case, overwrite=True, surface_format="ply")  # an earlier pbseg case folder: replaced
+    assert {p.suffix for p in folder.iterdir()} == {".nrrd", ".gz", ".ply", ".csv", ".json", ".png"}
+    assert [p.name for p in tmp_path.iterdir()] == ["knee_case"]  # no staging or retired folder left
+
+
+def test_overwrite_never_replaces_a_user_file_or_a_folder_pbseg_did_not_write(
+    tmp_path: Path, case: dict[str, Any]
+) -> None:
+    folder = _write(tmp_path, case)
+    (folder / "notes.txt").write_text("user file")
+    with pytest.raises(OutputError, match=r"holds files pbseg did not write \(notes.txt\)"):
+        _write(tmp_path, case, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "user file"
+    (folder / "notes.txt").unlink()
+    (folder / "extra").mkdir()  # a user's sub-folder
+    with pytest.raises(OutputError, match=r"\(extra\)"):
+        _write(tmp_path, case, overwrite=True)
+    foreign = tmp_path / "other" / "knee_case"
+    foreign.mkdir(parents=True)
+    (foreign / "scan.nii.gz").write_bytes(b"user data")
+    with pytest.raises(OutputError, match="not a case folder written by pbseg"):
+        _write(tmp_path / "other", case, overwrite=True)
+    (tmp_path / "file_root").write_text("a file where a folder should be")
+    with pytest.raises(OutputError, match="exists and is not a folder"):
+        _write(tmp_path / "file_root", case)
+    assert (foreign / "scan.nii.gz").read_bytes() == b"user data" and (folder / "extra").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file_root", "knee_case", "other"]
+
+
+def test_a_folder_holding_an_input_is_never_replaced(tmp_path: Path, case: dict[str, Any]) -> None:
+    folder = _write(tmp_path, case)
+    source = folder / "labels.nii.gz"  # e.g. an earlier output given back as an input
+    for inputs in ([source], [folder]):
+        with pytest.raises(OutputError, match="holds the input"):
+            _write(tmp_path, case, overwrite=True, inputs=inputs)
+    assert source.is_file() and (folder / "report.json").is_file()
+
+
+def test_of_two_runs_finishing_the_same_case_exactly_one_wins(tmp_path: Path, case: dict[str, Any]) -> None:
+    """A second run writes the case while the first one is still writing it: the first run's final
+    move must fail with 'exists' and leave the second run's folder as it was."""
+    other: dict[str, str] = {}
+
+    def concurrent_run(fraction: float, message: str) -> None:
+        if not other:
+            other["report"] = (_write(tmp_path, case) / "report.json").read_text()
+
+    with pytest.raises(CaseFolderExistsError, match="output folder exists"):
+        _write(tmp_path, case, progress=concurrent_run)
+    assert (tmp_path / "knee_case" / "report.json").read_text() == other["report"]
     assert [p.name for p in tmp_path.iterdir()] == ["knee_case"]
+
+
+def test_place_folder_never_replaces_even_an_empty_folder(tmp_path: Path) -> None:
+    """POSIX rename() silently replaces an empty folder: a run that created the case folder an
+    instant ago would lose it."""
+    claimed, staging = tmp_path / "case", staging_folder(tmp_path / "case")
+    claimed.mkdir()
+    with pytest.raises(FileExistsError):
+        place_folder(staging, claimed)
+    assert claimed.is_dir() and staging.is_dir()
+
+
+def test_an_interrupt_during_the_overwrite_swap_waits_for_it(
+    tmp_path: Path, case: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the middle of the swap (old folder renamed away, new one not yet in place, or the old
+    one not yet deleted): the swap completes, no hidden folder stays, and the interruption says the
+    case was written."""
+    folder = _write(tmp_path, case)
+    real_rename = atomic.os.rename
+
+    def rename_then_interrupt(source: Any, destination: Any) -> None:
+        real_rename(source, destination)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(atomic.os, "rename", rename_then_interrupt)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        _write(tmp_path, case, overwrite=True, surface_format="vtp")
+    assert caught.value.written_folder == folder  # type: ignore[attr-defined]
+    assert [p.name for p in tmp_path.iterdir()] == ["knee_case"]
+    assert any(p.suffix == ".vtp" for p in folder.iterdir())
 
 
 def test_cancelled_or_failed_writing_leaves_no_files(tmp_path: Path, case: dict[str, Any]) -> None:

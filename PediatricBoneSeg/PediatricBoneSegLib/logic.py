@@ -110,17 +110,14 @@ class PediatricBoneSegLogic:
 
         if volumeNode is None:
             raise ValueError("no input volume given")
+        _checkVolumeNode(volumeNode)
         options = SegmentOptions(
-            joint=joint,
-            model_path=None if modelPath is None else str(modelPath),
-            device=device,
-            postprocess=postprocess,
-            batch_size=batchSize,
+            joint=joint, model_path=modelPath, device=device, postprocess=postprocess, batch_size=batchSize
         )
         problems = options.problems()
         if problems:
             raise ValueError("; ".join(problems))
-        _checkExportFolder(exportFolder)
+        _checkOutputOptions(surfaces, smoothing, exportFolder)
         image = image_from_volume_node(volumeNode)
         model = get_model(modelPath)  # stays loaded between runs while the file is unchanged
         inference = segment_image(
@@ -149,7 +146,8 @@ class PediatricBoneSegLogic:
         """Turn an inference result on ``volumeNode``'s grid into scene nodes (all or nothing)."""
         from .morphometry import measure_bones
 
-        _checkExportFolder(exportFolder)
+        _checkVolumeNode(volumeNode)
+        _checkOutputOptions(surfaces, smoothing, exportFolder)
         report = sub_progress(progress, 0.0, 1.0)
         joint = get_joint(inference.joint)
         name = volumeNode.GetName()
@@ -219,6 +217,21 @@ class PediatricBoneSegLogic:
         return write_case(exportFolder, case, image, inference, surfaces, measurements, cancel=cancel)
 
 
-def _checkExportFolder(exportFolder: str | Path | None) -> None:
+def _checkVolumeNode(volumeNode: Any) -> None:
+    """A wrong argument is refused at the API with one TypeError, not deep inside VTK or SimpleITK."""
+    if not callable(getattr(volumeNode, "IsA", None)) or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
+        raise TypeError(f"volumeNode must be a vtkMRMLScalarVolumeNode, got {type(volumeNode).__name__}")
+
+
+def _checkOutputOptions(surfaces: Any, smoothing: Any, exportFolder: Any) -> None:
+    if not isinstance(surfaces, bool):
+        raise TypeError(f"surfaces must be True or False, got {type(surfaces).__name__} {surfaces!r}")
+    if smoothing is not None:
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)):
+            raise TypeError(f"smoothing must be a number in [0, 1] or None, got {type(smoothing).__name__}")
+        if not 0.0 <= smoothing <= 1.0:
+            raise ValueError(f"smoothing must be between 0 and 1, got {smoothing}")
+    if exportFolder is not None and not isinstance(exportFolder, (str, Path)):
+        raise TypeError(f"exportFolder must be a folder path or None, got {type(exportFolder).__name__}")
     if exportFolder and not Path(exportFolder).is_dir():
         raise ValueError(f"export folder {exportFolder} does not exist")

@@ -1,8 +1,11 @@
-"""The per-case output folder ``OUTDIR/<case>/`` (DESIGN §8), written atomically.
+"""The per-case output folder ``OUTDIR/<case>/``, written atomically and never over a user's files.
 
-Everything is written into a hidden temporary folder beside the target, which is renamed into place
-only when complete: a failed or cancelled case leaves no files, and an existing case folder is
-replaced only with ``overwrite`` (the old one is removed after the new one is in place).
+Everything is written into a hidden staging folder beside the target, which is renamed into place
+only when complete: a failed or cancelled case leaves no files. An existing case folder is replaced
+only with ``overwrite``, and only when it is a case folder pbseg wrote (its ``report.json`` lists
+every file in it) and holds no input of the run; anything else is refused before any work is done
+and checked again at the final move. Two runs finishing the same case at once: exactly one wins,
+the other gets ``CaseFolderExistsError`` (see ``atomic``).
 """
 
 from __future__ import annotations
@@ -11,10 +14,9 @@ import csv
 import datetime
 import json
 import os
-import secrets
 import shutil
-import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,14 @@ import SimpleITK as sitk
 import vtk
 
 from . import __version__
+from .atomic import place_folder, replace_folder, staging_folder
 from .catalog import get_joint
 from .inference import InferenceResult
 from .morphometry import COLUMNS, BoneMeasurement
 from .progress import CancelToken, ProgressCallback, check_cancelled
 from .qc import write_qc_png
 from .segmentation_file import write_segmentation_nrrd
+from .signals import deferred_interrupts
 
 SURFACE_FORMATS = ("stl", "obj", "vtp", "ply")
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
@@ -38,8 +42,68 @@ REPORT_FILE = "report.json"
 QC_FILE = "qc.png"
 
 
-def case_folder(outdir: str | Path, case: str) -> Path:
-    return Path(outdir) / case
+class CaseFolderExistsError(FileExistsError):
+    """The case folder exists and may not be replaced (no ``overwrite``)."""
+
+
+class OutputError(ValueError):
+    """Outputs cannot be written where asked; the message names the path and the problem."""
+
+
+def check_output_root(outdir: str | Path) -> Path:
+    """Raise ``OutputError`` unless ``outdir`` is, or can be created as, a writable folder."""
+    outdir = Path(outdir)
+    existing = outdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{existing}: exists and is not a folder; cannot write outputs into {outdir}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{existing}: folder is not writable; cannot write outputs into {outdir}")
+    return outdir
+
+
+def check_case_target(
+    outdir: str | Path, case: str, overwrite: bool = False, inputs: Sequence[str | Path] = ()
+) -> Path:
+    """The folder ``OUTDIR/<case>`` if the case may be written there, else raise: ``OutputError``
+    (bad case name, unwritable root, a target that is no pbseg case folder, holds files pbseg did not
+    write or holds one of ``inputs``), ``CaseFolderExistsError`` (exists, no ``overwrite``)."""
+    if not case or case in (".", "..") or case.startswith(".") or any(c in case for c in "/\\"):
+        raise OutputError(f"{case!r}: not a usable case folder name")
+    target = check_output_root(outdir) / case
+    if not target.exists() and not target.is_symlink():
+        return target
+    if target.is_symlink() or not target.is_dir():
+        raise OutputError(f"{target}: exists and is not a case folder; it is never replaced")
+    resolved = target.resolve()
+    for given in inputs:
+        path = Path(given).resolve()
+        if path == resolved or resolved in path.parents:
+            raise OutputError(f"{target}: holds the input {given}; it is never replaced (choose another -o)")
+    if not overwrite:
+        raise CaseFolderExistsError(f"{target}: output folder exists (use --overwrite to replace it)")
+    foreign = _foreign_entries(target)
+    if foreign is None:
+        raise OutputError(f"{target}: not a case folder written by pbseg (no readable {REPORT_FILE}); not replaced")
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise OutputError(
+            f"{target}: holds files pbseg did not write ({listed}); not replaced (move them, or choose another -o)"
+        )
+    return target
+
+
+def _foreign_entries(folder: Path) -> list[str] | None:
+    """Names in ``folder`` that its ``report.json`` does not list (None: no pbseg report)."""
+    try:
+        report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
+        files = set(report["files"]) if "pbseg_version" in report else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if files is None:
+        return None
+    return sorted(entry.name for entry in folder.iterdir() if entry.name not in files or not entry.is_file())
 
 
 def write_case(
@@ -54,20 +118,20 @@ def write_case(
     report_extra: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Write all outputs of one case and return its folder. ``image``: the input volume (for the
     QC picture); ``report_extra``: more report.json fields (input path, model file, timings of
-    stages run outside the pipeline). Raises FileExistsError when the folder exists and not
-    ``overwrite``; ``Cancelled`` when ``cancel`` is set (checked as files complete)."""
+    stages run outside the pipeline); ``inputs``: the run's input paths, never inside a replaced
+    folder. Raises what ``check_case_target`` raises (before writing and again at the final move);
+    ``Cancelled`` when ``cancel`` is set (checked as files complete). A ``KeyboardInterrupt`` that
+    arrives once the folder is in place carries it as ``written_folder``."""
     if surface_format not in SURFACE_FORMATS:
         raise ValueError(f"unknown surface format {surface_format!r} ({', '.join(SURFACE_FORMATS)})")
-    target = case_folder(outdir, case)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target}: output folder exists (use --overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_case_target(outdir, case, overwrite, inputs)
     start = time.perf_counter()
-    staging = target.parent / f".{case}.partial-{secrets.token_hex(4)}"
-    staging.mkdir()  # unlike mkdtemp, honours the umask: the final folder gets normal permissions
+    staging = staging_folder(target)
+    placed = False
     try:
         files = [
             (SEGMENTATION_FILE, lambda p: write_segmentation_nrrd(result.labels, result.joint, p)),
@@ -100,9 +164,16 @@ def write_case(
         files_written = [name for name, _ in files] + [QC_FILE, REPORT_FILE]
         report = build_report(case, result, measurements, files_written, timings, report_extra)
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        _replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        # A signal is held back until the move is over and known to be over, so what the caller
+        # is told (written or not) is true.
+        with deferred_interrupts():
+            _move_into_place(staging, target, overwrite, inputs)
+            placed = True
+    except BaseException as error:
+        if not placed:
+            shutil.rmtree(staging, ignore_errors=True)
+        elif isinstance(error, KeyboardInterrupt):
+            error.written_folder = target  # type: ignore[attr-defined]
         raise
     if progress is not None:
         progress(1.0, "written")
@@ -190,20 +261,18 @@ def write_morphometry_csv(measurements: list[BoneMeasurement], path: str | Path)
     return Path(path)
 
 
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Move the finished folder into place; an old folder is swapped out first, then deleted."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, retired / target.name)
+def _move_into_place(staging: Path, target: Path, overwrite: bool, inputs: Sequence[str | Path]) -> None:
+    """The final move, after checking the target again: it may have changed during the run."""
+    check_case_target(target.parent, target.name, overwrite, inputs)
     try:
-        os.replace(staging, target)
-    except BaseException:
-        os.replace(retired / target.name, target)
-        raise
-    finally:
-        shutil.rmtree(retired, ignore_errors=True)
+        if target.exists():
+            replace_folder(staging, target)
+        else:
+            place_folder(staging, target)
+    except FileExistsError:
+        raise CaseFolderExistsError(
+            f"{target}: output folder was written by another run meanwhile (use --overwrite to replace it)"
+        ) from None
 
 
 def _rounded(value: float | None) -> float | None:

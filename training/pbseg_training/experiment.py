@@ -27,7 +27,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -39,11 +38,11 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from PediatricBoneSegLib.cli.segment import Terminated, sigterm_as_interrupt
 from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.embedding import detection_slice_indices
 from PediatricBoneSegLib.inference import SegmentOptions, segment_image
 from PediatricBoneSegLib.modelfile import load_model, read_manifest
+from PediatricBoneSegLib.signals import exit_code, interrupts_as_exceptions
 
 from .atomic import atomic_path, write_text
 from .config import DatasetSpec, TrainingConfig, config_from_dict
@@ -379,14 +378,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        with sigterm_as_interrupt():  # a batch system's SIGTERM must stop the worker processes too
+        with interrupts_as_exceptions():  # a batch system's SIGTERM must stop the worker processes too
             report = run_experiment(config, args.output, jobs=args.jobs, report_only=args.report_only)
     except ValueError as error:  # bad datasets, or a folder holding another configuration's runs
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interruption:
         print("interrupted: run the same command again to continue", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
+        return exit_code(interruption)
     print(f"report written to {report}")
     return 0
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..signals import exit_code, interrupts_as_exceptions
 
 SUBCOMMANDS = ("segment", "info", "phantoms", "validate")
 
@@ -25,8 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    # Signals are handled from the first moment: importing the sub-commands (PyTorch, VTK) takes
+    # seconds, and Ctrl-C or SIGTERM then must end the command quietly, with 130 or 143.
+    with interrupts_as_exceptions():
+        try:
+            args = build_parser().parse_args(argv)
+            return int(args.handler(args) or 0)
+        except KeyboardInterrupt as interruption:
+            print("pbseg: interrupted", file=sys.stderr)
+            return exit_code(interruption)
 
 
 if __name__ == "__main__":

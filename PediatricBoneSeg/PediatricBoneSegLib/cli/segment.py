@@ -1,17 +1,14 @@
 """``pbseg segment INPUT... -o OUTDIR``: segment volumes (files, DICOM folders, folders of files)
 and write one output folder per case. A bad input prints one line and the batch goes on; the exit
 code is non-zero when any case failed. A failed or interrupted case (Ctrl-C: exit 130; SIGTERM from a
-scheduler or ``kill``: exit 143) leaves no files."""
+scheduler or ``kill``: exit 143) leaves no files; a case folder is never written over anything but an
+earlier pbseg case folder, and only with ``--overwrite`` (see ``outputs.check_case_target``)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +18,9 @@ from ..catalog import JOINT_KEYS, get_joint
 from ..inference import PRECISIONS, SegmentOptions, get_model, segment_image
 from ..modelfile import LoadedModel, ModelFileError
 from ..morphometry import measure_bones
-from ..outputs import SURFACE_FORMATS, case_folder, write_case
+from ..outputs import SURFACE_FORMATS, OutputError, check_case_target, check_output_root, write_case
 from ..progress import sub_progress
+from ..signals import exit_code, interrupts_as_exceptions
 from ..surfaces import bone_surfaces
 from ..volume_io import VolumeReadError, VolumeSource, discover_sources, read_volume
 
@@ -60,29 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so that the case being written is cleaned up."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While active, SIGTERM raises ``Terminated`` (main thread only: Python delivers signals there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run(args: argparse.Namespace) -> int:
-    with sigterm_as_interrupt():
+    with interrupts_as_exceptions():
         return _run(args)
 
 
@@ -96,49 +73,72 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     problems = [p for p in options.problems() if not p.startswith("model file")]  # get_model says it better
+    try:
+        check_output_root(args.output)
+    except OutputError as error:
+        problems.append(str(error))
     if problems:
         for problem in problems:
             print(f"pbseg segment: error: {problem}", file=sys.stderr)
         return 2
+    summaries: list[CaseSummary] = []
     try:
         model = get_model(args.model)
     except (FileNotFoundError, ModelFileError) as error:
         print(f"pbseg segment: error: {error}", file=sys.stderr)
         return 2
-    summaries: list[CaseSummary] = []
     sources: list[VolumeSource] = []
-    for given in args.inputs:
-        try:
-            sources.extend(discover_sources(given))
-        except VolumeReadError as error:
-            summaries.append(_failed(given, str(error)))
-    seen: dict[str, VolumeSource] = {}
-    for source in sources:
-        if source.name in seen:
-            summaries.append(_failed(source.name, f"{source}: case name already used by {seen[source.name]}"))
-            continue
-        seen[source.name] = source
-        try:
-            summaries.append(_segment_case(source, args, options, model))
-        except KeyboardInterrupt as interruption:
-            print(f"interrupted: {source.name} was not written", file=sys.stderr)
-            summaries.append(CaseSummary(source.name, False, detail="interrupted"))
-            _print_summary(summaries)
-            return 128 + (signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
-        except VolumeReadError as error:
-            summaries.append(_failed(source.name, str(error)))
-        except Exception as error:  # one bad case must not stop the batch
-            summaries.append(_failed(source.name, f"{source}: {error}"))
+    current = ""
+    try:
+        for given in args.inputs:
+            current = given
+            try:
+                found = discover_sources(given, exclude=(args.output,))
+            except VolumeReadError as error:
+                summaries.append(_failed(given, str(error)))
+                continue
+            sources.extend(found.sources)
+            summaries.extend(_failed(str(problem.path), str(problem)) for problem in found.problems)
+        # Never replace a folder that holds an input, whatever its case name.
+        inputs = [*args.inputs, *(source.path for source in sources)]
+        seen: dict[str, VolumeSource] = {}
+        for source in sources:
+            current = source.name
+            if source.name in seen:
+                summaries.append(_failed(source.name, f"{source}: case name already used by {seen[source.name]}"))
+                continue
+            seen[source.name] = source
+            try:
+                summaries.append(_segment_case(source, args, options, model, inputs))
+            except (VolumeReadError, OutputError, FileExistsError) as error:
+                summaries.append(_failed(source.name, str(error)))
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # one bad case must not stop the batch
+                summaries.append(_failed(source.name, f"{source}: {error}"))
+    except KeyboardInterrupt as interruption:
+        written = getattr(interruption, "written_folder", None)
+        if written is not None:
+            print(f"interrupted: {current} was written to {written}; the run stopped there", file=sys.stderr)
+            summaries.append(CaseSummary(current, True, detail=f"{written} (then interrupted)"))
+        else:
+            print(f"interrupted: {current or 'the run'} was not written", file=sys.stderr)
+            summaries.append(CaseSummary(current, False, detail="interrupted"))
+        _print_summary(summaries)
+        return exit_code(interruption)
     _print_summary(summaries)
     return 0 if summaries and all(summary.ok for summary in summaries) else 1
 
 
 def _segment_case(
-    source: VolumeSource, args: argparse.Namespace, options: SegmentOptions, model: LoadedModel
+    source: VolumeSource,
+    args: argparse.Namespace,
+    options: SegmentOptions,
+    model: LoadedModel,
+    inputs: list[str | Path],
 ) -> CaseSummary:
     start = time.perf_counter()
-    if case_folder(args.output, source.name).exists() and not args.overwrite:
-        raise FileExistsError(f"{case_folder(args.output, source.name)}: output folder exists (use --overwrite)")
+    check_case_target(args.output, source.name, args.overwrite, inputs)  # before any work, not after it
     with tqdm(total=100, desc=source.name, unit="%", leave=False, disable=None, file=sys.stderr) as bar:
 
         def progress(fraction: float, message: str) -> None:
@@ -172,6 +172,7 @@ def _segment_case(
             overwrite=args.overwrite,
             report_extra=extra,
             progress=sub_progress(progress, 0.9, 1.0),
+            inputs=inputs,
         )
     for warning in result.warnings:
         tqdm.write(f"warning: {source.name}: {warning}", file=sys.stderr)
