@@ -120,10 +120,15 @@ def test_empty_label(good: Path) -> None:
     assert problems_by_file(good) == {"case_2.nii.gz": ["empty label map (no bone)"]}
 
 
-@pytest.mark.parametrize(("shape", "dimension"), [((9, 11), 2), ((2, 6, 9, 11), 4)])
-def test_not_a_3d_image(good: Path, shape: tuple[int, ...], dimension: int) -> None:
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((9, 11), "is a 2D image; a 3D volume is needed"), ((2, 6, 9, 11), "is a 4D image (size (11, 9, 6, 2)): split")],
+)
+def test_not_a_3d_image(good: Path, shape: tuple[int, ...], message: str) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(np.ones(shape, np.float32), isVector=False), str(image_path(good, "case_0")))
-    assert problems_by_file(good) == {"case_0_0000.nii.gz": [f"{dimension}D image; a 3D volume is required"]}
+    found = problems_by_file(good)
+    assert list(found) == ["case_0_0000.nii.gz"] and len(found["case_0_0000.nii.gz"]) == 1
+    assert found["case_0_0000.nii.gz"][0].startswith(message)
 
 
 def test_nan_intensities(good: Path) -> None:
@@ -132,7 +137,9 @@ def test_nan_intensities(good: Path) -> None:
     array[2, 3, 4] = np.nan
     array[0, 0, 0] = np.inf
     sitk.WriteImage(with_array(image, array), str(image_path(good, "case_1")))
-    assert problems_by_file(good) == {"case_1_0000.nii.gz": ["2 NaN or infinite voxel(s)"]}
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(image_path(good, "case_1")))).min() == 0  # ITK: NaN -> 0
+    message = "contains 2 NaN or infinite voxel value(s) (ITK would read them as zeros)"
+    assert problems_by_file(good) == {"case_1_0000.nii.gz": [message]}
 
 
 def test_labels_that_are_not_the_catalogs(good: Path) -> None:
@@ -188,3 +195,55 @@ def test_nrrd_datasets_validate(tmp_path: Path) -> None:
     assert (root / "labelsTr" / "a.nrrd").is_file()
     assert validate_dataset(root) == []
     assert pbseg(["validate", str(root)]) == 0
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_files_and_empty_images_are_problems_and_listing_goes_on(good: Path) -> None:
+    _truncate(image_path(good, "case_0"))
+    _truncate(label_path(good, "case_1"))
+    image = sitk.ReadImage(str(image_path(good, "case_2")))
+    sitk.WriteImage(with_array(image, np.zeros(SHAPE, np.float32)), str(image_path(good, "case_2")))
+    found = problems_by_file(good)
+    assert set(found) == {"case_0_0000.nii.gz", "case_1.nii.gz", "case_2_0000.nii.gz"}
+    assert found["case_0_0000.nii.gz"][0].startswith("is truncated: its header says 2376 bytes of voxel data")
+    assert found["case_1.nii.gz"][0].startswith("is truncated: its header says 594 bytes of voxel data")
+    assert found["case_2_0000.nii.gz"] == ["all voxels are zero: the volume is empty"]
+
+
+def test_nan_in_a_nifti_label_is_a_problem(good: Path) -> None:
+    def with_nan(labels: sitk.Image) -> sitk.Image:
+        array = sitk.GetArrayFromImage(labels).astype(np.float32)
+        array[0, 0, 0] = np.nan
+        return with_array(labels, array)
+
+    rewrite_label(good, "case_1", with_nan)
+    assert problems_by_file(good) == {
+        "case_1.nii.gz": ["contains 1 NaN or infinite voxel value(s) (ITK would read them as zeros)"]
+    }
+
+
+def test_a_sheared_image_is_a_problem(tmp_path: Path) -> None:
+    image, labels = volume_pair(0)
+    sine, cosine = np.sin(np.radians(20.0)), np.cos(np.radians(20.0))
+    for item in (image, labels):
+        item.SetDirection((1.0, sine, 0.0, 0.0, cosine, 0.0, 0.0, 0.0, 1.0))
+    root = write_raw_dataset(tmp_path / "ankle", "ankle", [("a", image, labels)], 1, file_format="nrrd")
+    found = {Path(p.path).name: p.message for p in validate_dataset(root)}
+    shear = "the direction matrix is not orthogonal (shear of 20.00 degrees)"
+    assert found == {"a_0000.nrrd": f"{shear}; resample the volume to an orthogonal grid"}
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_validate_on_a_missing_path_is_one_line_and_exit_2(tmp_path: Path, capsys, kind: str) -> None:
+    path = tmp_path / "knee"
+    if kind == "file":
+        path.write_text("not a folder")
+    assert pbseg(["validate", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    expected = "no such folder" if kind == "missing" else "is a file, not a dataset folder"
+    assert captured.err == f"pbseg validate: error: {path}: {expected}\n"

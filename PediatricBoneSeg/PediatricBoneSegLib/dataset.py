@@ -8,14 +8,12 @@ Phantoms and users' real data go through the same code.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
 import shutil
-import struct
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .catalog import JOINTS, get_joint
+from .volume_io import VolumeReadError, read_image_file, read_volume
 
 DATASET_JSON = "dataset.json"
 IMAGES, LABELS = "imagesTr", "labelsTr"
@@ -174,7 +173,7 @@ def _close(a: Iterable[float], b: Iterable[float], tolerance: float) -> bool:
     return all(math.isclose(x, y, rel_tol=tolerance, abs_tol=tolerance) for x, y in zip(a, b))
 
 
-def _geometry_problems(image: sitk.ImageFileReader, labels: sitk.ImageFileReader) -> list[str]:
+def _geometry_problems(image: sitk.Image, labels: sitk.Image) -> list[str]:
     found = []
     if image.GetSize() != labels.GetSize():
         found.append(f"size {labels.GetSize()} differs from the image's {image.GetSize()}")
@@ -187,28 +186,22 @@ def _geometry_problems(image: sitk.ImageFileReader, labels: sitk.ImageFileReader
     return found
 
 
-def _header(path: Path, problems: list[DatasetProblem]) -> sitk.ImageFileReader | None:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+def _read(read: Callable[[Path], sitk.Image], path: Path, problems: list[DatasetProblem]) -> sitk.Image | None:
+    """``read(path)``, or None with the reader's one-line problem added to ``problems``."""
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        problems.append(DatasetProblem(str(path), f"cannot be read ({str(error).strip().splitlines()[-1]})"))
+        return read(path)
+    except VolumeReadError as error:
+        problems.append(DatasetProblem(str(path), error.problem))
         return None
-    if reader.GetDimension() != 3:
-        problems.append(DatasetProblem(str(path), f"{reader.GetDimension()}D image; a 3D volume is required"))
-        return None
-    if reader.GetNumberOfComponents() != 1:
-        problems.append(DatasetProblem(str(path), f"{reader.GetNumberOfComponents()} components per voxel; expected 1"))
-        return None
-    return reader
 
 
 def validate_dataset(root: str | Path) -> list[DatasetProblem]:
     """Every problem of the dataset at ``root`` at once (an empty list means usable for training):
     unreadable or inconsistent ``dataset.json``, labels that are not the catalog's for the joint,
     images without labels and vice versa, 2D/4D or multi-component images, image/label geometry
-    mismatches, NaN or infinite intensities, label values absent from ``dataset.json``, empty labels."""
+    mismatches, and every image or label that ``pbseg segment`` would refuse (truncated, NaN or
+    infinite voxels, sheared, empty or constant image), label values absent from ``dataset.json``,
+    empty labels."""
     root = Path(root)
     try:
         dataset = RawDataset(root)
@@ -259,27 +252,6 @@ def validate_dataset(root: str | Path) -> list[DatasetProblem]:
     return problems
 
 
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI-1 datatype codes of float32 / float64
-
-
-def _nifti_non_finite(path: Path) -> int:
-    """Count NaN/infinite voxels in the raw data of a NIfTI-1 file. ITK's reader turns them into
-    zeros, which would hide the defect from the network's loader and from the check above."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as stream:
-        data = stream.read()
-    if len(data) < 352:
-        return 0
-    order = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
-    datatype = struct.unpack(order + "h", data[70:72])[0]
-    if datatype not in _NIFTI_FLOATS:
-        return 0
-    offset = int(struct.unpack(order + "f", data[108:112])[0])
-    dtype = np.dtype(order + _NIFTI_FLOATS[datatype])
-    voxels = np.frombuffer(data, dtype=dtype, offset=offset, count=(len(data) - offset) // dtype.itemsize)
-    return int(np.count_nonzero(~np.isfinite(voxels)))
-
-
 def _case_problems(case: Case, allowed: set[int]) -> list[DatasetProblem]:
     problems: list[DatasetProblem] = []
     if not case.image_path.is_file():
@@ -288,20 +260,14 @@ def _case_problems(case: Case, allowed: set[int]) -> list[DatasetProblem]:
         problems.append(DatasetProblem(str(case.image_path), f"no label {case.label_path.name} for this image"))
     if problems:
         return problems
-    image_header = _header(case.image_path, problems)
-    label_header = _header(case.label_path, problems)
-    if image_header is not None and label_header is not None:
-        for message in _geometry_problems(image_header, label_header):
+    # the images as segment reads them; the labels with the same file checks (truncation, NaN)
+    image = _read(read_volume, case.image_path, problems)
+    labels = _read(read_image_file, case.label_path, problems)
+    if image is not None and labels is not None:
+        for message in _geometry_problems(image, labels):
             problems.append(DatasetProblem(str(case.label_path), f"geometry mismatch: {message}"))
-    if image_header is not None:
-        intensities = sitk.GetArrayFromImage(image_header.Execute())
-        bad = int(np.count_nonzero(~np.isfinite(intensities))) if intensities.dtype.kind == "f" else 0
-        if str(case.image_path).endswith((".nii", ".nii.gz")):
-            bad = max(bad, _nifti_non_finite(case.image_path))
-        if bad:
-            problems.append(DatasetProblem(str(case.image_path), f"{bad} NaN or infinite voxel(s)"))
-    if label_header is not None:
-        values = sitk.GetArrayFromImage(label_header.Execute())
+    if labels is not None:
+        values = sitk.GetArrayViewFromImage(labels)
         present = np.unique(values)
         if values.dtype.kind == "f" and not np.all(np.isfinite(present) & (present == np.round(present))):
             problems.append(DatasetProblem(str(case.label_path), "label values are not integers"))

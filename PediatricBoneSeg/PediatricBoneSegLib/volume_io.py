@@ -174,8 +174,45 @@ def read_volume(source: VolumeSource | str | Path) -> sitk.Image:
     """Read and check one 3D scalar volume; returns a Float32 image with the file's geometry."""
     if not isinstance(source, VolumeSource):
         source = VolumeSource(Path(source), case_name(source))
-    image = _read_dicom_series(source) if source.dicom_files else _read_file(source.path)
+    image = _read_dicom_series(source) if source.dicom_files else read_image_file(source.path)
+    image = sitk.Cast(image, sitk.sitkFloat32)
     check_volume(image, source.path)
+    return image
+
+
+def read_image_file(path: str | Path) -> sitk.Image:
+    """Read a 3D scalar image file (pixel type as stored) after the checks of the file itself:
+    ``check_file_data``, 2D/4D and vector images. ``read_volume`` adds the checks of the content;
+    label maps (``pbseg validate``) are read with this alone."""
+    path = Path(path)
+    if path.is_dir():
+        raise VolumeReadError(
+            path, "is a folder, not a volume file (give DICOM folders to pbseg segment; discover_sources lists them)"
+        )
+    if not path.is_file():
+        raise VolumeReadError(path, "no such file")
+    check_file_data(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        if _nifti_version(path) == 2:
+            raise VolumeReadError(path, "is a NIfTI-2 file, which this ITK cannot read; save it as NIfTI-1") from None
+        raise VolumeReadError(path, "not a readable image (NIfTI, NRRD, MHA or a DICOM folder expected)") from None
+    size = reader.GetSize()
+    if reader.GetDimension() == 4 and size[3] > 1:
+        raise VolumeReadError(path, f"is a 4D image (size {size}): split it into 3D volumes")
+    if reader.GetDimension() < 3:
+        raise VolumeReadError(path, f"is a {reader.GetDimension()}D image; a 3D volume is needed")
+    if reader.GetNumberOfComponents() != 1:
+        raise VolumeReadError(path, f"has {reader.GetNumberOfComponents()} values per voxel; a scalar volume is needed")
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        raise VolumeReadError(path, "the image data cannot be read (truncated or corrupt file)") from None
+    if image.GetDimension() == 4:  # a 4D file holding one volume
+        image = image[:, :, :, 0]
     return image
 
 
@@ -249,38 +286,6 @@ def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> P
     return Path(path)
 
 
-def _read_file(path: Path) -> sitk.Image:
-    if path.is_dir():
-        raise VolumeReadError(
-            path, "is a folder, not a volume file (give DICOM folders to pbseg segment; discover_sources lists them)"
-        )
-    if not path.is_file():
-        raise VolumeReadError(path, "no such file")
-    check_file_data(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        if _nifti_version(path) == 2:
-            raise VolumeReadError(path, "is a NIfTI-2 file, which this ITK cannot read; save it as NIfTI-1") from None
-        raise VolumeReadError(path, "not a readable image (NIfTI, NRRD, MHA or a DICOM folder expected)") from None
-    size = reader.GetSize()
-    if reader.GetDimension() == 4 and size[3] > 1:
-        raise VolumeReadError(path, f"is a 4D image (size {size}): split it into 3D volumes")
-    if reader.GetDimension() < 3:
-        raise VolumeReadError(path, f"is a {reader.GetDimension()}D image; a 3D volume is needed")
-    if reader.GetNumberOfComponents() != 1:
-        raise VolumeReadError(path, f"has {reader.GetNumberOfComponents()} values per voxel; a scalar volume is needed")
-    try:
-        image = reader.Execute()
-    except RuntimeError:
-        raise VolumeReadError(path, "the image data cannot be read (truncated or corrupt file)") from None
-    if image.GetDimension() == 4:  # a 4D file holding one volume
-        image = image[:, :, :, 0]
-    return sitk.Cast(image, sitk.sitkFloat32)
-
-
 def _read_dicom_series(source: VolumeSource) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(source.dicom_files))
@@ -288,7 +293,7 @@ def _read_dicom_series(source: VolumeSource) -> sitk.Image:
         image = reader.Execute()
     except RuntimeError:
         raise VolumeReadError(source.path, f"DICOM series {source.name} cannot be read") from None
-    return sitk.Cast(image, sitk.sitkFloat32)
+    return image
 
 
 def _dicom_tags(file_name: str) -> dict[str, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,11 +20,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..dataset import RawDataset, validate_dataset
 
-    problems = validate_dataset(args.dataset)
+    root = Path(args.dataset)
+    if not root.is_dir():
+        problem = "is a file, not a dataset folder" if root.exists() else "no such folder"
+        print(f"pbseg validate: error: {root}: {problem}", file=sys.stderr)
+        return 2
+    problems = validate_dataset(root)
     for problem in problems:
         print(problem)
     if problems:
         print(f"{len(problems)} problem(s) in {args.dataset}")
         return 1
-    print(f"{args.dataset}: {len(RawDataset(args.dataset).cases)} cases, no problems")
+    print(f"{args.dataset}: {len(RawDataset(root).cases)} cases, no problems")
     return 0
