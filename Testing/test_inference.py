@@ -10,22 +10,33 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from PediatricBoneSegLib.acceleration import auto_precision
 from PediatricBoneSegLib.catalog import get_joint, union_label
-from PediatricBoneSegLib.inference import SegmentOptions, segment_image
+from PediatricBoneSegLib.inference import SegmentOptions, resolve_device, segment_image
 from PediatricBoneSegLib.modelfile import LoadedModel, load_model
 from PediatricBoneSegLib.network import NetworkConfig
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 
 KNEE = get_joint("knee")
+
+
+def _orthonormal(matrix: np.ndarray) -> np.ndarray:
+    """The nearest orthogonal matrix (polar decomposition): two-decimal rotations are sheared by
+    a fraction of a degree, and ``check_volume`` refuses sheared grids."""
+    u, _, vt = np.linalg.svd(matrix)
+    return u @ vt
+
+
 # Oblique rotations with mirrors and anisotropic spacing: the largest spacing is along a different
 # index axis each time, so each slices along another array axis.
 GEOMETRIES = {
     "oblique-mirrored": (
-        np.array([[0.86, -0.44, 0.26], [0.50, 0.80, -0.33], [-0.07, 0.41, 0.91]]) @ np.diag([1.0, -1.0, 1.0]),
+        _orthonormal(np.array([[0.86, -0.44, 0.26], [0.50, 0.80, -0.33], [-0.07, 0.41, 0.91]]))
+        @ np.diag([1.0, -1.0, 1.0]),
         (1.1, 2.6, 0.9),
     ),
     "permuted-flipped": (
-        np.array([[0.0, 0.97, -0.26], [0.0, 0.26, 0.97], [-1.0, 0.0, 0.0]]) @ np.diag([-1.0, 1.0, -1.0]),
+        _orthonormal(np.array([[0.0, 0.97, -0.26], [0.0, 0.26, 0.97], [-1.0, 0.0, 0.0]])) @ np.diag([-1.0, 1.0, -1.0]),
         (2.8, 1.0, 1.2),
     ),
 }
@@ -72,7 +83,8 @@ def test_labels_land_on_the_physical_truth(tmp_path: Path, geometry: str) -> Non
     direction, spacing = GEOMETRIES[geometry]
     scene = pm.make_scene("knee", np.random.default_rng(2), direction, spacing, CENTRES, SEMI_AXES)
     model = _threshold_model(tmp_path, scene)
-    result = segment_image(scene.image, SegmentOptions(joint="knee"), model=model)
+    # Geometry is checked voxel by voxel: fp32, whatever the hardware would pick for "auto".
+    result = segment_image(scene.image, SegmentOptions(joint="knee", precision="fp32"), model=model)
     labels = result.labels
     assert labels.GetPixelID() == sitk.sitkUInt8
     assert labels.GetSize() == scene.image.GetSize()
@@ -86,8 +98,27 @@ def test_labels_land_on_the_physical_truth(tmp_path: Path, geometry: str) -> Non
         error = np.linalg.norm(_centroid_lps(labels, predicted == value) - np.asarray(CENTRES[value]))
         assert error < 1.5, (value, error)
     assert result.joint == "knee" and not result.auto_detected and result.joint_confidence is None
-    assert result.model_name == "pbseg-test" and result.device == "cpu" and result.precision == "fp32"
+    assert result.model_name == "pbseg-test" and result.precision == "fp32"
+    assert result.device == str(resolve_device("auto"))  # CUDA where PyTorch sees a GPU
     assert {"preprocess", "network", "postprocess"} <= set(result.timings)
+
+
+def test_auto_device_and_precision_are_the_hardwares_choice(oblique: tuple[pm.Scene, LoadedModel]) -> None:
+    """Device and precision "auto" resolve to what this machine computes natively (bf16 on
+    AVX-512-BF16/AMX CPUs and on GPUs, fp16 on GPUs without bf16, else fp32), and the result says
+    what was used: the suite passes on CPUs with and without bf16 and on a GPU."""
+    scene, model = oblique
+    device = resolve_device("auto")
+    automatic = segment_image(scene.image, SegmentOptions(joint="knee"), model=model)
+    assert (automatic.device, automatic.precision) == (str(device), auto_precision(device))
+    on_cpu = segment_image(scene.image, SegmentOptions(joint="knee", device="cpu"), model=model)
+    assert (on_cpu.device, on_cpu.precision) == ("cpu", auto_precision(torch.device("cpu")))
+    exact = segment_image(scene.image, SegmentOptions(joint="knee", device="cpu", precision="fp32"), model=model)
+    assert (exact.device, exact.precision) == ("cpu", "fp32")
+    truth = sitk.GetArrayFromImage(scene.labels)
+    for result in (automatic, on_cpu):  # whatever was chosen still segments the scene
+        predicted = sitk.GetArrayFromImage(result.labels)
+        assert all(_dice(predicted == value, truth == value) > 0.85 for value in (1, 2)), result.precision
 
 
 def test_shared_union_head_is_mapped_to_the_joints_labels(tmp_path: Path) -> None:
@@ -100,11 +131,11 @@ def test_shared_union_head_is_mapped_to_the_joints_labels(tmp_path: Path) -> Non
     )
     relabel = {0: 0, 1: union_label("patella"), 2: union_label("fibula")}
     model = _threshold_model(tmp_path, scene, config, relabel)
-    knee = segment_image(scene.image, SegmentOptions(joint="knee", postprocess=False), model=model)
+    knee = segment_image(scene.image, SegmentOptions(joint="knee", postprocess=False, precision="fp32"), model=model)
     predicted, truth = sitk.GetArrayFromImage(knee.labels), sitk.GetArrayFromImage(scene.labels)
     assert _dice(predicted == KNEE.label_of("patella"), truth == 1) > 0.85
     assert _dice(predicted == KNEE.label_of("fibula"), truth == 2) > 0.85
-    ankle = segment_image(scene.image, SegmentOptions(joint="ankle", postprocess=False), model=model)
+    ankle = segment_image(scene.image, SegmentOptions(joint="ankle", postprocess=False, precision="fp32"), model=model)
     assert not sitk.GetArrayFromImage(ankle.labels).any()  # no ankle bone lit up: all background
 
 
@@ -141,13 +172,18 @@ def test_auto_without_detection_data_asks_for_the_joint(oblique: tuple[pm.Scene,
 def test_progress_batches_and_cancel(oblique: tuple[pm.Scene, LoadedModel]) -> None:
     scene, model = oblique
     reports: list[tuple[float, str]] = []
+    # Labels compared exactly across batch sizes: fp32 (reduced-precision rounding may differ by batch).
     small = segment_image(
-        scene.image, SegmentOptions(joint="knee", batch_size=4), lambda *r: reports.append(r), None, model
+        scene.image,
+        SegmentOptions(joint="knee", batch_size=4, precision="fp32"),
+        lambda *r: reports.append(r),
+        None,
+        model,
     )
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     assert sum("segmenting slice" in m for _, m in reports) > 3
-    large = segment_image(scene.image, SegmentOptions(joint="knee", batch_size=64), model=model)
+    large = segment_image(scene.image, SegmentOptions(joint="knee", batch_size=64, precision="fp32"), model=model)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(small.labels), sitk.GetArrayFromImage(large.labels))
 
     cancel = CancelToken()
