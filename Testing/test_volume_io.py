@@ -248,6 +248,12 @@ def test_a_tiny_nifti_is_reported_truncated_not_constant(tmp_path: Path) -> None
     compressed = _cut(_write_nifti(tmp_path / "tiny.nii.gz"), 60)
     with pytest.raises(VolumeReadError, match="tiny.nii.gz: is truncated: its gzip stream ends early"):
         read_volume(compressed)
+    _cut(path, 0)
+    with pytest.raises(VolumeReadError, match=r"tiny.nii: the file is empty \(0 bytes\)"):
+        read_volume(path)
+    compressed.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # a gzip header, then no deflate data
+    with pytest.raises(VolumeReadError, match=r"not a readable gzip file \(corrupt compressed data\)"):
+        read_volume(compressed)
 
 
 @pytest.mark.parametrize(("suffix", "compress"), [(".nrrd", False), (".nrrd", True), (".mha", False), (".mha", True)])

@@ -15,7 +15,7 @@ import secrets
 import struct
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -424,6 +424,13 @@ def _nifti_problem(path: Path) -> str | None:
     """The first defect of a single-file NIfTI-1/NIfTI-2 (``.nii`` or gzip-compressed), or None;
     files that are no NIfTI at all are left to ITK."""
     chunks = _file_bytes(path)
+    try:
+        return _nifti_stream_problem(chunks)
+    finally:
+        chunks.close()
+
+
+def _nifti_stream_problem(chunks: Iterator[bytes]) -> str | None:
     head = b""
     stream_ended_early = False
     try:
@@ -437,6 +444,8 @@ def _nifti_problem(path: Path) -> str | None:
     except zlib.error:
         return "not a readable gzip file (corrupt compressed data)"
     order = next((o for o in "<>" if len(head) >= 4 and struct.unpack(o + "i", head[:4])[0] in _NIFTI_LAYOUTS), None)
+    if not head and not stream_ended_early:
+        return "the file is empty (0 bytes)"
     if order is None:
         if stream_ended_early:
             return f"is truncated: its gzip stream ends early, after {len(head)} bytes (no complete NIfTI header)"
@@ -494,6 +503,7 @@ def _nifti_problem(path: Path) -> str | None:
             pending += chunk
     except EOFError:
         stream_ended_early = True
+        found += len(pending)
     except zlib.error:
         return "not a readable gzip file (corrupt compressed data)"
     if found < expected:
@@ -514,7 +524,7 @@ def _nifti_version(path: Path) -> int | None:
     return 1 if 348 in sizes else 2 if 540 in sizes else None
 
 
-def _file_bytes(path: Path) -> Iterator[bytes]:
+def _file_bytes(path: Path) -> Generator[bytes, None, None]:
     """The file's bytes in chunks, decompressed when it is gzip (whatever its name says); raises
     EOFError after the last chunk when a gzip stream stops before its end (a truncated download)."""
     with open(path, "rb") as stream:
