@@ -22,4 +22,4 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/pbseg segment PediatricBoneSeg/Resources/SampleData/knee_phantom.nii.gz -o demo_output --overwrite
+	$(BIN)/pbseg segment PediatricBoneSeg/PediatricBoneSegLib/resources/knee_phantom.nii.gz -o demo_output --overwrite

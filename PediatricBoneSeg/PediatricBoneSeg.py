@@ -25,9 +25,9 @@ from PediatricBoneSegLib import PediatricBoneSegLogic
 from PediatricBoneSegLib.dependencies import PIP_REQUIREMENTS, TORCH, missing_modules
 from PediatricBoneSegLib.parameters import DEVICE_CHOICES, JOINT_CHOICES, SegmentParameters
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
+from PediatricBoneSegLib.resources import bundled_sample_path
 
 _DEFAULTS = SegmentParameters()
-SAMPLE_VOLUME = "SampleData/knee_phantom.nii.gz"
 TORCH_REQUIREMENT = ">=2.2"  # as in pyproject.toml
 
 
@@ -140,7 +140,8 @@ class PediatricBoneSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = "\n".join(problems) or "Segment the bones of the input volume."
 
     def onLoadSample(self) -> None:
-        volume = slicer.util.loadVolume(self.resourcePath(SAMPLE_VOLUME))
+        # Package data of PediatricBoneSegLib, where the CLI and a pip install find it too.
+        volume = slicer.util.loadVolume(str(bundled_sample_path()))
         self._parameterNode.inputVolume = volume
 
     def onApplyButton(self) -> None:

@@ -35,17 +35,33 @@ def cmake_lists(text: str) -> dict[str, list[str]]:
     return lists
 
 
-def unlisted_files(module_dir: Path, cmake_file: Path) -> list[str]:
-    """Python files and resources of ``module_dir`` that ``cmake_file`` does not list."""
+def _listed(cmake_file: Path) -> set[str]:
     lists = cmake_lists(cmake_file.read_text())
-    listed = set(lists.get("MODULE_PYTHON_SCRIPTS", [])) | set(lists.get("MODULE_PYTHON_RESOURCES", []))
+    return set(lists.get("MODULE_PYTHON_SCRIPTS", [])) | set(lists.get("MODULE_PYTHON_RESOURCES", []))
+
+
+def unlisted_files(module_dir: Path, cmake_file: Path) -> list[str]:
+    """Python files, resources and library package data (the bundled model and sample) of
+    ``module_dir`` that ``cmake_file`` does not list."""
+    listed = _listed(cmake_file)
     on_disk = [p for p in module_dir.rglob("*.py") if "__pycache__" not in p.parts]
     on_disk += [p for p in (module_dir / "Resources").rglob("*") if p.is_file()]
+    on_disk += [
+        p
+        for p in (module_dir / "PediatricBoneSegLib").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
     return sorted(str(p.relative_to(module_dir)) for p in on_disk if str(p.relative_to(module_dir)) not in listed)
+
+
+def missing_listed_files(module_dir: Path, cmake_file: Path) -> list[str]:
+    """Files that ``cmake_file`` lists but ``module_dir`` lacks (CMake's configure step fails on them)."""
+    return sorted(item for item in _listed(cmake_file) if not (module_dir / item).is_file())
 
 
 def test_every_module_file_is_listed_in_cmake():
     assert unlisted_files(MODULE_DIR, MODULE_DIR / "CMakeLists.txt") == []
+    assert missing_listed_files(MODULE_DIR, MODULE_DIR / "CMakeLists.txt") == []
 
 
 def test_cmake_check_fails_when_a_file_is_removed_from_the_list(tmp_path):
@@ -58,13 +74,27 @@ def test_cmake_check_fails_when_a_file_is_removed_from_the_list(tmp_path):
     assert unlisted_files(MODULE_DIR, copy) == ["PediatricBoneSegLib/logic.py", "Resources/UI/PediatricBoneSeg.ui"]
 
 
+def test_cmake_check_fails_when_a_listed_file_moved(tmp_path):
+    """A list still naming the bundled model's old place (Resources/Models/) after it moved into the
+    library's package data: both checks name it."""
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    moved = "PediatricBoneSegLib/resources/pediatric_bones.safetensors"
+    assert f"  {moved}\n" in text
+    copy = tmp_path / "CMakeLists.txt"
+    copy.write_text(text.replace(f"  {moved}\n", "  Resources/Models/pediatric_bones.safetensors\n"))
+    assert missing_listed_files(MODULE_DIR, copy) == ["Resources/Models/pediatric_bones.safetensors"]
+    assert unlisted_files(MODULE_DIR, copy) == [moved]
+
+
 def test_cmake_lists_the_bundled_model_and_sample_and_builds_a_scripted_module():
     text = (MODULE_DIR / "CMakeLists.txt").read_text()
     lists = cmake_lists(text)
     resources = lists["MODULE_PYTHON_RESOURCES"]
-    assert "Resources/Models/pediatric_bones.safetensors" in resources
-    assert "Resources/SampleData/knee_phantom.nii.gz" in resources
-    assert all(item.startswith("Resources/") for item in resources)
+    # Package data of PediatricBoneSegLib (importlib.resources), installed next to its code as in a wheel.
+    assert "PediatricBoneSegLib/resources/pediatric_bones.safetensors" in resources
+    assert "PediatricBoneSegLib/resources/knee_phantom.nii.gz" in resources
+    assert "PediatricBoneSegLib/resources/__init__.py" in lists["MODULE_PYTHON_SCRIPTS"]
+    assert all(item.startswith(("Resources/", "PediatricBoneSegLib/resources/")) for item in resources)
     assert lists["MODULE_PYTHON_SCRIPTS"][0] == "PediatricBoneSeg.py"
     assert all(item.endswith(".py") for item in lists["MODULE_PYTHON_SCRIPTS"])
     assert "slicerMacroBuildScriptedModule(" in text and "slicer_add_python_unittest(SCRIPT" in text

@@ -82,8 +82,11 @@ class InferenceResult:
 
 
 def bundled_model_path() -> Path:
-    """The model shipped with the extension."""
-    return Path(__file__).resolve().parent.parent / "Resources" / "Models" / "pediatric_bones.safetensors"
+    """The model shipped with the extension: package data of ``PediatricBoneSegLib.resources``,
+    so that a wheel or ``pip install .`` finds it as well as the source tree and Slicer."""
+    from .resources import bundled_model_path as packaged_model_path
+
+    return packaged_model_path()
 
 
 _model_cache: dict[tuple[str, int, int], LoadedModel] = {}
