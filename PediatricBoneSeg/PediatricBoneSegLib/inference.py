@@ -20,7 +20,7 @@ import torch
 from .acceleration import REDUCED_PRECISIONS, auto_precision, batch_limit, inference_threads, prepare_network
 from .catalog import JOINT_KEYS, NUM_UNION_CLASSES, get_joint
 from .detection import choose_joint
-from .modelfile import LoadedModel, load_model
+from .modelfile import LoadedModel, ModelFileError, load_model
 from .postprocess import clean_labels, plausibility_warnings
 from .preprocessing import CanonicalTransform, SlicedVolume, canonical_normalized, slice_volume, slicing_axis
 from .progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
@@ -38,11 +38,28 @@ class SegmentOptions:
     "bf16" or "fp16"; ``batch_size``: slices per forward pass."""
 
     joint: str = "auto"
-    model_path: str | None = None
+    model_path: str | Path | None = None
     device: str = "auto"
     postprocess: bool = True
     precision: str = "auto"
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        """A wrong type is a programming error, refused here with one ``TypeError`` naming the
+        option, instead of an AttributeError deep in the pipeline."""
+        expected: dict[str, tuple[type, ...]] = {
+            "joint": (str,),
+            "model_path": (str, Path, type(None)),
+            "device": (str,),
+            "postprocess": (bool,),
+            "precision": (str,),
+            "batch_size": (int,),
+        }
+        for name, types in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, types) or (types == (int,) and isinstance(value, bool)):
+                wanted = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+                raise TypeError(f"SegmentOptions.{name} must be {wanted}, got {type(value).__name__} {value!r}")
 
     def problems(self) -> list[str]:
         """Every reason these options are invalid (empty when valid)."""
@@ -57,7 +74,9 @@ class SegmentOptions:
             found.append(f"unknown precision {self.precision!r} ({', '.join(PRECISIONS)})")
         if self.batch_size < 1:
             found.append(f"batch size must be at least 1, got {self.batch_size}")
-        if self.model_path is not None and not Path(self.model_path).is_file():
+        if self.model_path is not None and Path(self.model_path).is_dir():
+            found.append(f"model file {self.model_path} is a folder; give the .safetensors file")
+        elif self.model_path is not None and not Path(self.model_path).is_file():
             found.append(f"model file {self.model_path} not found")
         return found
 
@@ -96,6 +115,8 @@ def get_model(path: str | Path | None = None) -> LoadedModel:
     """Load a model file (the bundled model when None), reusing the last one loaded while the file
     is unchanged: repeated runs in Slicer or a batch do not reload it."""
     path = Path(path) if path is not None else bundled_model_path()
+    if path.is_dir():
+        raise ModelFileError(path, "is a folder; give the model file (.safetensors) inside it")
     if not path.is_file():
         if path == bundled_model_path():
             raise FileNotFoundError(f"{path}: the bundled model is missing from this installation; give a model file")
@@ -128,6 +149,13 @@ def segment_image(
     """Segment the bones of one 3D scalar volume. ``model``: an in-memory model (else
     ``options.model_path`` or the bundled model is loaded). Raises ``Cancelled`` when ``cancel``
     is set (checked between stages and slice batches), ValueError for invalid options or input."""
+    if not isinstance(image, sitk.Image):
+        raise TypeError(
+            f"segment_image needs a SimpleITK.Image, got {type(image).__name__} (a NumPy array has no geometry: "
+            "build the image with SimpleITK.GetImageFromArray and set its spacing, origin and direction)"
+        )
+    if not isinstance(options, SegmentOptions):
+        raise TypeError(f"segment_image needs SegmentOptions, got {type(options).__name__}")
     problems = options.problems()
     if problems:
         raise ValueError("invalid options: " + "; ".join(problems))
@@ -203,7 +231,7 @@ def segment_image(
         joint=choice.joint,
         auto_detected=choice.auto_detected,
         joint_confidence=choice.confidence,
-        warnings=choice.warnings + warnings,
+        warnings=loaded.warnings + choice.warnings + warnings,
         timings=timings,
         model_name=loaded.manifest.name,
         model_version=loaded.manifest.version,
