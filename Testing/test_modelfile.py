@@ -1,4 +1,5 @@
-"""Model files: safetensors + manifest; never unpickled; every defect has its own clear error."""
+"""Model files: safetensors + manifest; never unpickled; every defect has its own clear error; the
+checksum covers the manifest too (format 2); format-1 files load with a warning, never silently."""
 
 from __future__ import annotations
 
@@ -6,20 +7,28 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
+import pipeline_model as pm
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from PediatricBoneSegLib.cli import main
+from PediatricBoneSegLib.inference import SegmentOptions, bundled_model_path, segment_image
 from PediatricBoneSegLib.modelfile import (
+    FORMAT_VERSION,
     MANIFEST_KEY,
     ModelFileError,
     ModelManifest,
     load_model,
+    model_checksum,
     read_manifest,
     save_model,
+    tensors_checksum,
 )
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.preprocessing import PreprocessingConfig
+from PediatricBoneSegLib.volume_io import write_image
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +49,9 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, MultiDomainUN
     return path, network
 
 
-def rewrite(source: Path, target: Path, change_tensors=None, change_manifest=None) -> Path:
-    """Write a copy of a model file with its tensors or manifest edited (as a tamperer would)."""
+def rewrite(source: Path, target: Path, change_tensors=None, change_manifest=None, reseal=False, indent=None) -> Path:
+    """Write a copy of a model file with its tensors or manifest edited: as a tamperer would, or,
+    with ``reseal``, with a valid format-2 checksum (as a faulty exporter would)."""
     from safetensors import safe_open
 
     with safe_open(str(source), framework="pt") as handle:
@@ -52,8 +62,26 @@ def rewrite(source: Path, target: Path, change_tensors=None, change_manifest=Non
     manifest = json.loads(metadata[MANIFEST_KEY])
     if change_manifest:
         change_manifest(manifest)
-    save_file(tensors, str(target), metadata={**metadata, MANIFEST_KEY: json.dumps(manifest)})
+    if reseal:
+        manifest["checksum_sha256"] = model_checksum(manifest, tensors)
+    save_file(tensors, str(target), metadata={**metadata, MANIFEST_KEY: json.dumps(manifest, indent=indent)})
     return target
+
+
+def as_format_1(source: Path, target: Path, change_manifest=None) -> Path:
+    """The file as PediatricBoneSeg wrote it before format 2: same manifest, checksum of the tensors only."""
+
+    def old(manifest):
+        manifest["format_version"] = 1
+        manifest["checksum_sha256"] = tensors_checksum(load_file(str(source)))
+        if change_manifest:
+            change_manifest(manifest)
+
+    return rewrite(source, target, change_manifest=old)
+
+
+def _threshold(value: float):
+    return lambda manifest: manifest["detection"].update(threshold=value)
 
 
 def test_round_trip_gives_bit_identical_outputs(saved) -> None:
@@ -111,7 +139,7 @@ def test_manifest_that_does_not_match_the_tensors(saved, tmp_path: Path) -> None
     def bigger(manifest):
         manifest["architecture"]["encoder"] = "resnet34"
 
-    target = rewrite(saved[0], tmp_path / "mismatch.safetensors", change_manifest=bigger)
+    target = rewrite(saved[0], tmp_path / "mismatch.safetensors", change_manifest=bigger, reseal=True)
     with pytest.raises(ModelFileError, match=r"mismatch\.safetensors: the tensors do not match"):
         load_model(target)
 
@@ -120,7 +148,7 @@ def test_manifest_bones_checked_against_catalog(saved, tmp_path: Path) -> None:
     def swap(manifest):
         manifest["joints"][0]["bones"] = ["talus", "calcaneus", "tibia"]
 
-    target = rewrite(saved[0], tmp_path / "bones.safetensors", change_manifest=swap)
+    target = rewrite(saved[0], tmp_path / "bones.safetensors", change_manifest=swap, reseal=True)
     with pytest.raises(ModelFileError, match=r"bones\.safetensors: invalid manifest .*catalog"):
         load_model(target)
 
@@ -139,4 +167,84 @@ def test_header_is_plain_json(saved) -> None:
     data = saved[0].read_bytes()
     (length,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + length])
-    assert json.loads(header["__metadata__"][MANIFEST_KEY])["format_version"] == 1
+    assert json.loads(header["__metadata__"][MANIFEST_KEY])["format_version"] == FORMAT_VERSION == 2
+
+
+def test_edited_manifest_fails_the_checksum(saved, tmp_path: Path) -> None:
+    """Issue 16 item 8: one digit of the threshold (0.3 -> 0.9 here, 0.148 -> 0.948 in the issue)
+    used to load silently and switch the out-of-distribution warning off."""
+    target = rewrite(saved[0], tmp_path / "edited.safetensors", change_manifest=_threshold(0.9))
+    with pytest.raises(
+        ModelFileError, match=r"edited\.safetensors: checksum mismatch: the manifest or the tensors were modified"
+    ):
+        load_model(target)
+    for change in (
+        lambda m: m["joints"].reverse(),
+        lambda m: m["provenance"].update(scheme="other"),
+        lambda m: m.update(extra=1),
+        # a format-2 file passed off as format 1: its checksum is not the tensors' one
+        lambda m: m.update(format_version=1),
+    ):
+        with pytest.raises(ModelFileError, match="checksum mismatch"):
+            load_model(rewrite(saved[0], tmp_path / "other.safetensors", change_manifest=change))
+
+
+def test_checksum_covers_the_manifest_content_not_its_layout(saved, tmp_path: Path) -> None:
+    target = rewrite(saved[0], tmp_path / "indented.safetensors", indent=3)
+    assert load_model(target).warnings == []
+
+
+def test_edited_manifest_fails_info_and_segment(saved, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target = rewrite(saved[0], tmp_path / "edited.safetensors", change_manifest=_threshold(0.9))
+    assert main(["info", str(target)]) == 2
+    assert f"{target}: checksum mismatch: the manifest or the tensors were modified" in capsys.readouterr().err
+    scene = pm.make_scene("knee", np.random.default_rng(0), np.eye(3), (2.0, 2.0, 4.0), field_of_view_mm=40.0)
+    source = write_image(scene.image, tmp_path / "knee.nii.gz")
+    code = main(["segment", str(source), "-o", str(tmp_path / "out"), "--model", str(target), "--joint", "knee"])
+    assert code != 0
+    assert f"{target}: checksum mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "knee" / "report.json").exists()
+
+
+def test_format_1_file_loads_with_a_warning_that_every_result_carries(
+    saved, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    old = as_format_1(saved[0], tmp_path / "old.safetensors")
+    loaded = load_model(old)
+    assert len(loaded.warnings) == 1
+    assert str(old) in loaded.warnings[0] and "format-1 model file" in loaded.warnings[0]
+    assert "not covered by the checksum" in loaded.warnings[0] and "--upgrade" in loaded.warnings[0]
+    scene = pm.make_scene("knee", np.random.default_rng(0), np.eye(3), (2.0, 2.0, 4.0), field_of_view_mm=40.0)
+    result = segment_image(scene.image, SegmentOptions(joint="knee", postprocess=False), model=loaded)
+    assert loaded.warnings[0] in result.warnings
+    current = segment_image(scene.image, SegmentOptions(joint="knee", postprocess=False), model=load_model(saved[0]))
+    assert not any("format-1" in warning for warning in current.warnings)
+    assert main(["info", str(old)]) == 0
+    assert f"warning:    {loaded.warnings[0]}" in capsys.readouterr().out
+    # the tensors of a format-1 file are still checked
+    nudged = rewrite(old, tmp_path / "nudged.safetensors", change_tensors=lambda t: t["detection.centroids"].add_(1.0))
+    with pytest.raises(ModelFileError, match=r"nudged\.safetensors: checksum mismatch: the tensors were modified"):
+        load_model(nudged)
+
+
+def test_info_upgrade_resaves_a_format_1_file_unchanged(saved, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old = as_format_1(saved[0], tmp_path / "old.safetensors")
+    new = tmp_path / "new.safetensors"
+    assert main(["info", str(old), "--upgrade", str(new)]) == 0
+    assert f"upgraded:   {new} (format 2)" in capsys.readouterr().out
+    upgraded = load_model(new)
+    assert upgraded.warnings == []
+    before, after = load_file(str(old)), load_file(str(new))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    content = {k: v for k, v in read_manifest(old).items() if k not in ("format_version", "checksum_sha256")}
+    assert {k: v for k, v in read_manifest(new).items() if k not in ("format_version", "checksum_sha256")} == content
+    with pytest.raises(ModelFileError, match="checksum mismatch"):  # and from now on the manifest is covered
+        load_model(rewrite(new, tmp_path / "edited.safetensors", change_manifest=_threshold(0.9)))
+
+
+def test_bundled_model_is_the_current_format() -> None:
+    path = bundled_model_path()
+    assert read_manifest(path)["format_version"] == FORMAT_VERSION
+    loaded = load_model(path)
+    assert loaded.warnings == []
+    assert loaded.manifest.detection["threshold"] == pytest.approx(0.1478, abs=1e-4)

@@ -3,7 +3,9 @@
 A volume is embedded under each domain's batch normalization (``embedding.volume_embedding``, the
 function training uses for the centroids) and compared to that domain's centroid by cosine
 distance; the nearest domain is the joint. A volume farther than the model's threshold from every
-centroid (noise, a brain MR, a CT) is flagged: a warning, never a silent guess.
+centroid (noise, a brain MR, a CT) is flagged: a warning, never a silent guess. A joint given by the
+user is compared to every centroid too: a knee forced to "ankle" would otherwise be segmented as an
+ankle (femur as calcaneus) without a word.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ DEFAULT_TEMPERATURE = 0.02  # cosine-distance scale of the confidence softmax wi
 class JointChoice:
     """The joint to segment. ``confidence``: softmax weight of the chosen domain over all domains
     (None when not auto-detected or the model has a single joint); ``distances``: cosine distance
-    of the volume's embedding to the centroid of each joint that was compared."""
+    of the volume's embedding to the centroid of every joint (empty without detection data)."""
 
     joint: str
     auto_detected: bool
@@ -41,27 +43,27 @@ def choose_joint(
     joint's domain sees it (the slicing plane of near-isotropic volumes depends on the joint)."""
     joints = loaded.manifest.joints
     if requested != "auto":
-        joint = get_joint(requested).key
-        loaded.domain_of(joint)  # a clear error when the model does not know this joint
-        choice = JointChoice(joint, auto_detected=False)
-        if loaded.centroids is not None:
-            choice.distances = {joint: centroid_distance(loaded, sliced_for(joint), joint, device)}
-    elif loaded.centroids is None:
-        if len(joints) > 1:
-            raise ValueError(
-                f"{loaded.path}: the model has no joint-detection data; choose the joint ({', '.join(joints)})"
-            )
+        requested = get_joint(requested).key
+        loaded.domain_of(requested)  # a clear error when the model does not know this joint
+    elif loaded.centroids is None and len(joints) > 1:
+        raise ValueError(
+            f"{loaded.path}: the model has no joint-detection data; choose the joint ({', '.join(joints)})"
+        )
+    distances: dict[str, float] = {}
+    if loaded.centroids is not None:
+        distances = {joint: centroid_distance(loaded, sliced_for(joint), joint, device) for joint in joints}
+    if requested != "auto":
+        choice = JointChoice(requested, auto_detected=False, distances=distances)
+    elif not distances:
         choice = JointChoice(joints[0], auto_detected=True)
     else:
-        distances = {joint: centroid_distance(loaded, sliced_for(joint), joint, device) for joint in joints}
         nearest = min(distances, key=distances.__getitem__)
         confidence = None
         if len(joints) > 1:
-            temperature = _temperature(loaded)
-            weights = torch.softmax(-torch.tensor(list(distances.values())) / temperature, dim=0)
+            weights = torch.softmax(-torch.tensor(list(distances.values())) / _temperature(loaded), dim=0)
             confidence = float(weights[joints.index(nearest)])
         choice = JointChoice(nearest, True, confidence, distances)
-    choice.warnings = _distribution_warnings(loaded, choice)
+    choice.warnings = _distribution_warnings(loaded, choice) + _mismatch_warnings(loaded, choice)
     return choice
 
 
@@ -83,6 +85,27 @@ def detection_scale(loaded: LoadedModel) -> str:
 def _temperature(loaded: LoadedModel) -> float:
     threshold = loaded.manifest.detection.get("threshold")
     return float(threshold) / 4 if threshold else DEFAULT_TEMPERATURE
+
+
+def _mismatch_warnings(loaded: LoadedModel, choice: JointChoice) -> list[str]:
+    """A requested joint that another joint's centroid clearly beats. "Clearly": nearer by at least
+    the confidence softmax's temperature (the other joint then weighs e times as much; the bundled
+    model's phantoms are 0.08-0.14 nearer their own joint, 2-4 temperatures) and, when the model has
+    a threshold, within it, so the volume does look like that joint and not like nothing known."""
+    if choice.auto_detected or len(choice.distances) < 2:
+        return []
+    threshold = loaded.manifest.detection.get("threshold")
+    forced = choice.distances[choice.joint]
+    other = min((j for j in choice.distances if j != choice.joint), key=choice.distances.__getitem__)
+    nearer = choice.distances[other]
+    if forced - nearer < _temperature(loaded) or (threshold is not None and nearer > float(threshold)):
+        return []
+    article = "an" if other[0] in "aeiou" else "a"
+    return [
+        f"the {choice.joint} was requested but the volume looks like {article} {other} MR (embedding distance "
+        f"{nearer:.3f} to the {other} centroid, {forced:.3f} to the {choice.joint} one): the {choice.joint} "
+        f"segmentation is likely wrong; use --joint auto or --joint {other}"
+    ]
 
 
 def _distribution_warnings(loaded: LoadedModel, choice: JointChoice) -> list[str]:

@@ -2,8 +2,15 @@
 
 Nothing is ever unpickled. The manifest records the architecture, the joints of each domain (with
 their bones, checked against the catalog on load), preprocessing, joint-detection data, training
-provenance and a SHA-256 checksum of the tensors, so a truncated or modified file, an unknown format
-version or a manifest that does not match the tensors each fail with one clear error naming the file.
+provenance and a SHA-256 checksum, so a truncated or modified file, an unknown format version or a
+manifest that does not match the tensors each fail with one clear error naming the file.
+
+Format 2 (written now): the checksum covers the manifest (canonical JSON, without the checksum
+field) and the tensors, because the manifest steers the result as much as the weights do (an edited
+out-of-distribution threshold silences its warning). Format 1 (older files): the checksum covers the
+tensors only; such a file still loads, with a warning in ``LoadedModel.warnings`` that every
+segmentation reports, until it is re-saved (``save_model``, or ``pbseg info MODEL --upgrade OUT``).
+The checksum detects edits and corruption, not a forger who recomputes it: it is not a signature.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from .catalog import get_joint
 from .network import MultiDomainUNet, NetworkConfig
 from .preprocessing import PreprocessingConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1  # checksum of the tensors only
+CHECKSUM_KEY = "checksum_sha256"
 MANIFEST_KEY = "pbseg_manifest"
 CENTROIDS_KEY = "detection.centroids"
 NETWORK_PREFIX = "network."
@@ -59,8 +68,9 @@ class ModelManifest:
         for joint in self.joints:
             self.planes.setdefault(joint, get_joint(joint).usual_plane)
 
-    def to_json(self, checksum: str) -> dict[str, Any]:
-        return {
+    def to_json(self, checksum: str | None = None) -> dict[str, Any]:
+        """The manifest as stored; without ``checksum``, the content that the checksum covers."""
+        data = {
             "format_version": FORMAT_VERSION,
             "name": self.name,
             "version": self.version,
@@ -70,19 +80,23 @@ class ModelManifest:
             "preprocessing": self.preprocessing.to_json(),
             "detection": self.detection,
             "provenance": self.provenance,
-            "checksum_sha256": checksum,
         }
+        if checksum is not None:
+            data[CHECKSUM_KEY] = checksum
+        return data
 
 
 @dataclass
 class LoadedModel:
     """A ready-to-run network (eval mode, CPU) with its manifest. ``centroids``: [domains, dim]
-    embedding centroid of each domain, or None when the file has no detection data."""
+    embedding centroid of each domain, or None when the file has no detection data. ``warnings``:
+    reasons not to trust the file fully (an old format), repeated in every segmentation's report."""
 
     network: MultiDomainUNet
     manifest: ModelManifest
     centroids: torch.Tensor | None
     path: Path
+    warnings: list[str] = field(default_factory=list)
 
     def domain_of(self, joint: str) -> int:
         try:
@@ -94,12 +108,26 @@ class LoadedModel:
 
 
 def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
+    """The format-1 checksum: the tensors only."""
+    return _hash_tensors(hashlib.sha256(), tensors).hexdigest()
+
+
+def model_checksum(manifest: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    """The format-2 checksum: the manifest as JSON (``checksum_sha256`` left out, keys sorted, no
+    whitespace, so the way the JSON text was written does not matter, only its content) and then
+    the tensors."""
+    content = {key: value for key, value in manifest.items() if key != CHECKSUM_KEY}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    digest = hashlib.sha256(b"pbseg-model-2\n" + canonical.encode("ascii") + b"\n")
+    return _hash_tensors(digest, tensors).hexdigest()
+
+
+def _hash_tensors(digest: Any, tensors: dict[str, torch.Tensor]) -> Any:
     for name in sorted(tensors):
         tensor = tensors[name].contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return digest
 
 
 def save_model(
@@ -110,7 +138,10 @@ def save_model(
     tensors = {NETWORK_PREFIX + k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     if centroids is not None:
         tensors[CENTROIDS_KEY] = centroids.detach().float().cpu().contiguous()
-    metadata = {"format": "pt", MANIFEST_KEY: json.dumps(manifest.to_json(tensors_checksum(tensors)))}
+    # Checksummed as a reader will parse it (tuples become lists, keys strings).
+    content = json.loads(json.dumps(manifest.to_json()))
+    content[CHECKSUM_KEY] = model_checksum(content, tensors)
+    metadata = {"format": "pt", MANIFEST_KEY: json.dumps(content)}
     return save_safetensors_atomically(path, tensors, metadata)
 
 
@@ -142,8 +173,19 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 def load_model(path: str | Path) -> LoadedModel:
     path = Path(path)
     tensors, raw = _read(path)
-    if raw.get("checksum_sha256") != tensors_checksum(tensors):
-        raise ModelFileError(path, "checksum mismatch: the tensors were modified after the file was written")
+    warnings: list[str] = []
+    if raw["format_version"] == LEGACY_FORMAT_VERSION:
+        if raw.get(CHECKSUM_KEY) != tensors_checksum(tensors):
+            raise ModelFileError(path, "checksum mismatch: the tensors were modified after the file was written")
+        warnings.append(
+            f"{path}: format-1 model file: its manifest (joints, preprocessing, out-of-distribution threshold) "
+            "is not covered by the checksum, so an edit to it would go unnoticed; re-export the model, or check "
+            "its manifest with `pbseg info MODEL` and re-save it with `pbseg info MODEL --upgrade NEW.safetensors`"
+        )
+    elif raw.get(CHECKSUM_KEY) != model_checksum(raw, tensors):
+        raise ModelFileError(
+            path, "checksum mismatch: the manifest or the tensors were modified after the file was written"
+        )
     try:
         architecture = NetworkConfig.from_json(raw["architecture"])
         joints = [entry["key"] for entry in raw["joints"]]
@@ -173,7 +215,7 @@ def load_model(path: str | Path) -> LoadedModel:
         first_line = str(error).splitlines()[0]
         raise ModelFileError(path, f"the tensors do not match the manifest's architecture ({first_line} ...)") from None
     network.eval()
-    return LoadedModel(network, manifest, tensors.get(CENTROIDS_KEY), path)
+    return LoadedModel(network, manifest, tensors.get(CENTROIDS_KEY), path, warnings)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -207,9 +249,11 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raw = json.loads(metadata[MANIFEST_KEY])
     except json.JSONDecodeError as error:
         raise ModelFileError(path, f"manifest is not valid JSON ({error})") from None
-    version = raw.get("format_version")
-    if version != FORMAT_VERSION:
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version not in (LEGACY_FORMAT_VERSION, FORMAT_VERSION) or isinstance(version, bool):
         raise ModelFileError(
-            path, f"model format version {version} is not supported (this PediatricBoneSeg reads {FORMAT_VERSION})"
+            path,
+            f"model format version {version} is not supported (this PediatricBoneSeg reads "
+            f"{LEGACY_FORMAT_VERSION} and {FORMAT_VERSION})",
         )
     return tensors, raw

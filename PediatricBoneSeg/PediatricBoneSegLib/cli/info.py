@@ -1,4 +1,5 @@
-"""``pbseg info MODEL``: print a model file's manifest (JSON) and a short summary."""
+"""``pbseg info MODEL``: print a model file's manifest (JSON), a short summary and the file's warnings;
+``--upgrade OUT`` re-saves it in the current format (for format-1 files, whose manifest no checksum covers)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 
 from ..catalog import get_joint
-from ..modelfile import ModelFileError, load_model, read_manifest
+from ..modelfile import FORMAT_VERSION, ModelFileError, load_model, read_manifest, save_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,6 +16,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "info", help="show a model file's manifest", description="Print the manifest of a model file and a summary."
     )
     parser.add_argument("model", metavar="MODEL", help="model file (.safetensors)")
+    parser.add_argument(
+        "--upgrade",
+        metavar="OUT",
+        help=f"after printing, re-save the model as format {FORMAT_VERSION} (same tensors and manifest; its "
+        "checksum then covers the manifest too) to OUT: check the manifest first, the new checksum vouches for it",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -49,4 +56,13 @@ def run(args: argparse.Namespace) -> int:
             f"{k}={provenance[k]}" for k in ("scheme", "steps", "date", "code_version") if k in provenance
         )
         print(f"training:   {facts}")
+    for warning in loaded.warnings:
+        print(f"warning:    {warning}")
+    if args.upgrade:
+        try:
+            saved = save_model(args.upgrade, loaded.network, loaded.manifest, loaded.centroids)
+        except OSError as error:
+            print(f"pbseg info: error: cannot write {args.upgrade}: {error}", file=sys.stderr)
+            return 2
+        print(f"upgraded:   {saved} (format {FORMAT_VERSION})")
     return 0
