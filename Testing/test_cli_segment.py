@@ -65,6 +65,8 @@ def test_batch_folder_with_bad_inputs_continues_and_fails_at_the_end(
             str(model),
             "--joint",
             "knee",
+            "--precision",
+            "fp32",
         ]
     )
     captured = capsys.readouterr()
@@ -89,7 +91,18 @@ def test_existing_outputs_need_overwrite_and_surface_options(
 ) -> None:
     source = write_image(_scene(3).image, tmp_path / "knee_c.nii.gz")
     out = tmp_path / "out"
-    arguments = ["segment", str(source), "-o", str(out), "--model", str(model), "--joint", "knee"]
+    arguments = [
+        "segment",
+        str(source),
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "--joint",
+        "knee",
+        "--precision",
+        "fp32",
+    ]
     assert main(arguments) == 0
     report = out / "knee_c" / "report.json"
     written = report.stat().st_mtime_ns
@@ -121,6 +134,8 @@ def test_multi_echo_dicom_folder_gives_one_case_per_echo(
             str(model),
             "--joint",
             "knee",
+            "--precision",
+            "fp32",
             "--no-surfaces",
         ]
     )
@@ -171,6 +186,8 @@ def test_interrupted_run_leaves_no_case_folder(
         str(model),
         "--joint",
         "knee",
+        "--precision",
+        "fp32",
     ]
     # On a busy machine the case may be finished before the poll sees it, or the signal may land
     # just after the final rename: those runs exit 0 and prove nothing, so try again.
@@ -194,7 +211,8 @@ def test_interrupted_run_leaves_no_case_folder(
 
 
 def _segment(inputs: list[str | Path], out: Path, model: Path, *extra: str) -> int:
-    return main(["segment", *map(str, inputs), "-o", str(out), "--model", str(model), "--joint", "knee", *extra])
+    arguments = ["-o", str(out), "--model", str(model), "--joint", "knee", "--precision", "fp32", *extra]
+    return main(["segment", *map(str, inputs), *arguments])
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -239,7 +257,19 @@ def test_two_concurrent_runs_into_one_folder_one_wins_the_other_says_exists(tmp_
     the check at the start): exactly one writes it, the other fails with 'exists'."""
     source = write_image(_scene(8).image, tmp_path / "knee_g.nii.gz")
     out = tmp_path / "out"
-    command = [*PBSEG, "segment", str(source), "-o", str(out), "--model", str(model), "--joint", "knee"]
+    command = [
+        *PBSEG,
+        "segment",
+        str(source),
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "--joint",
+        "knee",
+        "--precision",
+        "fp32",
+    ]
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     results = [(process.wait(timeout=300), process.communicate()[1]) for process in processes]
     assert sorted(code for code, _ in results) == [0, 1], results

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Retrain the bundled model from scratch: phantom datasets (fixed seeds) -> full-scheme training ->
-# model file in PediatricBoneSeg/Resources/Models/. Resumable: run it again after an interruption.
+# model file in PediatricBoneSeg/PediatricBoneSegLib/resources/ (package data). Resumable: run it again after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
@@ -13,6 +13,5 @@ for joint in ankle knee shoulder; do
   fi
 done
 "$BIN/pbseg-train" training/configs/bundled.toml -o runs/bundled --resume
-mkdir -p PediatricBoneSeg/Resources/Models
-cp runs/bundled/model.safetensors PediatricBoneSeg/Resources/Models/pediatric_bones.safetensors
-"$BIN/pbseg" info PediatricBoneSeg/Resources/Models/pediatric_bones.safetensors
+cp runs/bundled/model.safetensors PediatricBoneSeg/PediatricBoneSegLib/resources/pediatric_bones.safetensors
+"$BIN/pbseg" info PediatricBoneSeg/PediatricBoneSegLib/resources/pediatric_bones.safetensors
