@@ -17,7 +17,7 @@ import numpy as np
 import pipeline_model as pm
 import pytest
 import SimpleITK as sitk
-from test_volume_io import _bad_inputs, write_dicom_series
+from bad_inputs import BAD_INPUTS, write_dicom_series
 
 from PediatricBoneSegLib.cli import main
 from PediatricBoneSegLib.volume_io import write_image
@@ -50,7 +50,7 @@ def test_batch_folder_with_bad_inputs_continues_and_fails_at_the_end(
 ) -> None:
     batch = tmp_path / "batch"
     batch.mkdir()
-    bad = _bad_inputs(batch)  # text named .nii.gz, 2D, 4D, all-zero, NaN, vector, single slice
+    bad = {name: (BAD_INPUTS[name].make(batch), BAD_INPUTS[name].words) for name in ("2d", "nan nifti")}
     write_image(_scene(1).image, batch / "knee_a.nii.gz")
     write_image(_scene(2).image, batch / "knee_b.nrrd")
     out = tmp_path / "out"
@@ -72,11 +72,11 @@ def test_batch_folder_with_bad_inputs_continues_and_fails_at_the_end(
     captured = capsys.readouterr()
     assert code == 1
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == len(bad) + 1  # one line per bad input, nothing else
+    assert len(errors) == len(bad) + 1  # one line per bad input, nothing else (every kind: test_bad_inputs.py)
     for path, words in bad.values():
         assert any(str(path) in line and words in line for line in errors), words
     assert any("absent.nii.gz: no such file or folder" in line for line in errors)
-    assert "2 case(s) segmented, 8 failed" in captured.out
+    assert "2 case(s) segmented, 3 failed" in captured.out
     assert _entries(out) == {"knee_a", "knee_b"}  # nothing for the bad inputs, no staging folders
     for case in ("knee_a", "knee_b"):
         assert _entries(out / case) == CASE_FILES | {"femur.stl", "tibia.stl"}

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from test_volume_io import SERIES_UID, _volume, write_dicom_series
+from bad_inputs import SERIES_UID, _volume, write_dicom_series
 
 from PediatricBoneSegLib.volume_io import VolumeReadError, discover_sources, read_volume, write_image
 
@@ -148,13 +149,22 @@ def test_only_an_unusable_path_itself_raises(tmp_path: Path) -> None:
     assert discovery.sources == [] and len(discovery.problems) == 1
 
 
-def test_an_unreadable_subfolder_is_a_problem(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads every folder")
+def test_an_unreadable_subfolder_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the user may not read is one problem, the rest is found. Root reads every folder, so
+    as root (CI) listing the locked folder is made to fail as it would for a user."""
     _image(tmp_path / "batch" / "a.nii.gz")
     locked = tmp_path / "batch" / "locked"
     locked.mkdir()
     locked.chmod(0)
+    if os.geteuid() == 0:
+        real_scandir = os.scandir
+
+        def scandir(path: Any = ".") -> Any:
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
     try:
         discovery = discover_sources(tmp_path / "batch")
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from bad_inputs import BAD_INPUTS, SERIES_UID, _volume, write_dicom_series
 
 from PediatricBoneSegLib.volume_io import (
     VolumeReadError,
@@ -19,58 +20,6 @@ from PediatricBoneSegLib.volume_io import (
     read_volume,
     write_image,
 )
-
-SERIES_UID = "1.2.826.0.1.3680043.8.498.1001"
-
-
-def _volume(shape: tuple[int, int, int] = (6, 10, 12)) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1)
-    image.SetSpacing((0.5, 0.6, 2.5))
-    image.SetOrigin((10.0, -4.0, 3.0))
-    image.SetDirection((0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
-    return image
-
-
-def write_dicom_series(
-    folder: Path,
-    echoes: int,
-    slices: int = 5,
-    series_uid: str = SERIES_UID,
-    series_number: int = 3,
-    tag_echo=True,
-    prefix: str = "IM",
-    drift: float = 0.0,
-) -> None:
-    """An MR series written slice by slice with SimpleITK; every echo in the same folder and the
-    same series, echo e with intensities + 1000 * e, slices 2.5 mm apart along z (each shifted
-    ``drift`` mm along x from the previous one: a tilted stack)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for echo in range(1, echoes + 1):
-        for index in range(slices):
-            pixels = np.full((8, 10), 100 * index + 1000 * echo, dtype=np.int16)
-            image = sitk.GetImageFromArray(pixels)
-            image.SetSpacing((0.5, 0.5))  # the writer takes the pixel spacing from the image
-            tags = {
-                "0008|0060": "MR",
-                "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
-                "0008|0018": f"{series_uid}.{echo}.{index + 1}",
-                "0020|000d": "1.2.826.0.1.3680043.8.498.1",
-                "0020|000e": series_uid,
-                "0020|0011": str(series_number),
-                "0020|0013": str(index + 1 + echo * 100),
-                "0020|0032": f"{drift * index}\\0\\{2.5 * index}",
-                "0020|0037": "1\\0\\0\\0\\1\\0",
-                "0018|0050": "2.5",
-                "0018|0081": f"{10 * echo}",
-            }
-            if tag_echo:
-                tags["0018|0086"] = str(echo)
-            for key, value in tags.items():
-                image.SetMetaData(key, value)
-            writer.SetFileName(str(folder / f"{prefix}_{series_number}_{echo}_{index}.dcm"))
-            writer.Execute(image)
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
@@ -88,36 +37,17 @@ def test_formats_round_trip_with_geometry(tmp_path: Path, suffix: str) -> None:
     assert [s.name for s in discover_sources(path).sources] == ["case"]
 
 
-def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
-    """name -> (file, expected words in the error)."""
-    text = folder / "notes.nii.gz"
-    text.write_text("this is not an image\n")
-    flat = write_image(sitk.GetImageFromArray(np.ones((10, 12), np.float32)), folder / "flat.nii.gz")
-    series = sitk.JoinSeries([_volume()] * 3)  # 4D: three time points
-    four_d = write_image(series, folder / "fmri.nii.gz")
-    zeros = write_image(sitk.GetImageFromArray(np.zeros((6, 10, 12), np.float32)), folder / "zeros.nrrd")
-    nan_array = np.ones((6, 10, 12), np.float32)
-    nan_array[2, 3, 4] = np.nan
-    nans = write_image(sitk.GetImageFromArray(nan_array), folder / "nans.mha")
-    rgb = write_image(sitk.Compose([_volume()] * 3), folder / "rgb.nrrd")
-    single = write_image(sitk.GetImageFromArray(np.ones((1, 10, 12), np.float32)), folder / "single.nii.gz")
-    return {
-        "text": (text, "not a readable image"),
-        "2d": (flat, "2D image"),
-        "4d": (four_d, "4D image"),
-        "zeros": (zeros, "all voxels are zero"),
-        "nan": (nans, "NaN"),
-        "vector": (rgb, "3 values per voxel"),
-        "single slice": (single, "single slice"),
-    }
-
-
-def test_bad_inputs_give_one_clear_error_naming_the_file(tmp_path: Path) -> None:
-    for name, (path, words) in _bad_inputs(tmp_path).items():
+def test_bad_files_give_one_clear_error_naming_the_file(tmp_path: Path) -> None:
+    for name, bad in BAD_INPUTS.items():
+        if bad.kind != "file":
+            continue
+        folder = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        path = bad.make(folder)
         with pytest.raises(VolumeReadError) as caught:
             read_volume(path)
         message = str(caught.value)
-        assert str(path) in message and words in message, (name, message)
+        assert message.startswith(f"{path}: ") and bad.words in message, (name, message)
         assert "\n" not in message
 
 
