@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from bad_inputs import BAD_INPUTS, BadInput, write_dicom_series
-from test_cli_segment import _scene, model  # noqa: F401 (model: the knee threshold-model fixture)
+from test_cli_segment import _scene, _tree, model  # noqa: F401 (model: the knee threshold-model fixture)
 
 from PediatricBoneSegLib.cli import main
 from PediatricBoneSegLib.dataset import write_raw_dataset
@@ -23,10 +23,6 @@ from PediatricBoneSegLib.volume_io import write_image
 def _given(bad: BadInput, path: Path) -> Path:
     """What a user passes: the file, or the DICOM series folder."""
     return path if bad.kind == "file" or path.is_dir() else path.parent
-
-
-def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _everything_in(folder: Path) -> list[str]:

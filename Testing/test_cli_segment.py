@@ -24,6 +24,7 @@ from PediatricBoneSegLib.volume_io import write_image
 
 CENTRES = {1: (5.0, -6.0, 8.0), 2: (-4.0, 6.0, -10.0)}
 SEMI_AXES = {1: (9.0, 7.0, 9.0), 2: (7.0, 6.0, 7.0)}
+PBSEG = [sys.executable, "-c", "import sys; from PediatricBoneSegLib.cli import main; sys.exit(main())"]
 CASE_FILES = {"segmentation.seg.nrrd", "labels.nii.gz", "morphometry.csv", "report.json", "qc.png"}
 
 
@@ -45,6 +46,16 @@ def _entries(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.exists() else set()
 
 
+def _arguments(inputs: list[str | Path], out: Path, model: Path, *extra: str) -> list[str]:
+    """``pbseg segment`` of ``inputs`` with the knee test model, in fp32 (the same labels on every CPU)."""
+    options = ["-o", str(out), "--model", str(model), "--joint", "knee", "--precision", "fp32", *extra]
+    return ["segment", *map(str, inputs), *options]
+
+
+def _segment(inputs: list[str | Path], out: Path, model: Path, *extra: str) -> int:
+    return main(_arguments(inputs, out, model, *extra))
+
+
 def test_batch_folder_with_bad_inputs_continues_and_fails_at_the_end(
     tmp_path: Path, model: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -54,21 +65,7 @@ def test_batch_folder_with_bad_inputs_continues_and_fails_at_the_end(
     write_image(_scene(1).image, batch / "knee_a.nii.gz")
     write_image(_scene(2).image, batch / "knee_b.nrrd")
     out = tmp_path / "out"
-    code = main(
-        [
-            "segment",
-            str(batch),
-            str(tmp_path / "absent.nii.gz"),
-            "-o",
-            str(out),
-            "--model",
-            str(model),
-            "--joint",
-            "knee",
-            "--precision",
-            "fp32",
-        ]
-    )
+    code = _segment([batch, tmp_path / "absent.nii.gz"], out, model)
     captured = capsys.readouterr()
     assert code == 1
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
@@ -91,18 +88,7 @@ def test_existing_outputs_need_overwrite_and_surface_options(
 ) -> None:
     source = write_image(_scene(3).image, tmp_path / "knee_c.nii.gz")
     out = tmp_path / "out"
-    arguments = [
-        "segment",
-        str(source),
-        "-o",
-        str(out),
-        "--model",
-        str(model),
-        "--joint",
-        "knee",
-        "--precision",
-        "fp32",
-    ]
+    arguments = _arguments([source], out, model)
     assert main(arguments) == 0
     report = out / "knee_c" / "report.json"
     written = report.stat().st_mtime_ns
@@ -124,21 +110,7 @@ def test_multi_echo_dicom_folder_gives_one_case_per_echo(
 ) -> None:
     write_dicom_series(tmp_path / "knee_mr", echoes=2, slices=6)
     out = tmp_path / "out"
-    code = main(
-        [
-            "segment",
-            str(tmp_path / "knee_mr"),
-            "-o",
-            str(out),
-            "--model",
-            str(model),
-            "--joint",
-            "knee",
-            "--precision",
-            "fp32",
-            "--no-surfaces",
-        ]
-    )
+    code = _segment([tmp_path / "knee_mr"], out, model, "--no-surfaces")
     assert code == 0, capsys.readouterr().err
     assert _entries(out) == {"knee_mr_echo1", "knee_mr_echo2"}
     labels = sitk.ReadImage(str(out / "knee_mr_echo1" / "labels.nii.gz"))
@@ -174,21 +146,7 @@ def test_interrupted_run_leaves_no_case_folder(
     stops with 128 + the signal number and leaves nothing behind."""
     source = write_image(_scene(5).image, tmp_path / "knee_e.nii.gz")
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from PediatricBoneSegLib.cli import main; sys.exit(main())",
-        "segment",
-        str(source),
-        "-o",
-        str(out),
-        "--model",
-        str(model),
-        "--joint",
-        "knee",
-        "--precision",
-        "fp32",
-    ]
+    command = [*PBSEG, *_arguments([source], out, model)]
     # On a busy machine the case may be finished before the poll sees it, or the signal may land
     # just after the final rename: those runs exit 0 and prove nothing, so try again.
     for _attempt in range(5):
@@ -208,11 +166,6 @@ def test_interrupted_run_leaves_no_case_folder(
     assert process.returncode == exit_code, stderr
     assert "interrupted: knee_e was not written" in stderr
     assert _entries(out) == set()
-
-
-def _segment(inputs: list[str | Path], out: Path, model: Path, *extra: str) -> int:
-    arguments = ["-o", str(out), "--model", str(model), "--joint", "knee", "--precision", "fp32", *extra]
-    return main(["segment", *map(str, inputs), *arguments])
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -257,19 +210,7 @@ def test_two_concurrent_runs_into_one_folder_one_wins_the_other_says_exists(tmp_
     the check at the start): exactly one writes it, the other fails with 'exists'."""
     source = write_image(_scene(8).image, tmp_path / "knee_g.nii.gz")
     out = tmp_path / "out"
-    command = [
-        *PBSEG,
-        "segment",
-        str(source),
-        "-o",
-        str(out),
-        "--model",
-        str(model),
-        "--joint",
-        "knee",
-        "--precision",
-        "fp32",
-    ]
+    command = [*PBSEG, *_arguments([source], out, model)]
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     results = [(process.wait(timeout=300), process.communicate()[1]) for process in processes]
     assert sorted(code for code, _ in results) == [0, 1], results
@@ -293,9 +234,6 @@ def test_output_root_that_is_a_file_or_a_model_that_is_a_folder_fails_before_any
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{tmp_path}: is a folder" in error
     assert taken.read_text() == "not a folder" and not (tmp_path / "out").exists()
-
-
-PBSEG = [sys.executable, "-c", "import sys; from PediatricBoneSegLib.cli import main; sys.exit(main())"]
 
 
 @pytest.mark.parametrize(
