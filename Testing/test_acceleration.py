@@ -12,7 +12,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PediatricBoneSegLib.acceleration import (
+from PediatricBoneSegLib.catalog import get_joint
+from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
+from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.network.decoder import DecoderBlock
+from PediatricBoneSegLib.network.domain_norm import DomainBatchNorm2d
+from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
+from PediatricBoneSegLib.phantoms import generate_phantom
+from PediatricBoneSegLib.pipeline.acceleration import (
     auto_precision,
     available_memory,
     available_threads,
@@ -23,15 +30,8 @@ from PediatricBoneSegLib.acceleration import (
     physical_cores,
     prepare_network,
 )
-from PediatricBoneSegLib.catalog import get_joint
-from PediatricBoneSegLib.inference import SegmentOptions, resolve_device, resolve_precision, segment_image
-from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
-from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
-from PediatricBoneSegLib.network.decoder import DecoderBlock
-from PediatricBoneSegLib.network.domain_norm import DomainBatchNorm2d
-from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
-from PediatricBoneSegLib.phantoms import generate_phantom
-from PediatricBoneSegLib.preprocessing import PreprocessingConfig, slice_volume
+from PediatricBoneSegLib.pipeline.inference import SegmentOptions, resolve_device, resolve_precision, segment_image
+from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig, slice_volume
 
 KNEE = get_joint("knee")
 # Feature flags of the AVX2 EPYC this project's CI runs on (no AVX-512, no AMX).

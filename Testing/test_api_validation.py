@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from slicer_harness import MRMLHarness
 
 from PediatricBoneSegLib import slicer_scenario
-from PediatricBoneSegLib.inference import SegmentOptions, segment_image
+from PediatricBoneSegLib.pipeline.inference import SegmentOptions, segment_image
 
 
 @pytest.mark.parametrize(

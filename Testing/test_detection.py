@@ -11,11 +11,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PediatricBoneSegLib.detection import JointChoice, _mismatch_warnings, choose_joint
-from PediatricBoneSegLib.inference import SegmentOptions, bundled_model_path, segment_image
 from PediatricBoneSegLib.modelfile import LoadedModel, load_model
 from PediatricBoneSegLib.phantoms import case_seed, generate_phantom
-from PediatricBoneSegLib.preprocessing import SlicedVolume, slice_volume
+from PediatricBoneSegLib.pipeline.detection import JointChoice, _mismatch_warnings, choose_joint
+from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
+from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume
 
 MISMATCH = "was requested but the volume looks like"
 HELD_OUT_SEED = 90_000  # as the model card's evaluation: never used to train the bundled model

@@ -10,11 +10,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PediatricBoneSegLib.acceleration import auto_precision
 from PediatricBoneSegLib.catalog import get_joint, union_label
-from PediatricBoneSegLib.inference import SegmentOptions, resolve_device, segment_image
 from PediatricBoneSegLib.modelfile import LoadedModel, load_model
 from PediatricBoneSegLib.network import NetworkConfig
+from PediatricBoneSegLib.pipeline.acceleration import auto_precision
+from PediatricBoneSegLib.pipeline.inference import SegmentOptions, resolve_device, segment_image
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 
 KNEE = get_joint("knee")

@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from PediatricBoneSegLib.cli import main
-from PediatricBoneSegLib.inference import SegmentOptions, bundled_model_path, segment_image
 from PediatricBoneSegLib.modelfile import (
     FORMAT_VERSION,
     MANIFEST_KEY,
@@ -27,7 +26,8 @@ from PediatricBoneSegLib.modelfile import (
     tensors_checksum,
 )
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
-from PediatricBoneSegLib.preprocessing import PreprocessingConfig
+from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
+from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
 from PediatricBoneSegLib.volume_io import write_image
 
 

@@ -6,8 +6,8 @@ import numpy as np
 from pipeline_model import make_scene
 from test_surfaces import OBLIQUE
 
-from PediatricBoneSegLib.morphometry import COLUMNS, measure_bones
-from PediatricBoneSegLib.surfaces import bone_surfaces
+from PediatricBoneSegLib.pipeline.morphometry import COLUMNS, measure_bones
+from PediatricBoneSegLib.pipeline.surfaces import bone_surfaces
 
 
 def test_ellipsoid_on_an_oblique_grid_measures_its_physical_shape() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PediatricBoneSegLib import inference
+from PediatricBoneSegLib.pipeline import inference
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB_DIR = ROOT / "PediatricBoneSeg" / "PediatricBoneSegLib"
@@ -194,7 +194,7 @@ def test_wheel_and_pip_install_give_a_working_pbseg_segment(tmp_path: Path) -> N
                 [
                     prefix / "bin" / "python",
                     "-c",
-                    "import json, PediatricBoneSegLib as p, PediatricBoneSegLib.inference as i, "
+                    "import json, PediatricBoneSegLib as p, PediatricBoneSegLib.pipeline.inference as i, "
                     "PediatricBoneSegLib.resources as r; print(json.dumps([p.__file__, "
                     "str(i.bundled_model_path()), str(r.bundled_sample_path())]))",
                 ],

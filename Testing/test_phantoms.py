@@ -18,7 +18,7 @@ from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.phantoms import GENERATOR_VERSION, case_seed, generate_phantom, write_phantom_dataset
 from PediatricBoneSegLib.phantoms.appearance import CONTRASTS, TISSUES
 from PediatricBoneSegLib.phantoms.montage import save_montage
-from PediatricBoneSegLib.preprocessing import PreprocessingConfig, normalize_intensities
+from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig, normalize_intensities
 
 SCALE = 2.0
 

@@ -10,7 +10,7 @@ from scipy import ndimage
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.labelmaps import bone_boxes
 from PediatricBoneSegLib.phantoms import generate_phantom
-from PediatricBoneSegLib.postprocess import MAX_FRAGMENT_GAP_MM, clean_labels, plausibility_warnings
+from PediatricBoneSegLib.pipeline.postprocess import MAX_FRAGMENT_GAP_MM, clean_labels, plausibility_warnings
 
 KNEE = get_joint("knee")
 FEMUR, TIBIA, PATELLA, FIBULA = (KNEE.label_of(b) for b in ("femur", "tibia", "patella", "fibula"))

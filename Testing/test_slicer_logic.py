@@ -17,7 +17,7 @@ from PediatricBoneSegLib.modelfile import ModelManifest, save_model
 from PediatricBoneSegLib.mrml_volume import ijk_to_ras, image_from_volume_node
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.parameters import SegmentParameters
-from PediatricBoneSegLib.preprocessing import PreprocessingConfig
+from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 from PediatricBoneSegLib.scene_transaction import SceneTransaction
 

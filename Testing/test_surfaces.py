@@ -11,7 +11,7 @@ from vtk.util.numpy_support import vtk_to_numpy
 
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.phantoms import generate_phantom
-from PediatricBoneSegLib.surfaces import bone_surfaces, open_edge_count
+from PediatricBoneSegLib.pipeline.surfaces import bone_surfaces, open_edge_count
 
 # A rotation about an oblique axis times a mirror: a left-handed, oblique grid.
 OBLIQUE = np.array([[0.86, -0.44, 0.26], [0.50, 0.80, -0.33], [-0.07, 0.41, 0.91]]) @ np.diag([1.0, -1.0, 1.0])

@@ -45,15 +45,20 @@ import SimpleITK as sitk
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from PediatricBoneSegLib.acceleration import available_threads, fold_batch_norm, inference_threads, prepare_network
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.cli import main as pbseg
-from PediatricBoneSegLib.inference import bundled_model_path, predict_slices, resolve_precision
 from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
 from PediatricBoneSegLib.phantoms import generate_phantom
-from PediatricBoneSegLib.preprocessing import PreprocessingConfig, SlicedVolume, slice_volume
+from PediatricBoneSegLib.pipeline.acceleration import (
+    available_threads,
+    fold_batch_norm,
+    inference_threads,
+    prepare_network,
+)
+from PediatricBoneSegLib.pipeline.inference import bundled_model_path, predict_slices, resolve_precision
+from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig, SlicedVolume, slice_volume
 
 STANDARD = ((384, 384, 160), (0.365, 0.365, 0.7))
 LARGE = ((512, 512, 400), (0.3, 0.3, 0.3))

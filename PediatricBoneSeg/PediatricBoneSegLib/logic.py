@@ -24,8 +24,8 @@ from .progress import CancelToken, ProgressCallback, check_cancelled, sub_progre
 from .scene_transaction import SceneTransaction
 
 if TYPE_CHECKING:
-    from .inference import InferenceResult
-    from .morphometry import BoneMeasurement
+    from .pipeline.inference import InferenceResult
+    from .pipeline.morphometry import BoneMeasurement
 
 INFERENCE_SHARE = 0.8  # of the progress bar; node creation, surfaces and export share the rest
 
@@ -106,7 +106,7 @@ class PediatricBoneSegLogic:
         ``progress(fraction, message)`` may raise ``Cancelled``; ``cancel`` is checked between
         slice batches and between output steps. Raises ValueError (bad input), ModelFileError,
         Cancelled; in every such case nothing was added to the scene or written to disk."""
-        from .inference import SegmentOptions, get_model, segment_image
+        from .pipeline.inference import SegmentOptions, get_model, segment_image
 
         if volumeNode is None:
             raise ValueError("no input volume given")
@@ -144,7 +144,7 @@ class PediatricBoneSegLogic:
         cancel: CancelToken | None = None,
     ) -> SegmentationResult:
         """Turn an inference result on ``volumeNode``'s grid into scene nodes (all or nothing)."""
-        from .morphometry import measure_bones
+        from .pipeline.morphometry import measure_bones
 
         _checkVolumeNode(volumeNode)
         _checkOutputOptions(surfaces, smoothing, exportFolder)

@@ -27,7 +27,7 @@ import torch
 
 from .catalog import get_joint
 from .network import MultiDomainUNet, NetworkConfig
-from .preprocessing import PreprocessingConfig
+from .pipeline.preprocessing import PreprocessingConfig
 
 FORMAT_VERSION = 2
 LEGACY_FORMAT_VERSION = 1  # checksum of the tensors only

@@ -27,8 +27,8 @@ import vtk
 from . import __version__
 from .atomic import place_folder, replace_folder, staging_folder
 from .catalog import get_joint
-from .inference import InferenceResult
-from .morphometry import COLUMNS, BoneMeasurement
+from .pipeline.inference import InferenceResult
+from .pipeline.morphometry import COLUMNS, BoneMeasurement
 from .progress import CancelToken, ProgressCallback, check_cancelled
 from .qc import write_qc_png
 from .segmentation_file import write_segmentation_nrrd

@@ -18,7 +18,7 @@ from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 from vtk.util.numpy_support import vtk_to_numpy
 
 from .catalog import get_bone, get_joint
-from .preprocessing import CanonicalTransform
+from .pipeline.preprocessing import CanonicalTransform
 from .volume_io import atomic_path
 
 OVERLAY_ALPHA = 0.45

@@ -1,6 +1,6 @@
 """Training data: raw-layout datasets turned into per-domain pools of network-ready 2D slices.
 
-Every volume goes through ``PediatricBoneSegLib.preprocessing.slice_volume``, the chain inference
+Every volume goes through ``PediatricBoneSegLib.pipeline.preprocessing.slice_volume``, the chain inference
 uses, so the network is trained on exactly what it will see in Slicer.
 """
 
@@ -15,7 +15,7 @@ import torch
 
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
-from PediatricBoneSegLib.preprocessing import PLANE_AXIS, PreprocessingConfig, slice_volume
+from PediatricBoneSegLib.pipeline.preprocessing import PLANE_AXIS, PreprocessingConfig, slice_volume
 
 from .config import DatasetSpec
 

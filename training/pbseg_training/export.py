@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from PediatricBoneSegLib import __version__
-from PediatricBoneSegLib.embedding import detection_slice_indices, volume_embedding
 from PediatricBoneSegLib.modelfile import ModelManifest, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet
-from PediatricBoneSegLib.preprocessing import PreprocessingConfig
+from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices, volume_embedding
+from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
 
 from .config import TrainingConfig
 from .data import DomainSlices

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .network import MultiDomainUNet
+from ..network import MultiDomainUNet
 from .preprocessing import SlicedVolume
 
 MAX_DETECTION_SLICES = 12

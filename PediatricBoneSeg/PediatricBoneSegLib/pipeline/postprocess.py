@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .catalog import RELATIVE_POSITIONS, Joint, get_joint
-from .labelmaps import bone_boxes
+from ..catalog import RELATIVE_POSITIONS, Joint, get_joint
+from ..labelmaps import bone_boxes
 
 MAX_FRAGMENT_GAP_MM = 6.0  # centre-to-centre: a physis is 1-4 mm thick (thinner on MR as it closes)
 MIN_FRAGMENT_FRACTION = 0.01  # of the main body's volume: smaller fragments near it are noise

@@ -17,14 +17,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..catalog import JOINT_KEYS, NUM_UNION_CLASSES, get_joint
+from ..modelfile import LoadedModel, ModelFileError, load_model
+from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
+from ..volume_io import check_volume
 from .acceleration import REDUCED_PRECISIONS, auto_precision, batch_limit, inference_threads, prepare_network
-from .catalog import JOINT_KEYS, NUM_UNION_CLASSES, get_joint
 from .detection import choose_joint
-from .modelfile import LoadedModel, ModelFileError, load_model
 from .postprocess import clean_labels, plausibility_warnings
 from .preprocessing import CanonicalTransform, SlicedVolume, canonical_normalized, slice_volume, slicing_axis
-from .progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
-from .volume_io import check_volume
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -103,7 +103,7 @@ class InferenceResult:
 def bundled_model_path() -> Path:
     """The model shipped with the extension: package data of ``PediatricBoneSegLib.resources``,
     so that a wheel or ``pip install .`` finds it as well as the source tree and Slicer."""
-    from .resources import bundled_model_path as packaged_model_path
+    from ..resources import bundled_model_path as packaged_model_path
 
     return packaged_model_path()
 

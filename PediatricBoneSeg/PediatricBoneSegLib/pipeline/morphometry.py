@@ -15,8 +15,8 @@ import SimpleITK as sitk
 import vtk
 from scipy import ndimage
 
-from .catalog import get_joint
-from .labelmaps import bone_boxes
+from ..catalog import get_joint
+from ..labelmaps import bone_boxes
 
 
 @dataclass

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .catalog import get_joint
+from ..catalog import get_joint
+from ..modelfile import LoadedModel
 from .embedding import detection_slice_indices, volume_embedding
-from .modelfile import LoadedModel
 from .preprocessing import SlicedVolume
 
 DEFAULT_TEMPERATURE = 0.02  # cosine-distance scale of the confidence softmax without a threshold

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .network import MultiDomainUNet
-from .network.domain_norm import DomainBatchNorm2d
-from .network.subpixel import use_subpixel_decoder
+from ..network import MultiDomainUNet
+from ..network.domain_norm import DomainBatchNorm2d
+from ..network.subpixel import use_subpixel_decoder
 
 REDUCED_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
