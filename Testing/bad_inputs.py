@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from PediatricBoneSegLib.volume_io import write_image
+from PediatricBoneSegLib.io.volumes import write_image
 
 SERIES_UID = "1.2.826.0.1.3680043.8.498.1001"
 

@@ -17,7 +17,7 @@ from test_cli_segment import _scene, _tree, model  # noqa: F401 (model: the knee
 
 from PediatricBoneSegLib.cli import main
 from PediatricBoneSegLib.dataset import write_raw_dataset
-from PediatricBoneSegLib.volume_io import write_image
+from PediatricBoneSegLib.io.volumes import write_image
 
 
 def _given(bad: BadInput, path: Path) -> Path:

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from bad_inputs import BAD_INPUTS, write_dicom_series
 
 from PediatricBoneSegLib.cli import main
-from PediatricBoneSegLib.volume_io import write_image
+from PediatricBoneSegLib.io.volumes import write_image
 
 CENTRES = {1: (5.0, -6.0, 8.0), 2: (-4.0, 6.0, -10.0)}
 SEMI_AXES = {1: (9.0, 7.0, 9.0), 2: (7.0, 6.0, 7.0)}

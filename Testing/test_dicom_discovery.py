@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 from bad_inputs import SERIES_UID, _volume, write_dicom_series
 
-from PediatricBoneSegLib.volume_io import VolumeReadError, discover_sources, read_volume, write_image
+from PediatricBoneSegLib.io.volumes import VolumeReadError, discover_sources, read_volume, write_image
 
 
 def _image(path: Path) -> Path:

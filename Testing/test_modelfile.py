@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from PediatricBoneSegLib.cli import main
+from PediatricBoneSegLib.io.volumes import write_image
 from PediatricBoneSegLib.modelfile import (
     FORMAT_VERSION,
     MANIFEST_KEY,
@@ -28,7 +29,6 @@ from PediatricBoneSegLib.modelfile import (
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
 from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
-from PediatricBoneSegLib.volume_io import write_image
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from bad_inputs import BAD_INPUTS, SERIES_UID, _volume, write_dicom_series
 
-from PediatricBoneSegLib.volume_io import (
+from PediatricBoneSegLib.io.volumes import (
     VolumeReadError,
     atomic_path,
     case_name,

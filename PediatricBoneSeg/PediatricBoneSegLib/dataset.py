@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .catalog import JOINTS, get_joint
-from .volume_io import VolumeReadError, read_image_file, read_volume
+from .io.volumes import VolumeReadError, read_image_file, read_volume
 
 DATASET_JSON = "dataset.json"
 IMAGES, LABELS = "imagesTr", "labelsTr"

@@ -206,7 +206,7 @@ class PediatricBoneSegLogic:
         cancel: CancelToken | None,
     ) -> Path:
         """Write ``exportFolder/<volume name>/`` (``_2``, ``_3``... when taken; never overwrites)."""
-        from .outputs import write_case
+        from .io.outputs import write_case
 
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", volumeNode.GetName()).strip("._") or "volume"
         case, number = base, 1

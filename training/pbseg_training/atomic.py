@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from PediatricBoneSegLib.volume_io import atomic_path as _library_atomic_path
+from PediatricBoneSegLib.io.volumes import atomic_path as _library_atomic_path
 
 
 @contextmanager

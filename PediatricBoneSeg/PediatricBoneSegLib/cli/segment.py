@@ -15,14 +15,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..catalog import JOINT_KEYS, get_joint
+from ..io.outputs import SURFACE_FORMATS, OutputError, check_case_target, check_output_root, write_case
+from ..io.volumes import VolumeReadError, VolumeSource, discover_sources, read_volume
 from ..modelfile import LoadedModel, ModelFileError
-from ..outputs import SURFACE_FORMATS, OutputError, check_case_target, check_output_root, write_case
 from ..pipeline.inference import PRECISIONS, SegmentOptions, get_model, segment_image
 from ..pipeline.morphometry import measure_bones
 from ..pipeline.surfaces import bone_surfaces
 from ..progress import sub_progress
 from ..signals import exit_code, interrupts_as_exceptions
-from ..volume_io import VolumeReadError, VolumeSource, discover_sources, read_volume
 
 
 @dataclass

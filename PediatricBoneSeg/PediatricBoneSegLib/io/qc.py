@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 from vtk.util.numpy_support import vtk_to_numpy
 
-from .catalog import get_bone, get_joint
-from .pipeline.preprocessing import CanonicalTransform
-from .volume_io import atomic_path
+from ..catalog import get_bone, get_joint
+from ..pipeline.preprocessing import CanonicalTransform
+from .volumes import atomic_path
 
 OVERLAY_ALPHA = 0.45
 RENDER_SIZE = 600

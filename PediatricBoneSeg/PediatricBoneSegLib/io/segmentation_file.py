@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .catalog import get_joint
-from .labelmaps import bone_boxes
-from .volume_io import atomic_path
+from ..catalog import get_joint
+from ..labelmaps import bone_boxes
+from .volumes import atomic_path
 
 SOURCE_REPRESENTATION = "Binary labelmap"
 

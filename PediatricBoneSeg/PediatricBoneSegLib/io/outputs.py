@@ -24,15 +24,15 @@ from typing import Any
 import SimpleITK as sitk
 import vtk
 
-from . import __version__
-from .atomic import place_folder, replace_folder, staging_folder
-from .catalog import get_joint
-from .pipeline.inference import InferenceResult
-from .pipeline.morphometry import COLUMNS, BoneMeasurement
-from .progress import CancelToken, ProgressCallback, check_cancelled
+from .. import __version__
+from ..atomic import place_folder, replace_folder, staging_folder
+from ..catalog import get_joint
+from ..pipeline.inference import InferenceResult
+from ..pipeline.morphometry import COLUMNS, BoneMeasurement
+from ..progress import CancelToken, ProgressCallback, check_cancelled
+from ..signals import deferred_interrupts
 from .qc import write_qc_png
 from .segmentation_file import write_segmentation_nrrd
-from .signals import deferred_interrupts
 
 SURFACE_FORMATS = ("stl", "obj", "vtp", "ply")
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
