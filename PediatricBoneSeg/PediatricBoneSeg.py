@@ -22,10 +22,10 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from PediatricBoneSegLib import PediatricBoneSegLogic
-from PediatricBoneSegLib.dependencies import PIP_REQUIREMENTS, TORCH, missing_modules
-from PediatricBoneSegLib.parameters import DEVICE_CHOICES, JOINT_CHOICES, SegmentParameters
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 from PediatricBoneSegLib.resources import bundled_sample_path
+from PediatricBoneSegLib.slicer.dependencies import PIP_REQUIREMENTS, TORCH, missing_modules
+from PediatricBoneSegLib.slicer.parameters import DEVICE_CHOICES, JOINT_CHOICES, SegmentParameters
 
 _DEFAULTS = SegmentParameters()
 TORCH_REQUIREMENT = ">=2.2"  # as in pyproject.toml
@@ -231,7 +231,7 @@ class PediatricBoneSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class PediatricBoneSegTest(ScriptedLoadableModuleTest):
-    """Runs PediatricBoneSegLib.slicer_scenario, the same scenario pytest runs outside Slicer."""
+    """Runs PediatricBoneSegLib.slicer.self_test, the same scenario pytest runs outside Slicer."""
 
     modelPath = None  # None: the bundled model; pytest points it at a small model file
     requireBones = True  # a trained model must find bones in the phantom; pytest's untrained one may not
@@ -244,7 +244,7 @@ class PediatricBoneSegTest(ScriptedLoadableModuleTest):
         self.test_SegmentBonesScenario()
 
     def test_SegmentBonesScenario(self) -> None:
-        from PediatricBoneSegLib import slicer_scenario
+        from PediatricBoneSegLib.slicer import self_test
 
         logic = PediatricBoneSegLogic()
-        slicer_scenario.run_all(logic, self.modelPath, self.requireBones, log=self.delayDisplay)
+        self_test.run_all(logic, self.modelPath, self.requireBones, log=self.delayDisplay)

@@ -12,8 +12,8 @@ import pytest
 import SimpleITK as sitk
 from slicer_harness import MRMLHarness
 
-from PediatricBoneSegLib import slicer_scenario
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, segment_image
+from PediatricBoneSegLib.slicer import self_test
 
 
 @pytest.mark.parametrize(
@@ -51,8 +51,8 @@ def test_segment_image_refuses_what_is_not_an_image_or_not_options() -> None:
 @pytest.fixture(scope="module")
 def volume_and_logic() -> tuple[Any, Any, MRMLHarness]:
     harness = MRMLHarness()
-    image, _ = slicer_scenario.phantom_case("knee", seed=0)
-    volume = slicer_scenario.add_volume_node(harness.scene, image, "knee")
+    image, _ = self_test.phantom_case("knee", seed=0)
+    volume = self_test.add_volume_node(harness.scene, image, "knee")
     return volume, harness.logic(), harness
 
 
@@ -74,7 +74,7 @@ def test_logic_segment_refuses_wrong_arguments_and_leaves_the_scene_unchanged(
     volume_and_logic: tuple[Any, Any, MRMLHarness], arguments: dict[str, Any], error: type, words: str
 ) -> None:
     volume, logic, harness = volume_and_logic
-    before = slicer_scenario.scene_state(harness.scene)
+    before = self_test.scene_state(harness.scene)
     with pytest.raises(error, match=words):
         logic.segment(**{"volumeNode": volume, **arguments})
-    assert slicer_scenario.scene_state(harness.scene) == before
+    assert self_test.scene_state(harness.scene) == before

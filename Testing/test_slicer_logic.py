@@ -1,5 +1,5 @@
 """PediatricBoneSegLogic on a real vtkMRMLScene (slicer-core): outputs, geometry, rollback, and the
-module's self-test running the same scenario (PediatricBoneSegLib.slicer_scenario)."""
+module's self-test running the same scenario (PediatricBoneSegLib.slicer.self_test)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import SimpleITK as sitk
 import torch
 from slicer_harness import MRMLHarness, application_standins
 
-from PediatricBoneSegLib import slicer_scenario
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.modelfile import ModelManifest, save_model
-from PediatricBoneSegLib.mrml_volume import ijk_to_ras, image_from_volume_node
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
-from PediatricBoneSegLib.parameters import SegmentParameters
 from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
-from PediatricBoneSegLib.scene_transaction import SceneTransaction
+from PediatricBoneSegLib.slicer import self_test
+from PediatricBoneSegLib.slicer.parameters import SegmentParameters
+from PediatricBoneSegLib.slicer.scene_transaction import SceneTransaction
+from PediatricBoneSegLib.slicer.volume import ijk_to_ras, image_from_volume_node
 
 KNEE = get_joint("knee")
 
@@ -39,7 +39,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def knee():
-    return slicer_scenario.phantom_case("knee", seed=0)
+    return self_test.phantom_case("knee", seed=0)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def harness():
 
 def test_known_labels_become_catalog_segments_surfaces_models_and_table(harness, knee):
     image, labels = knee
-    result = slicer_scenario.run_truth_scenario(harness.logic(), image, labels, "knee")
+    result = self_test.run_truth_scenario(harness.logic(), image, labels, "knee")
     segmentation = result.segmentationNode.GetSegmentation()
     segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
     assert [s.GetName() for s in segments] == [bone.display_name for bone in KNEE.bones]
@@ -65,7 +65,7 @@ def test_known_labels_become_catalog_segments_surfaces_models_and_table(harness,
 
 def test_result_check_catches_each_kind_of_wrong_output(harness, knee):
     image, labels = knee
-    result = slicer_scenario.run_truth_scenario(harness.logic(), image, labels, "knee")
+    result = self_test.run_truth_scenario(harness.logic(), image, labels, "knee")
     volume = harness.scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
     segmentation = result.segmentationNode.GetSegmentation()
     segmentation.GetSegment("patella").SetName("Kneecap")
@@ -74,7 +74,7 @@ def test_result_check_catches_each_kind_of_wrong_output(harness, knee):
     result.tableNode.GetTable().RemoveRow(0)
     shifted = volume.GetOrigin()
     volume.SetOrigin(shifted[0] + 1.0, shifted[1], shifted[2])
-    problems = slicer_scenario.check_result(result, volume, "knee", labels, bones_required="all")
+    problems = self_test.check_result(result, volume, "knee", labels, bones_required="all")
     expected = [
         "reference IJK-to-RAS",
         "segment 'tibia' terminology",
@@ -90,10 +90,10 @@ def test_segment_path_with_a_model_file(harness, knee, tiny_model):
     image, _ = knee
     logic = harness.logic()
     messages = []
-    volume = slicer_scenario.add_volume_node(harness.scene, image, "knee")
+    volume = self_test.add_volume_node(harness.scene, image, "knee")
     result = logic.segment(volume, joint="knee", modelPath=tiny_model, progress=lambda f, m: messages.append((f, m)))
     assert result.joint == "knee" and not result.autoDetected and result.jointConfidence is None
-    assert slicer_scenario.check_result(result, volume, "knee", bones_required="any") == []
+    assert self_test.check_result(result, volume, "knee", bones_required="any") == []
     fractions = [f for f, _ in messages]
     assert fractions == sorted(fractions) and fractions[-1] >= 0.8 and messages[-1][1] == "Measuring the bones"
 
@@ -101,8 +101,8 @@ def test_segment_path_with_a_model_file(harness, knee, tiny_model):
 def test_cancel_after_first_batch_and_injected_error_leave_the_scene_unchanged(harness, knee, tiny_model):
     """The same cases (and more) run in the shared scenario, see test_module_self_test_runs_the_shared_scenario."""
     logic = harness.logic()
-    volume = slicer_scenario.add_volume_node(harness.scene, knee[0], "knee")
-    state = slicer_scenario.scene_state(harness.scene)
+    volume = self_test.add_volume_node(harness.scene, knee[0], "knee")
+    state = self_test.scene_state(harness.scene)
     token, batches = CancelToken(), []
 
     def cancel_after_first_batch(fraction, message):
@@ -115,28 +115,28 @@ def test_cancel_after_first_batch_and_injected_error_leave_the_scene_unchanged(h
             volume, joint="knee", modelPath=tiny_model, progress=cancel_after_first_batch, cancel=token, batchSize=4
         )
     assert len(batches) == 1 and batches[0].startswith("segmenting slice 4/")
-    assert slicer_scenario.scene_state(harness.scene) == state
+    assert self_test.scene_state(harness.scene) == state
 
     def fail_while_building_models(fraction, message):
         if message == "Measuring the bones":  # segmentation and models already exist at this point
             assert harness.scene.GetFirstNodeByClass("vtkMRMLModelNode") is not None
-            raise slicer_scenario.InjectedError("injected")
+            raise self_test.InjectedError("injected")
 
-    with pytest.raises(slicer_scenario.InjectedError):
+    with pytest.raises(self_test.InjectedError):
         logic.segment(volume, joint="knee", modelPath=tiny_model, progress=fail_while_building_models)
-    assert slicer_scenario.scene_state(harness.scene) == state
+    assert self_test.scene_state(harness.scene) == state
 
 
 def test_scene_transaction_removes_nodes_display_nodes_and_folders(harness):
-    before = slicer_scenario.scene_state(harness.scene)
+    before = self_test.scene_state(harness.scene)
     with pytest.raises(RuntimeError), SceneTransaction(harness.scene):
         model = harness.scene.AddNewNodeByClass("vtkMRMLModelNode", "m")
         model.CreateDefaultDisplayNodes()
         folder = harness.subjectHierarchy.CreateFolderItem(harness.subjectHierarchy.GetSceneItemID(), "f")
         harness.subjectHierarchy.CreateItem(folder, model)
-        assert slicer_scenario.scene_state(harness.scene) != before
+        assert self_test.scene_state(harness.scene) != before
         raise RuntimeError("boom")
-    assert slicer_scenario.scene_state(harness.scene) == before
+    assert self_test.scene_state(harness.scene) == before
 
 
 def test_volume_node_geometry_is_exact_for_an_oblique_volume(harness):
@@ -147,7 +147,7 @@ def test_volume_node_geometry_is_exact_for_an_oblique_volume(harness):
     angle = np.radians(20)
     rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
     image.SetDirection(tuple((rotation @ np.diag([1, -1, 1])).ravel()))
-    volume = slicer_scenario.add_volume_node(harness.scene, image, "oblique")
+    volume = self_test.add_volume_node(harness.scene, image, "oblique")
     index = (5, 1, 2)
     lps = np.array(image.TransformIndexToPhysicalPoint(index))
     ras = ijk_to_ras(volume) @ np.array([*index, 1.0])
@@ -164,7 +164,7 @@ def test_bad_volume_and_export_folder_are_refused_before_any_node(harness, knee,
     count = harness.scene.GetNumberOfNodes()
     with pytest.raises(ValueError, match="'empty' has no voxel data"):
         logic.segment(empty, joint="knee", modelPath=tiny_model)
-    volume = slicer_scenario.add_volume_node(harness.scene, knee[0], "knee")
+    volume = self_test.add_volume_node(harness.scene, knee[0], "knee")
     count = harness.scene.GetNumberOfNodes()
     with pytest.raises(ValueError, match="export folder .*missing does not exist"):
         logic.segment(volume, joint="knee", modelPath=tiny_model, exportFolder=tmp_path / "missing")
@@ -174,8 +174,8 @@ def test_bad_volume_and_export_folder_are_refused_before_any_node(harness, knee,
 def test_export_writes_a_new_case_folder_each_run(harness, knee, tmp_path):
     image, labels = knee
     logic = harness.logic()
-    volume = slicer_scenario.add_volume_node(harness.scene, image, "knee 1/left")
-    truth = slicer_scenario.truth_result(labels, "knee")
+    volume = self_test.add_volume_node(harness.scene, image, "knee 1/left")
+    truth = self_test.truth_result(labels, "knee")
     first = logic.createOutputNodes(volume, truth, exportFolder=tmp_path)
     second = logic.createOutputNodes(volume, truth, exportFolder=tmp_path, surfaces=False)
     assert (first.exportFolder.name, second.exportFolder.name) == ("knee_1_left", "knee_1_left_2")
@@ -221,7 +221,7 @@ def test_module_self_test_runs_the_shared_scenario(harness, tiny_model):
 def test_rollback_scenario_fails_when_the_scene_is_not_restored(harness, knee, tiny_model, monkeypatch):
     monkeypatch.setattr(SceneTransaction, "rollback", lambda self: None)  # a logic that forgets to clean up
     with pytest.raises(AssertionError) as failure:
-        slicer_scenario.run_rollback_scenarios(harness.logic(), *knee, "knee", tiny_model)
+        self_test.run_rollback_scenarios(harness.logic(), *knee, "knee", tiny_model)
     report = str(failure.value)
     assert "cancel while creating models: the scene changed" in report
     assert "error while measuring: the scene changed" in report and "first batch:" not in report

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import fields
 from pathlib import Path
 
-from PediatricBoneSegLib.parameters import SegmentParameters
+from PediatricBoneSegLib.slicer.parameters import SegmentParameters
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_DIR = ROOT / "PediatricBoneSeg"
@@ -66,12 +66,15 @@ def test_every_module_file_is_listed_in_cmake():
 
 def test_cmake_check_fails_when_a_file_is_removed_from_the_list(tmp_path):
     text = (MODULE_DIR / "CMakeLists.txt").read_text()
-    for removed in ("PediatricBoneSegLib/logic.py", "Resources/UI/PediatricBoneSeg.ui"):
+    for removed in ("PediatricBoneSegLib/slicer/logic.py", "Resources/UI/PediatricBoneSeg.ui"):
         assert f"  {removed}\n" in text
         text = text.replace(f"  {removed}\n", "")
     copy = tmp_path / "CMakeLists.txt"
     copy.write_text(text)
-    assert unlisted_files(MODULE_DIR, copy) == ["PediatricBoneSegLib/logic.py", "Resources/UI/PediatricBoneSeg.ui"]
+    assert unlisted_files(MODULE_DIR, copy) == [
+        "PediatricBoneSegLib/slicer/logic.py",
+        "Resources/UI/PediatricBoneSeg.ui",
+    ]
 
 
 def test_cmake_check_fails_when_a_listed_file_moved(tmp_path):
@@ -230,7 +233,7 @@ def test_core_library_imports_without_slicer_and_logic_lazily():
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip() == "PediatricBoneSegLib.logic"
+    assert completed.stdout.strip() == "PediatricBoneSegLib.slicer.logic"
 
 
 def test_copy_of_module_dir_detects_a_new_unlisted_file(tmp_path):

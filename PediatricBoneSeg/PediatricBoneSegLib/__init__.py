@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name in ("PediatricBoneSegLogic", "SegmentationResult"):
-        from . import logic
+        from .slicer import logic
 
         return getattr(logic, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,12 +19,12 @@ import SimpleITK as sitk
 from vtkmodules.vtkCommonCore import vtkIdList
 from vtkmodules.vtkFiltersCore import vtkFeatureEdges
 
-from .catalog import get_joint
-from .mrml_hierarchy import place_node, subject_hierarchy
-from .mrml_segmentation import CLOSED_SURFACE, segment_ids
-from .mrml_volume import ijk_to_ras, update_volume_node_from_image
-from .progress import Cancelled, CancelToken
+from ..catalog import get_joint
+from ..progress import Cancelled, CancelToken
+from .hierarchy import place_node, subject_hierarchy
 from .scene_transaction import node_ids
+from .segmentation import CLOSED_SURFACE, segment_ids
+from .volume import ijk_to_ras, update_volume_node_from_image
 
 REFERENCE_GEOMETRY = "Reference image geometry"  # vtkSegmentationConverter's parameter name
 Log = Callable[[str], Any]
@@ -36,7 +36,7 @@ class InjectedError(RuntimeError):
 
 def phantom_case(joint: str = "knee", seed: int = 0) -> tuple[sitk.Image, sitk.Image]:
     """A small phantom MR volume of ``joint`` and its true labels (catalog values, same grid)."""
-    from .phantoms import generate_phantom
+    from ..phantoms import generate_phantom
 
     phantom = generate_phantom(joint, seed, voxel_scale=2.5)
     return phantom.image, phantom.labels
@@ -60,7 +60,7 @@ def scene_state(scene: Any) -> tuple[list[str], list[int]]:
 
 def truth_result(labels: sitk.Image, joint: str) -> Any:
     """An InferenceResult carrying known labels, to check the node-building half of the logic."""
-    from .pipeline.inference import InferenceResult
+    from ..pipeline.inference import InferenceResult
 
     return InferenceResult(
         labels=labels,

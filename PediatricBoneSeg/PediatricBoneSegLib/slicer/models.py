@@ -15,8 +15,8 @@ from vtkmodules.vtkCommonTransforms import vtkTransform
 from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
 from vtkmodules.vtkFiltersGeneral import vtkTransformPolyDataFilter
 
-from .mrml_hierarchy import create_folder, place_node
-from .mrml_segmentation import segment_ids
+from .hierarchy import create_folder, place_node
+from .segmentation import segment_ids
 
 
 def closed_surface(segmentation_node: Any, segment_id: str) -> vtkPolyData:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .catalog import JOINT_KEYS, JOINTS
+from ..catalog import JOINT_KEYS, JOINTS
 
 AUTO = "Auto"
 JOINT_CHOICES: tuple[str, ...] = (AUTO, *(JOINTS[key].display_name for key in JOINT_KEYS))

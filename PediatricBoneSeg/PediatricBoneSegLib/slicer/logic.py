@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import get_joint
-from .mrml_hierarchy import parent_item_of, place_node
-from .mrml_models import add_bone_models, lps_surfaces
-from .mrml_segmentation import add_segmentation_node
-from .mrml_table import add_table_node
-from .mrml_volume import image_from_volume_node
-from .progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
+from ..catalog import get_joint
+from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
+from .hierarchy import parent_item_of, place_node
+from .models import add_bone_models, lps_surfaces
 from .scene_transaction import SceneTransaction
+from .segmentation import add_segmentation_node
+from .table import add_table_node
+from .volume import image_from_volume_node
 
 if TYPE_CHECKING:
-    from .pipeline.inference import InferenceResult
-    from .pipeline.morphometry import BoneMeasurement
+    from ..pipeline.inference import InferenceResult
+    from ..pipeline.morphometry import BoneMeasurement
 
 INFERENCE_SHARE = 0.8  # of the progress bar; node creation, surfaces and export share the rest
 
@@ -106,7 +106,7 @@ class PediatricBoneSegLogic:
         ``progress(fraction, message)`` may raise ``Cancelled``; ``cancel`` is checked between
         slice batches and between output steps. Raises ValueError (bad input), ModelFileError,
         Cancelled; in every such case nothing was added to the scene or written to disk."""
-        from .pipeline.inference import SegmentOptions, get_model, segment_image
+        from ..pipeline.inference import SegmentOptions, get_model, segment_image
 
         if volumeNode is None:
             raise ValueError("no input volume given")
@@ -144,7 +144,7 @@ class PediatricBoneSegLogic:
         cancel: CancelToken | None = None,
     ) -> SegmentationResult:
         """Turn an inference result on ``volumeNode``'s grid into scene nodes (all or nothing)."""
-        from .pipeline.morphometry import measure_bones
+        from ..pipeline.morphometry import measure_bones
 
         _checkVolumeNode(volumeNode)
         _checkOutputOptions(surfaces, smoothing, exportFolder)
@@ -206,7 +206,7 @@ class PediatricBoneSegLogic:
         cancel: CancelToken | None,
     ) -> Path:
         """Write ``exportFolder/<volume name>/`` (``_2``, ``_3``... when taken; never overwrites)."""
-        from .io.outputs import write_case
+        from ..io.outputs import write_case
 
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", volumeNode.GetName()).strip("._") or "volume"
         case, number = base, 1

@@ -14,8 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 from vtkmodules.vtkCommonCore import vtkStringArray
 
-from .catalog import Joint
-from .mrml_volume import vtk_image_from_array
+from ..catalog import Joint
+from .volume import vtk_image_from_array
 
 CLOSED_SURFACE = "Closed surface"  # vtkSegmentationConverter's representation name
 SMOOTHING_FACTOR = "Smoothing factor"  # vtkBinaryLabelmapToClosedSurfaceConversionRule parameter
