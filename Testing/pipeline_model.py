@@ -23,10 +23,11 @@ import SimpleITK as sitk
 import torch
 
 from PediatricBoneSegLib.catalog import get_joint
-from PediatricBoneSegLib.modelfile import ModelManifest, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.network.config import PreprocessingConfig
+from PediatricBoneSegLib.network.modelfile import ModelManifest, save_model
 from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices, volume_embedding
-from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig, SlicedVolume, slice_volume
+from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume
 
 JOINTS = ("ankle", "knee")
 PREPROCESSING = PreprocessingConfig(size=64)

@@ -13,10 +13,11 @@ import SimpleITK as sitk
 import torch
 
 from PediatricBoneSegLib.catalog import get_joint
-from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.network.decoder import DecoderBlock
 from PediatricBoneSegLib.network.domain_norm import DomainBatchNorm2d
+from PediatricBoneSegLib.network.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
 from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.pipeline.acceleration import (
@@ -31,7 +32,7 @@ from PediatricBoneSegLib.pipeline.acceleration import (
     prepare_network,
 )
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, resolve_device, resolve_precision, segment_image
-from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig, slice_volume
+from PediatricBoneSegLib.pipeline.preprocessing import slice_volume
 
 KNEE = get_joint("knee")
 # Feature flags of the AVX2 EPYC this project's CI runs on (no AVX-512, no AMX).

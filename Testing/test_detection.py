@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PediatricBoneSegLib.modelfile import LoadedModel, load_model
+from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model
 from PediatricBoneSegLib.phantoms import case_seed, generate_phantom
 from PediatricBoneSegLib.pipeline.detection import JointChoice, _mismatch_warnings, choose_joint
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image

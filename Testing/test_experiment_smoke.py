@@ -22,7 +22,7 @@ from pbseg_training.experiment_config import load_experiment_config, with_overri
 from pbseg_training.metrics import METRIC_KEYS
 from pbseg_training.results import load_results
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
-from PediatricBoneSegLib.modelfile import load_model
+from PediatricBoneSegLib.network.modelfile import load_model
 
 SMOKE = CONFIGS / "experiment_smoke.toml"
 SCHEMES = ("individual", "transfer", "shared", "mtmd", "mtmd_contrastive", "full")

@@ -11,8 +11,8 @@ import SimpleITK as sitk
 import torch
 
 from PediatricBoneSegLib.catalog import get_joint, union_label
-from PediatricBoneSegLib.modelfile import LoadedModel, load_model
 from PediatricBoneSegLib.network import NetworkConfig
+from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model
 from PediatricBoneSegLib.pipeline.acceleration import auto_precision
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, resolve_device, segment_image
 from PediatricBoneSegLib.progress import Cancelled, CancelToken

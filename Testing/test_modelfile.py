@@ -15,7 +15,9 @@ from safetensors.torch import load_file, save_file
 
 from PediatricBoneSegLib.cli import main
 from PediatricBoneSegLib.io.volumes import write_image
-from PediatricBoneSegLib.modelfile import (
+from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.network.config import PreprocessingConfig
+from PediatricBoneSegLib.network.modelfile import (
     FORMAT_VERSION,
     MANIFEST_KEY,
     ModelFileError,
@@ -26,9 +28,7 @@ from PediatricBoneSegLib.modelfile import (
     save_model,
     tensors_checksum,
 )
-from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
-from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
 
 
 @pytest.fixture(scope="module")

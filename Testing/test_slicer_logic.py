@@ -12,9 +12,9 @@ import torch
 from slicer_harness import MRMLHarness, application_standins
 
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
-from PediatricBoneSegLib.modelfile import ModelManifest, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
-from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
+from PediatricBoneSegLib.network.config import PreprocessingConfig
+from PediatricBoneSegLib.network.modelfile import ModelManifest, save_model
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 from PediatricBoneSegLib.slicer import self_test
 from PediatricBoneSegLib.slicer.parameters import SegmentParameters

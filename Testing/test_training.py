@@ -16,7 +16,7 @@ from pbseg_training.checkpoint import load_checkpoint
 from pbseg_training.config import SCHEMES, TrainingConfig, config_from_dict
 from pbseg_training.trainer import CHECKPOINT_NAME, HISTORY_NAME, train
 from PediatricBoneSegLib.catalog import JOINT_KEYS
-from PediatricBoneSegLib.modelfile import load_model
+from PediatricBoneSegLib.network.modelfile import load_model
 from PediatricBoneSegLib.phantoms import write_phantom_dataset
 from PediatricBoneSegLib.phantoms.generator import GENERATOR_VERSION
 

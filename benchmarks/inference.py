@@ -47,8 +47,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.cli import main as pbseg
-from PediatricBoneSegLib.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
+from PediatricBoneSegLib.network.config import PreprocessingConfig
+from PediatricBoneSegLib.network.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
 from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.pipeline.acceleration import (
@@ -58,7 +59,7 @@ from PediatricBoneSegLib.pipeline.acceleration import (
     prepare_network,
 )
 from PediatricBoneSegLib.pipeline.inference import bundled_model_path, predict_slices, resolve_precision
-from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig, SlicedVolume, slice_volume
+from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume
 
 STANDARD = ((384, 384, 160), (0.365, 0.365, 0.7))
 LARGE = ((512, 512, 400), (0.3, 0.3, 0.3))

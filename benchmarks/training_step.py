@@ -27,8 +27,8 @@ from pbseg_training.data import DomainSlices, load_domain
 from pbseg_training.schemes import plan_phases
 from pbseg_training.trainer import build_network, pretrain_joint_prior, training_step
 from PediatricBoneSegLib.catalog import JOINT_KEYS
+from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.phantoms import write_phantom_dataset
-from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
 
 SCHEMES = ("shared", "mtmd", "mtmd_contrastive", "full")
 INPUT_SIZE = 160

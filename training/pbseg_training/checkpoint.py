@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from PediatricBoneSegLib.modelfile import save_safetensors_atomically
+from PediatricBoneSegLib.network.modelfile import save_safetensors_atomically
 
 
 @dataclass

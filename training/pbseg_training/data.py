@@ -15,7 +15,8 @@ import torch
 
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
-from PediatricBoneSegLib.pipeline.preprocessing import PLANE_AXIS, PreprocessingConfig, slice_volume
+from PediatricBoneSegLib.network.config import PreprocessingConfig
+from PediatricBoneSegLib.pipeline.preprocessing import PLANE_AXIS, slice_volume
 
 from .config import DatasetSpec
 

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
-from PediatricBoneSegLib.modelfile import LoadedModel, load_model, save_model
+from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, save_model
 from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.phantoms.generator import case_seed
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image

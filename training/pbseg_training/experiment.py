@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
-from PediatricBoneSegLib.modelfile import load_model, read_manifest
+from PediatricBoneSegLib.network.modelfile import load_model, read_manifest
 from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, segment_image
 from PediatricBoneSegLib.signals import exit_code, interrupts_as_exceptions

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from PediatricBoneSegLib import __version__
-from PediatricBoneSegLib.modelfile import ModelManifest, save_model
 from PediatricBoneSegLib.network import MultiDomainUNet
+from PediatricBoneSegLib.network.config import PreprocessingConfig
+from PediatricBoneSegLib.network.modelfile import ModelManifest, save_model
 from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices, volume_embedding
-from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
 
 from .config import TrainingConfig
 from .data import DomainSlices

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.network import MultiDomainUNet, load_imagenet_encoder
-from PediatricBoneSegLib.pipeline.preprocessing import PreprocessingConfig
+from PediatricBoneSegLib.network.config import PreprocessingConfig
 
 from .augment import augment_batch
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint

@@ -8,7 +8,7 @@ import json
 import sys
 
 from ..catalog import get_joint
-from ..modelfile import FORMAT_VERSION, ModelFileError, load_model, read_manifest, save_model
+from ..network.modelfile import FORMAT_VERSION, ModelFileError, load_model, read_manifest, save_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

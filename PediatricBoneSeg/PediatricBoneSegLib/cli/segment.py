@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..catalog import JOINT_KEYS, get_joint
 from ..io.outputs import SURFACE_FORMATS, OutputError, check_case_target, check_output_root, write_case
 from ..io.volumes import VolumeReadError, VolumeSource, discover_sources, read_volume
-from ..modelfile import LoadedModel, ModelFileError
+from ..network.modelfile import LoadedModel, ModelFileError
 from ..pipeline.inference import PRECISIONS, SegmentOptions, get_model, segment_image
 from ..pipeline.morphometry import measure_bones
 from ..pipeline.surfaces import bone_surfaces

@@ -1,4 +1,5 @@
-"""Architecture configuration of the multi-domain U-Net, stored verbatim in model files."""
+"""What a model file stores to rebuild and feed its network, verbatim: the architecture of the
+multi-domain U-Net (``NetworkConfig``) and the preprocessing its inputs need (``PreprocessingConfig``)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,29 @@ class NetworkConfig:
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """``size``: network input side (pixels, multiple of 32). ``clip_percentiles``: intensity
+    window before z-scoring. ``near_isotropic_ratio``: max/min spacing below which a volume counts
+    as isotropic and is sliced in the joint's usual plane."""
+
+    size: int = 256
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    near_isotropic_ratio: float = 1.2
+
+    def __post_init__(self) -> None:
+        if self.size % 32 or self.size < 32:
+            raise ValueError(f"preprocessing size must be a positive multiple of 32, got {self.size}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> PreprocessingConfig:
+        return cls(
+            size=int(data["size"]),
+            clip_percentiles=tuple(data["clip_percentiles"]),  # type: ignore[arg-type]
+            near_isotropic_ratio=float(data["near_isotropic_ratio"]),
+        )

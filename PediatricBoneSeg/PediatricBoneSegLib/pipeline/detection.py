@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..catalog import get_joint
-from ..modelfile import LoadedModel
+from ..network.modelfile import LoadedModel
 from .embedding import detection_slice_indices, volume_embedding
 from .preprocessing import SlicedVolume
 

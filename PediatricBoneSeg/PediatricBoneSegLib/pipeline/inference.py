@@ -19,7 +19,7 @@ import torch
 
 from ..catalog import JOINT_KEYS, NUM_UNION_CLASSES, get_joint
 from ..io.volumes import check_volume
-from ..modelfile import LoadedModel, ModelFileError, load_model
+from ..network.modelfile import LoadedModel, ModelFileError, load_model
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from .acceleration import REDUCED_PRECISIONS, auto_precision, batch_limit, inference_threads, prepare_network
 from .detection import choose_joint

@@ -8,39 +8,15 @@ the acquisition axis (largest spacing); for a near-isotropic volume, the joint's
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..network.config import PreprocessingConfig
+
 PLANE_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}  # canonical axis held fixed by each plane
-
-
-@dataclass(frozen=True)
-class PreprocessingConfig:
-    """``size``: network input side (pixels, multiple of 32). ``clip_percentiles``: intensity
-    window before z-scoring. ``near_isotropic_ratio``: max/min spacing below which a volume counts
-    as isotropic and is sliced in the joint's usual plane."""
-
-    size: int = 256
-    clip_percentiles: tuple[float, float] = (0.5, 99.5)
-    near_isotropic_ratio: float = 1.2
-
-    def __post_init__(self) -> None:
-        if self.size % 32 or self.size < 32:
-            raise ValueError(f"preprocessing size must be a positive multiple of 32, got {self.size}")
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> PreprocessingConfig:
-        return cls(
-            size=int(data["size"]),
-            clip_percentiles=tuple(data["clip_percentiles"]),  # type: ignore[arg-type]
-            near_isotropic_ratio=float(data["near_isotropic_ratio"]),
-        )
 
 
 @dataclass(frozen=True)

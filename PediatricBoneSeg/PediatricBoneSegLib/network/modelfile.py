@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from .catalog import get_joint
-from .network import MultiDomainUNet, NetworkConfig
-from .pipeline.preprocessing import PreprocessingConfig
+from ..catalog import get_joint
+from . import MultiDomainUNet, NetworkConfig
+from .config import PreprocessingConfig
 
 FORMAT_VERSION = 2
 LEGACY_FORMAT_VERSION = 1  # checksum of the tensors only
