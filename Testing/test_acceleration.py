@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.network.config import PreprocessingConfig
@@ -19,7 +20,6 @@ from PediatricBoneSegLib.network.decoder import DecoderBlock
 from PediatricBoneSegLib.network.domain_norm import DomainBatchNorm2d
 from PediatricBoneSegLib.network.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
-from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.pipeline.acceleration import (
     auto_precision,
     available_memory,

@@ -51,7 +51,7 @@ def test_segment_image_refuses_what_is_not_an_image_or_not_options() -> None:
 @pytest.fixture(scope="module")
 def volume_and_logic() -> tuple[Any, Any, MRMLHarness]:
     harness = MRMLHarness()
-    image, _ = self_test.phantom_case("knee", seed=0)
+    image, _ = self_test.knee_case()
     volume = self_test.add_volume_node(harness.scene, image, "knee")
     return volume, harness.logic(), harness
 

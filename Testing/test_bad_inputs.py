@@ -15,8 +15,8 @@ import pytest
 from bad_inputs import BAD_INPUTS, BadInput, write_dicom_series
 from test_cli_segment import _scene, _tree, model  # noqa: F401 (model: the knee threshold-model fixture)
 
+from pbseg_training.dataset import write_raw_dataset
 from PediatricBoneSegLib.cli import main
-from PediatricBoneSegLib.dataset import write_raw_dataset
 from PediatricBoneSegLib.io.volumes import write_image
 
 

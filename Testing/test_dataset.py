@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from pbseg_training.dataset import DatasetError, RawDataset, validate_dataset, write_raw_dataset
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.cli import main as pbseg
-from PediatricBoneSegLib.dataset import DatasetError, RawDataset, validate_dataset, write_raw_dataset
 
 SHAPE = (6, 9, 11)  # numpy (k, j, i)
 

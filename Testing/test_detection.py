@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from pbseg_training.phantoms import case_seed, generate_phantom
 from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model
-from PediatricBoneSegLib.phantoms import case_seed, generate_phantom
 from PediatricBoneSegLib.pipeline.detection import JointChoice, _mismatch_warnings, choose_joint
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
 from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume

@@ -12,13 +12,13 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage, stats
 
+from pbseg_training.dataset import RawDataset, validate_dataset
+from pbseg_training.phantoms import GENERATOR_VERSION, case_seed, generate_phantom, write_phantom_dataset
+from pbseg_training.phantoms.appearance import CONTRASTS, TISSUES
+from pbseg_training.phantoms.montage import save_montage
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.cli import main as pbseg
-from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.network.config import PreprocessingConfig
-from PediatricBoneSegLib.phantoms import GENERATOR_VERSION, case_seed, generate_phantom, write_phantom_dataset
-from PediatricBoneSegLib.phantoms.appearance import CONTRASTS, TISSUES
-from PediatricBoneSegLib.phantoms.montage import save_montage
 from PediatricBoneSegLib.pipeline.preprocessing import normalize_intensities
 
 SCALE = 2.0

@@ -7,9 +7,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.labelmaps import bone_boxes
-from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.pipeline.postprocess import MAX_FRAGMENT_GAP_MM, clean_labels, plausibility_warnings
 
 KNEE = get_joint("knee")

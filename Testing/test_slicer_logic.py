@@ -39,7 +39,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def knee():
-    return self_test.phantom_case("knee", seed=0)
+    return self_test.knee_case()
 
 
 @pytest.fixture
@@ -214,7 +214,7 @@ def test_module_self_test_runs_the_shared_scenario(harness, tiny_model):
         test = module.PediatricBoneSegTest()
         test.modelPath, test.requireBones = tiny_model, False
         test.runTest()
-    assert test.messages[0] == "Generating a knee phantom" and test.messages[-1] == "Segment bones scenario passed"
+    assert test.messages[0] == "Reading the knee phantom" and test.messages[-1] == "Segment bones scenario passed"
     assert harness.scene.GetFirstNodeByName("knee phantom (truth) bones") is not None
 
 

@@ -9,8 +9,8 @@ import vtk
 from pipeline_model import make_scene
 from vtk.util.numpy_support import vtk_to_numpy
 
+from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import get_joint
-from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.pipeline.surfaces import bone_surfaces, open_edge_count
 
 # A rotation about an oblique axis times a mirror: a left-handed, oblique grid.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from PediatricBoneSegLib.synthesis import SynthesisConfig, synthesize_image
+from pbseg_training.synthesis import SynthesisConfig, synthesize_image
 
 PLAIN = SynthesisConfig(  # nothing but one random intensity per class
     texture_std=(0.0, 0.0),

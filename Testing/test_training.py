@@ -14,11 +14,11 @@ from safetensors.torch import load_file
 
 from pbseg_training.checkpoint import load_checkpoint
 from pbseg_training.config import SCHEMES, TrainingConfig, config_from_dict
+from pbseg_training.phantoms import write_phantom_dataset
+from pbseg_training.phantoms.generator import GENERATOR_VERSION
 from pbseg_training.trainer import CHECKPOINT_NAME, HISTORY_NAME, train
 from PediatricBoneSegLib.catalog import JOINT_KEYS
 from PediatricBoneSegLib.network.modelfile import load_model
-from PediatricBoneSegLib.phantoms import write_phantom_dataset
-from PediatricBoneSegLib.phantoms.generator import GENERATOR_VERSION
 
 TINY = {
     "name": "tiny",

@@ -45,13 +45,13 @@ import SimpleITK as sitk
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.cli import main as pbseg
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.network.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
-from PediatricBoneSegLib.phantoms import generate_phantom
 from PediatricBoneSegLib.pipeline.acceleration import (
     available_threads,
     fold_batch_norm,

@@ -24,11 +24,11 @@ import torch
 
 from pbseg_training.config import DatasetSpec, TrainingConfig
 from pbseg_training.data import DomainSlices, load_domain
+from pbseg_training.phantoms import write_phantom_dataset
 from pbseg_training.schemes import plan_phases
 from pbseg_training.trainer import build_network, pretrain_joint_prior, training_step
 from PediatricBoneSegLib.catalog import JOINT_KEYS
 from PediatricBoneSegLib.network.config import PreprocessingConfig
-from PediatricBoneSegLib.phantoms import write_phantom_dataset
 
 SCHEMES = ("shared", "mtmd", "mtmd_contrastive", "full")
 INPUT_SIZE = 160

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from PediatricBoneSegLib.synthesis import synthesize_image
+from pbseg_training.synthesis import synthesize_image
 
 from .config import TrainingConfig
 

@@ -13,8 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from pbseg_training.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.catalog import get_joint
-from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.pipeline.preprocessing import PLANE_AXIS, slice_volume
 

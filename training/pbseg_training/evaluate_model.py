@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from pbseg_training.phantoms import generate_phantom
+from pbseg_training.phantoms.generator import case_seed
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, save_model
-from PediatricBoneSegLib.phantoms import generate_phantom
-from PediatricBoneSegLib.phantoms.generator import case_seed
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
 
 from .metrics import image_metrics

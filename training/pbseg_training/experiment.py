@@ -38,7 +38,7 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from PediatricBoneSegLib.dataset import RawDataset, validate_dataset
+from pbseg_training.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.network.modelfile import load_model, read_manifest
 from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, segment_image
@@ -82,7 +82,7 @@ def prepare_datasets(config: ExperimentConfig, out_dir: Path) -> dict[str, Path]
     phantom writer is atomic: an interruption leaves no half dataset)."""
     if config.phantoms is None:
         return {joint: Path(config.base, path) for joint, path in config.datasets}
-    from PediatricBoneSegLib.phantoms import write_phantom_dataset
+    from pbseg_training.phantoms import write_phantom_dataset
 
     spec, folders = config.phantoms, {}
     for index, joint in enumerate(spec.joints):

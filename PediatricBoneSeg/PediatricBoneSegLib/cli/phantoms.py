@@ -26,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..phantoms import case_seed, generate_phantom, write_phantom_dataset
-    from ..phantoms.montage import save_montage
+    from pbseg_training.phantoms import case_seed, generate_phantom, write_phantom_dataset
+    from pbseg_training.phantoms.montage import save_montage
 
     if args.n < 1:
         print("pbseg phantoms: --n must be at least 1", file=sys.stderr)

@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dataset import RawDataset, validate_dataset
+    from pbseg_training.dataset import RawDataset, validate_dataset
 
     root = Path(args.dataset)
     if not root.is_dir():

@@ -1,4 +1,5 @@
-"""Files shipped inside the package: the bundled model and the sample knee volume.
+"""Files shipped inside the package: the bundled model, the sample knee volume and the Slicer
+self-test's small knee case (image and true labels, written by training/scripts/make_self_test_case.py).
 
 They are package data, located through ``importlib.resources``, so a wheel, ``pip install .``, an
 editable install and Slicer's scripted-module folder all find them next to this file. Importing
@@ -16,6 +17,7 @@ from pathlib import Path
 
 MODEL_FILE = "pediatric_bones.safetensors"
 SAMPLE_FILE = "knee_phantom.nii.gz"
+SELF_TEST_IMAGE, SELF_TEST_LABELS = "self_test_knee.nii.gz", "self_test_knee_labels.nii.gz"
 
 # Copies extracted from a zipped install live until the interpreter exits.
 _extracted = ExitStack()
@@ -39,3 +41,8 @@ def bundled_sample_path() -> Path:
     """The sample volume shipped with the package: a knee phantom (seed 424242, age 9, never used
     for training)."""
     return resource_path(SAMPLE_FILE)
+
+
+def self_test_case_paths() -> tuple[Path, Path]:
+    """The self-test's knee phantom (seed 0, voxel scale 2.5, int16) and its true labels."""
+    return resource_path(SELF_TEST_IMAGE), resource_path(SELF_TEST_LABELS)

@@ -1,10 +1,10 @@
 """The Slicer module's self-test scenario, run unchanged by the module's Test class (inside Slicer)
 and by pytest (on slicer-core's MRML, see Testing/slicer_harness.py).
 
-A phantom volume goes into the scene; the logic segments it; every output is checked against the
-catalog and the input (segment names, colors, SNOMED terminology, closed surfaces, one closed model
-per bone, one table row per bone, reference geometry, voxel counts). Cancelling and failing runs
-must leave the scene's nodes and subject-hierarchy items exactly as they were.
+A small knee phantom shipped with the package goes into the scene; the logic segments it; every
+output is checked against the catalog and the input (segment names, colors, SNOMED terminology,
+closed surfaces, one closed model per bone, one table row per bone, reference geometry, voxel
+counts). Cancelling and failing runs must leave the scene's nodes and subject-hierarchy items exactly as they were.
 Each ``run_*`` function raises AssertionError with every problem found.
 """
 
@@ -34,12 +34,12 @@ class InjectedError(RuntimeError):
     """Raised on purpose by the scenario's progress callback to simulate a failing step."""
 
 
-def phantom_case(joint: str = "knee", seed: int = 0) -> tuple[sitk.Image, sitk.Image]:
-    """A small phantom MR volume of ``joint`` and its true labels (catalog values, same grid)."""
-    from ..phantoms import generate_phantom
+def knee_case() -> tuple[sitk.Image, sitk.Image]:
+    """The shipped small knee phantom (Float32, as the module reads volumes) and its true labels."""
+    from ..resources import self_test_case_paths
 
-    phantom = generate_phantom(joint, seed, voxel_scale=2.5)
-    return phantom.image, phantom.labels
+    image_path, labels_path = self_test_case_paths()
+    return sitk.ReadImage(str(image_path), sitk.sitkFloat32), sitk.ReadImage(str(labels_path), sitk.sitkUInt8)
 
 
 def add_volume_node(scene: Any, image: sitk.Image, name: str) -> Any:
@@ -275,8 +275,8 @@ def run_rollback_scenarios(
 def run_all(logic: Any, model_path: str | Path | None = None, require_bones: bool = True, log: Log = print) -> None:
     """The whole self-test: truth outputs, the real segment path, then the rollback cases."""
     joint = "knee"
-    log("Generating a knee phantom")
-    image, labels = phantom_case(joint, seed=0)
+    log("Reading the knee phantom")
+    image, labels = knee_case()
     log("Building the outputs of the true labels")
     run_truth_scenario(logic, image, labels, joint)
     log("Segmenting the phantom with the model")

@@ -19,7 +19,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..catalog import JOINT_KEYS, get_joint
+from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
+
 from .anatomy import BoneModel, Growth, JointModel
 from .ankle import build_ankle
 from .appearance import TEXTURE, Appearance, add_rician_noise, bias_field, texture_field
@@ -237,7 +238,7 @@ def write_phantom_dataset(
             yield f"{joint_key}_{index:03d}", phantom.image, phantom.labels
 
     provenance = {
-        "generator": "PediatricBoneSegLib.phantoms",
+        "generator": "pbseg_training.phantoms",
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "voxel_scale": float(voxel_scale),

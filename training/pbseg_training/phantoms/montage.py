@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..catalog import get_joint
+from PediatricBoneSegLib.catalog import get_joint
+
 from .generator import Phantom
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .catalog import JOINTS, get_joint
-from .io.volumes import VolumeReadError, read_image_file, read_volume
+from PediatricBoneSegLib.catalog import JOINTS, get_joint
+from PediatricBoneSegLib.io.volumes import VolumeReadError, read_image_file, read_volume
 
 DATASET_JSON = "dataset.json"
 IMAGES, LABELS = "imagesTr", "labelsTr"
