@@ -20,7 +20,12 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from PediatricBoneSegLib.io.volumes import write_image
+
+def write_image(image: sitk.Image, path: Path) -> Path:
+    """Write a test input (format from the extension, compressed where the format allows)."""
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path
+
 
 SERIES_UID = "1.2.826.0.1.3680043.8.498.1001"
 

@@ -14,6 +14,7 @@ import torch
 
 from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import get_joint
+from PediatricBoneSegLib.host import available_threads, cpu_flags, cpu_has_native_bf16, physical_cores
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.network.decoder import DecoderBlock
@@ -23,12 +24,9 @@ from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
 from PediatricBoneSegLib.pipeline.acceleration import (
     auto_precision,
     available_memory,
-    available_threads,
     batch_limit,
-    cpu_flags,
-    cpu_has_native_bf16,
+    cpu_computes_bf16,
     inference_threads,
-    physical_cores,
     prepare_network,
 )
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, resolve_device, resolve_precision, segment_image
@@ -43,8 +41,7 @@ def test_precision_auto_is_fp32_on_a_cpu_without_native_bf16() -> None:
     assert not cpu_has_native_bf16(AVX2_FLAGS)
     assert cpu_has_native_bf16(AVX2_FLAGS | {"avx512f", "avx512_bf16"})
     assert cpu_has_native_bf16(AVX2_FLAGS | {"amx_tile", "amx_bf16"})
-    host = cpu_has_native_bf16()  # PyTorch's CPU probes, else the kernel's flags
-    assert auto_precision(torch.device("cpu")) == ("bf16" if host else "fp32")
+    assert auto_precision(torch.device("cpu")) == ("bf16" if cpu_computes_bf16() else "fp32")
     # Flags the kernel reports imply bf16 hardware. Their absence does not imply emulation: a
     # kernel may not list a feature that PyTorch's CPUID probe sees, so that is not asserted.
     if cpu_has_native_bf16(cpu_flags()):

@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from bad_inputs import BAD_INPUTS, BadInput, write_dicom_series
+from bad_inputs import BAD_INPUTS, BadInput, write_dicom_series, write_image
 from test_cli_segment import _scene, _tree, model  # noqa: F401 (model: the knee threshold-model fixture)
 
 from pbseg_training.dataset import write_raw_dataset
 from PediatricBoneSegLib.cli import main
-from PediatricBoneSegLib.io.volumes import write_image
 
 
 def _given(bad: BadInput, path: Path) -> Path:

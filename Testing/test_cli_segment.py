@@ -17,10 +17,9 @@ import numpy as np
 import pipeline_model as pm
 import pytest
 import SimpleITK as sitk
-from bad_inputs import BAD_INPUTS, write_dicom_series
+from bad_inputs import BAD_INPUTS, write_dicom_series, write_image
 
 from PediatricBoneSegLib.cli import main
-from PediatricBoneSegLib.io.volumes import write_image
 
 CENTRES = {1: (5.0, -6.0, 8.0), 2: (-4.0, 6.0, -10.0)}
 SEMI_AXES = {1: (9.0, 7.0, 9.0), 2: (7.0, 6.0, 7.0)}

@@ -11,9 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from bad_inputs import SERIES_UID, _volume, write_dicom_series
+from bad_inputs import SERIES_UID, _volume, write_dicom_series, write_image
 
-from PediatricBoneSegLib.io.volumes import VolumeReadError, discover_sources, read_volume, write_image
+from PediatricBoneSegLib.io.volumes import VolumeReadError, discover_sources, read_volume
 
 
 def _image(path: Path) -> Path:

@@ -11,10 +11,10 @@ import numpy as np
 import pipeline_model as pm
 import pytest
 import torch
+from bad_inputs import write_image
 from safetensors.torch import load_file, save_file
 
 from PediatricBoneSegLib.cli import main
-from PediatricBoneSegLib.io.volumes import write_image
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.network.modelfile import (

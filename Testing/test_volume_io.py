@@ -8,17 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from bad_inputs import BAD_INPUTS, SERIES_UID, _volume, write_dicom_series
+from bad_inputs import BAD_INPUTS, SERIES_UID, _volume, write_dicom_series, write_image
 
 from PediatricBoneSegLib.io.volumes import (
     VolumeReadError,
-    atomic_path,
     case_name,
     check_volume,
     direction_problem,
     discover_sources,
     read_volume,
-    write_image,
 )
 
 
@@ -101,17 +99,6 @@ def test_slices_that_cannot_be_told_apart_are_an_error(tmp_path: Path) -> None:
     assert discovery.sources == []
     assert [str(problem.path) for problem in discovery.problems] == [str(folder)]
     assert "same slice position" in discovery.problems[0].problem
-
-
-def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
-    target = tmp_path / "out.nii.gz"
-    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
-        temporary.write_bytes(b"partial")
-        raise RuntimeError("crash while writing")
-    assert list(tmp_path.iterdir()) == []
-    with atomic_path(target) as temporary:
-        temporary.write_bytes(b"complete")
-    assert target.read_bytes() == b"complete" and list(tmp_path.iterdir()) == [target]
 
 
 # --- what ITK's readers let through: short data, NaN in NIfTI, sheared grids ----------------------

@@ -1,4 +1,4 @@
-"""Inference benchmark (issue 8, DESIGN §12): the whole ``pbseg segment`` of a standard knee volume,
+"""Inference benchmark (issue 8): the whole ``pbseg segment`` of a standard knee volume,
 the network stage of a paper-sized ResNet-50 U-Net against a MONAI baseline, the machine's matrix
 product rates and the peak memory of a 512x512x400 volume.
 
@@ -48,12 +48,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.cli import main as pbseg
+from PediatricBoneSegLib.host import available_threads
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.network.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
 from PediatricBoneSegLib.pipeline.acceleration import (
-    available_threads,
     fold_batch_norm,
     inference_threads,
     prepare_network,

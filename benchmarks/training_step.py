@@ -1,4 +1,4 @@
-"""Training-step benchmark (DESIGN §12): milliseconds per optimizer step of the multi-domain
+"""Training-step benchmark: milliseconds per optimizer step of the multi-domain
 training schemes, at the settings of the paper-sized experiment and the bundled model.
 
     .venv/bin/python benchmarks/training_step.py [--steps 20] [--threads 1] [--cases 1]

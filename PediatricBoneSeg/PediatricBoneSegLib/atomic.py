@@ -1,6 +1,10 @@
-"""Putting a finished folder in place atomically, without ever replacing what another run wrote.
+"""The one way files and folders are written: complete, or not at all, and never over what another
+run wrote.
 
-A folder is built under a hidden staging name beside its target, then renamed. ``place_folder``
+A file is written to a hidden temporary name beside its target (same extension, so writers pick
+the format from it) and renamed over the target only when complete (``atomic_file``,
+``write_text``); it gets the umask's permissions like any new file. A folder is built under a
+hidden staging name beside its target, then renamed. ``place_folder``
 never replaces an existing target, even when another process creates it at the same moment (the
 check and the move are one exclusive step). ``replace_folder`` swaps an existing target for the
 new folder all or nothing: either the new folder is in place and the old one gone, or the old one
@@ -13,9 +17,32 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .signals import deferred_interrupts
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (its folder is created); it replaces ``path`` when
+    the block succeeds and is removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    with atomic_file(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def staging_folder(target: Path, kind: str = "partial") -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_text
+from PediatricBoneSegLib.atomic import write_text
 
 
 @dataclass(frozen=True)

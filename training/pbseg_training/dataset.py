@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from PediatricBoneSegLib.atomic import place_folder, staging_folder
 from PediatricBoneSegLib.catalog import JOINTS, get_joint
 from PediatricBoneSegLib.io.volumes import VolumeReadError, read_image_file, read_volume
 
@@ -145,10 +144,8 @@ def write_raw_dataset(
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir}: exists and is not an empty folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    temporary = staging_folder(out_dir)
     try:
-        temporary.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
         (temporary / IMAGES).mkdir()
         (temporary / LABELS).mkdir()
         written = 0
@@ -162,7 +159,7 @@ def write_raw_dataset(
         (temporary / DATASET_JSON).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         if out_dir.exists():
             out_dir.rmdir()
-        os.replace(temporary, out_dir)
+        place_folder(temporary, out_dir)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

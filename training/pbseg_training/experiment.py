@@ -39,12 +39,12 @@ import torch
 from tqdm import tqdm
 
 from pbseg_training.dataset import RawDataset, validate_dataset
+from PediatricBoneSegLib.atomic import atomic_file, write_text
 from PediatricBoneSegLib.network.modelfile import load_model, read_manifest
 from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices
 from PediatricBoneSegLib.pipeline.inference import SegmentOptions, segment_image
 from PediatricBoneSegLib.signals import exit_code, interrupts_as_exceptions
 
-from .atomic import atomic_path, write_text
 from .config import DatasetSpec, TrainingConfig, config_from_dict
 from .crossval import Fold, make_folds, save_folds
 from .data import load_domain
@@ -236,7 +236,7 @@ def _train_and_evaluate(task: _Task) -> str:
     clock = time.monotonic()
     if task.with_embeddings:
         points, domains = slice_embeddings(model_path, task.datasets)
-        with atomic_path(task.run_dir / EMBEDDINGS_NAME) as temporary, open(temporary, "wb") as stream:
+        with atomic_file(task.run_dir / EMBEDDINGS_NAME) as temporary, open(temporary, "wb") as stream:
             np.savez(stream, points=points, domains=np.array(domains))
     results = evaluate(model_path, task.run, task.datasets, task.postprocess)
     timings = {

@@ -16,9 +16,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from PediatricBoneSegLib.atomic import atomic_file, write_text
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 
-from .atomic import atomic_path, write_text
 from .config import SCHEMES
 from .metrics import METRICS, get_metric
 from .results import CaseResult, save_results
@@ -155,7 +155,7 @@ def results_markdown(
 
 def _save_figure(figure: Figure, path: Path) -> Path:
     FigureCanvasAgg(figure)
-    with atomic_path(path) as temporary:
+    with atomic_file(path) as temporary:
         figure.savefig(temporary, dpi=110)
     return path
 

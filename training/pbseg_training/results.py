@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import write_text
+from PediatricBoneSegLib.atomic import write_text
+
 from .metrics import METRIC_KEYS
 
 KEY_COLUMNS = ("scheme", "fold", "joint", "case", "bone")

@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 from vtk.util.numpy_support import vtk_to_numpy
 
+from ..atomic import atomic_file
 from ..catalog import get_bone, get_joint
 from ..pipeline.preprocessing import CanonicalTransform
-from .volumes import atomic_path
 
 OVERLAY_ALPHA = 0.45
 RENDER_SIZE = 600
@@ -65,7 +65,7 @@ def write_qc_png(
     legend = ", ".join(bone.display_name for bone in spec.bones)
     figure.suptitle(f"{title}  [{spec.display_name}: {legend}]".strip())
     figure.tight_layout()
-    with atomic_path(path) as temporary:
+    with atomic_file(path) as temporary:
         figure.savefig(temporary, format="png")
     return Path(path)
 

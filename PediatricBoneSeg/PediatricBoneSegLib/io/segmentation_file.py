@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..atomic import atomic_file
 from ..catalog import get_joint
 from ..labelmaps import bone_boxes
-from .volumes import atomic_path
 
 SOURCE_REPRESENTATION = "Binary labelmap"
 
@@ -51,7 +51,7 @@ def write_segmentation_nrrd(labels: sitk.Image, joint: str, path: str | Path) ->
             }
         )
     header = _nrrd_header(labels, array.shape) + "".join(f"{key}:={value}\n" for key, value in fields.items())
-    with atomic_path(path) as temporary, temporary.open("wb") as stream:
+    with atomic_file(path) as temporary, temporary.open("wb") as stream:
         stream.write(header.encode("utf-8") + b"\n")
         # Level 1: a label volume is mostly runs of zeros; 4x faster than level 6 for a file of ~0.25 MB.
         stream.write(gzip.compress(array.tobytes(), compresslevel=1))

@@ -1,4 +1,4 @@
-"""Reading input volumes (NIfTI, NRRD, MHA, DICOM series folders) and writing files atomically.
+"""Reading input volumes (NIfTI, NRRD, MHA, DICOM series folders).
 
 Every problem with an input raises ``VolumeReadError`` whose message names the file and the problem.
 A DICOM folder may hold several series, or one series with several echoes (or magnitude and phase
@@ -11,12 +11,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import secrets
 import struct
 import zlib
 from collections import Counter
 from collections.abc import Generator, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -264,26 +262,6 @@ def check_file_data(path: str | Path) -> None:
         problem = _nifti_problem(path)
         if problem:
             raise VolumeReadError(path, problem)
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same extension, so writers pick the same format);
-    it replaces ``path`` only when the block succeeds, and is removed otherwise."""
-    path = Path(path)
-    temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
-    """Write an image atomically (format from the extension)."""
-    with atomic_path(path) as temporary:
-        sitk.WriteImage(image, str(temporary), useCompression=compress)
-    return Path(path)
 
 
 def _read_dicom_series(source: VolumeSource) -> sitk.Image:

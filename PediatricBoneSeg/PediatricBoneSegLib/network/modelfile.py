@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import atomic_file
 from ..catalog import get_joint
 from . import MultiDomainUNet, NetworkConfig
 from .config import PreprocessingConfig
@@ -146,22 +145,11 @@ def save_model(
 
 
 def save_safetensors_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Temporary file in the target folder + rename: readers never see a half-written file.
-    The file gets the usual permissions (umask), not the temporary file's private ones."""
+    """A safetensors file written atomically: readers never see a half-written model."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return path
 
 

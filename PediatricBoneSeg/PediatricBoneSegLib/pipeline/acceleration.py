@@ -1,5 +1,6 @@
-"""The fast inference path (DESIGN §12): hardware capability detection, a network copy prepared for
-one domain, thread settings and a slice batch sized to the available memory.
+"""The fast inference path: the precision the hardware computes natively, a network copy prepared
+for one domain, thread settings and a slice batch sized to the available memory (the host's CPU,
+core and memory facts come from ``host``).
 
 Reduced precision is used only where the hardware computes it natively: a CPU without AVX-512-BF16
 or AMX emulates bf16 (measured on an AVX2 EPYC: a bf16 matrix product ~250x slower than fp32), so
@@ -12,48 +13,29 @@ cache and training share it.
 from __future__ import annotations
 
 import copy
-import os
-import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..host import available_memory as host_available_memory
+from ..host import available_threads, cpu_has_native_bf16
 from ..network import MultiDomainUNet
 from ..network.domain_norm import DomainBatchNorm2d
 from ..network.subpixel import use_subpixel_decoder
 
 REDUCED_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
-NATIVE_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
 MEMORY_FRACTION = 0.25  # of the available memory that one slice batch may use
 _PROBE_SIZE = 32  # side of the probe slice whose activations are scaled to the input size
 
 
-def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
-    """True when the CPU computes bf16 matrix products in hardware (AVX-512-BF16 or AMX).
-    ``flags``: CPU feature flags as /proc/cpuinfo names them; None asks PyTorch and this CPU."""
-    if flags is None:
-        for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-            probe = getattr(torch.cpu, check, None)
-            if probe is not None and probe():
-                return True
-        flags = cpu_flags()
-    return bool(flags & NATIVE_BF16_CPU_FLAGS)
-
-
-def cpu_flags() -> set[str]:
-    """This CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+def cpu_computes_bf16() -> bool:
+    """This CPU has bf16 hardware: PyTorch's own probes say so (they also see features that a
+    container's /proc/cpuinfo may hide), or the kernel's flags do (``host.cpu_has_native_bf16``)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes) or cpu_has_native_bf16()
 
 
 def auto_precision(device: torch.device) -> str:
@@ -61,69 +43,9 @@ def auto_precision(device: torch.device) -> str:
     bf16) where supported, else fp32. Never an emulated format."""
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_computes_bf16():
         return "bf16"
     return "fp32"
-
-
-def physical_cores() -> int:
-    """Physical cores among the CPUs this process may run on (hyper-threads share a core's FPUs,
-    so more threads than cores slows convolutions down)."""
-    cores = set()
-    for cpu in _allowed_cpus():
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add((topology / "physical_package_id").read_text().strip() + ":" + (topology / "core_id").read_text())
-        except OSError:
-            cores.add(str(cpu))
-    return max(1, len(cores))
-
-
-def idle_cpus(window_s: float = 0.03) -> float | None:
-    """How many of this process's CPUs were free over the next ``window_s`` seconds (idle time,
-    plus time given to lower-priority niced processes, which yield to this one); None where
-    /proc/stat does not exist."""
-    cpus = _allowed_cpus()
-    first = _cpu_times(cpus)
-    time.sleep(window_s)
-    second = _cpu_times(cpus)
-    if not first or first.keys() != second.keys():
-        return None
-    own_nice = os.nice(0) if hasattr(os, "nice") else 0
-    free = 0.0
-    for cpu, before in first.items():
-        delta = [b - a for a, b in zip(before, second[cpu])]
-        total = sum(delta[:8])  # user nice system idle iowait irq softirq steal
-        if total > 0:
-            free += (delta[3] + delta[4] + (delta[1] if own_nice <= 0 else 0)) / total
-    return free
-
-
-def _allowed_cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-
-
-def _cpu_times(cpus: list[int]) -> dict[int, list[int]]:
-    try:
-        lines = Path("/proc/stat").read_text(encoding="ascii").splitlines()
-    except OSError:
-        return {}
-    wanted = {f"cpu{cpu}": cpu for cpu in cpus}
-    times = {}
-    for line in lines:
-        name, _, values = line.partition(" ")
-        if name in wanted:
-            times[wanted[name]] = [int(value) for value in values.split()]
-    return times
-
-
-def available_threads() -> int:
-    """Threads for the network stage: one per physical core, but no more than the CPUs free right
-    now. Measured on the 2-core CI machine: with one core busy, two threads ran a MobileNet U-Net
-    17x slower than one (every convolution waits for the descheduled thread)."""
-    cores = physical_cores()
-    free = idle_cpus() if cores > 1 else None
-    return cores if free is None else max(1, min(cores, round(free)))
 
 
 @contextmanager
@@ -243,23 +165,7 @@ def batch_limit(network: nn.Module, domain: int, input_size: int, output_bytes: 
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes free for this process on ``device``: the GPU's free memory, or the system's available
-    memory within the cgroup limit (Linux); 4 GiB when unknown."""
+    """Bytes free for this process on ``device``: the GPU's free memory, or ``host.available_memory``."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    available = None
-    try:
-        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        limit = (cgroup / "memory.max").read_text().strip()
-        if limit != "max":
-            free = int(limit) - int((cgroup / "memory.current").read_text())
-            available = free if available is None else min(available, free)
-    except (OSError, ValueError):
-        pass
-    return available if available is not None else 4 << 30
+    return host_available_memory()

@@ -21,8 +21,8 @@ import vtk
 from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
 
 from ..catalog import get_joint
+from ..host import physical_cores
 from ..labelmaps import bone_boxes
-from .acceleration import physical_cores
 
 SMOOTHING_PASS_BAND = 0.1  # windowed-sinc pass band: lower smooths more
 

@@ -3,14 +3,13 @@ overlaid in the catalog's colors, written as one PNG."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from PediatricBoneSegLib.atomic import atomic_file
 from PediatricBoneSegLib.catalog import get_joint
 
 from .generator import Phantom
@@ -65,14 +64,9 @@ def save_montage(phantoms: Sequence[Phantom], path: str | Path, per_row: int = 1
                 f"{phantom.joint}, {phantom.age_years:.1f} y, {phantom.side} (seed {phantom.seed})", fontsize=9
             )
     figure.tight_layout()
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=100)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the montage is an ordinary file
-        os.replace(temporary, path)
+        with atomic_file(path) as temporary:
+            figure.savefig(temporary, dpi=100)
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
