@@ -21,8 +21,8 @@ from PediatricBoneSegLib.atomic import place_folder, staging_folder
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.io.outputs import CaseFolderExistsError, OutputError, write_case, write_surface
 from PediatricBoneSegLib.io.qc import write_qc_png
-from PediatricBoneSegLib.pipeline.inference import InferenceResult
 from PediatricBoneSegLib.pipeline.morphometry import COLUMNS, measure_bones
+from PediatricBoneSegLib.pipeline.results import InferenceResult
 from PediatricBoneSegLib.pipeline.surfaces import bone_surfaces, open_edge_count
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 

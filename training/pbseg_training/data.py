@@ -16,7 +16,8 @@ import torch
 from pbseg_training.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.network.config import PreprocessingConfig
-from PediatricBoneSegLib.pipeline.preprocessing import PLANE_AXIS, slice_volume
+from PediatricBoneSegLib.pipeline.orientation import PLANE_AXIS
+from PediatricBoneSegLib.pipeline.preprocessing import slice_volume
 
 from .config import DatasetSpec
 

@@ -27,8 +27,8 @@ import vtk
 from .. import __version__
 from ..atomic import place_folder, replace_folder, staging_folder
 from ..catalog import get_joint
-from ..pipeline.inference import InferenceResult
 from ..pipeline.morphometry import COLUMNS, BoneMeasurement
+from ..pipeline.results import InferenceResult
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..signals import deferred_interrupts
 from .qc import write_qc_png

@@ -19,7 +19,7 @@ from vtk.util.numpy_support import vtk_to_numpy
 
 from ..atomic import atomic_file
 from ..catalog import get_bone, get_joint
-from ..pipeline.preprocessing import CanonicalTransform
+from ..pipeline.orientation import CanonicalTransform
 
 OVERLAY_ALPHA = 0.45
 RENDER_SIZE = 600

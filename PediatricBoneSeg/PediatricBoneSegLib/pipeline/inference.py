@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,10 @@ from ..network.modelfile import LoadedModel, ModelFileError, load_model
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from .acceleration import REDUCED_PRECISIONS, auto_precision, batch_limit, inference_threads, prepare_network
 from .detection import choose_joint
+from .orientation import CanonicalTransform
 from .postprocess import clean_labels, plausibility_warnings
-from .preprocessing import CanonicalTransform, SlicedVolume, canonical_normalized, slice_volume, slicing_axis
+from .preprocessing import SlicedVolume, canonical_normalized, slice_volume, slicing_axis
+from .results import InferenceResult
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -79,25 +81,6 @@ class SegmentOptions:
         elif self.model_path is not None and not Path(self.model_path).is_file():
             found.append(f"model file {self.model_path} not found")
         return found
-
-
-@dataclass
-class InferenceResult:
-    """``labels``: UInt8 label volume with exactly the input's size, origin, spacing and direction,
-    values from the catalog (the joint's label space). ``timings``: seconds per stage.
-    ``joint_distances``: embedding distance of the volume to each compared joint's centroid."""
-
-    labels: sitk.Image
-    joint: str
-    auto_detected: bool
-    joint_confidence: float | None
-    warnings: list[str]
-    timings: dict[str, float]
-    model_name: str
-    model_version: str
-    joint_distances: dict[str, float] = field(default_factory=dict)
-    device: str = "cpu"
-    precision: str = "fp32"
 
 
 def bundled_model_path() -> Path:

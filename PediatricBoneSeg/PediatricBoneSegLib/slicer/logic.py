@@ -24,8 +24,8 @@ from .table import add_table_node
 from .volume import image_from_volume_node
 
 if TYPE_CHECKING:
-    from ..pipeline.inference import InferenceResult
     from ..pipeline.morphometry import BoneMeasurement
+    from ..pipeline.results import InferenceResult
 
 INFERENCE_SHARE = 0.8  # of the progress bar; node creation, surfaces and export share the rest
 

@@ -60,7 +60,7 @@ def scene_state(scene: Any) -> tuple[list[str], list[int]]:
 
 def truth_result(labels: sitk.Image, joint: str) -> Any:
     """An InferenceResult carrying known labels, to check the node-building half of the logic."""
-    from ..pipeline.inference import InferenceResult
+    from ..pipeline.results import InferenceResult
 
     return InferenceResult(
         labels=labels,

@@ -1,0 +1,27 @@
+"""What the pipeline returns, in a module light enough for the file writers and the Slicer logic to
+import without PyTorch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import SimpleITK as sitk
+
+
+@dataclass
+class InferenceResult:
+    """``labels``: UInt8 label volume with exactly the input's size, origin, spacing and direction,
+    values from the catalog (the joint's label space). ``timings``: seconds per stage.
+    ``joint_distances``: embedding distance of the volume to each compared joint's centroid."""
+
+    labels: sitk.Image
+    joint: str
+    auto_detected: bool
+    joint_confidence: float | None
+    warnings: list[str]
+    timings: dict[str, float]
+    model_name: str
+    model_version: str
+    joint_distances: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
