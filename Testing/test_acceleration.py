@@ -21,6 +21,7 @@ from PediatricBoneSegLib.network.decoder import DecoderBlock
 from PediatricBoneSegLib.network.domain_norm import DomainBatchNorm2d
 from PediatricBoneSegLib.network.modelfile import LoadedModel, ModelManifest, load_model, save_model
 from PediatricBoneSegLib.network.subpixel import SubpixelDecoderBlock
+from PediatricBoneSegLib.options import SegmentOptions
 from PediatricBoneSegLib.pipeline.acceleration import (
     auto_precision,
     available_memory,
@@ -29,7 +30,7 @@ from PediatricBoneSegLib.pipeline.acceleration import (
     inference_threads,
     prepare_network,
 )
-from PediatricBoneSegLib.pipeline.inference import SegmentOptions, resolve_device, resolve_precision, segment_image
+from PediatricBoneSegLib.pipeline.inference import resolve_device, resolve_precision, segment_image
 from PediatricBoneSegLib.pipeline.preprocessing import slice_volume
 
 KNEE = get_joint("knee")

@@ -12,7 +12,8 @@ import pytest
 import SimpleITK as sitk
 from slicer_harness import MRMLHarness
 
-from PediatricBoneSegLib.pipeline.inference import SegmentOptions, segment_image
+from PediatricBoneSegLib.options import SegmentOptions
+from PediatricBoneSegLib.pipeline.inference import segment_image
 from PediatricBoneSegLib.slicer import self_test
 
 

@@ -13,8 +13,9 @@ import torch
 
 from pbseg_training.phantoms import case_seed, generate_phantom
 from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model
+from PediatricBoneSegLib.options import SegmentOptions
 from PediatricBoneSegLib.pipeline.detection import JointChoice, _mismatch_warnings, choose_joint
-from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
+from PediatricBoneSegLib.pipeline.inference import bundled_model_path, segment_image
 from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume
 
 MISMATCH = "was requested but the volume looks like"

@@ -13,8 +13,9 @@ import torch
 from PediatricBoneSegLib.catalog import get_joint, union_label
 from PediatricBoneSegLib.network import NetworkConfig
 from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model
+from PediatricBoneSegLib.options import SegmentOptions
 from PediatricBoneSegLib.pipeline.acceleration import auto_precision
-from PediatricBoneSegLib.pipeline.inference import SegmentOptions, resolve_device, segment_image
+from PediatricBoneSegLib.pipeline.inference import resolve_device, segment_image
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 
 KNEE = get_joint("knee")

@@ -28,7 +28,8 @@ from PediatricBoneSegLib.network.modelfile import (
     save_model,
     tensors_checksum,
 )
-from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
+from PediatricBoneSegLib.options import SegmentOptions
+from PediatricBoneSegLib.pipeline.inference import bundled_model_path, segment_image
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ module's self-test running the same scenario (PediatricBoneSegLib.slicer.self_te
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,7 +96,9 @@ def test_segment_path_with_a_model_file(harness, knee, tiny_model):
     assert result.joint == "knee" and not result.autoDetected and result.jointConfidence is None
     assert self_test.check_result(result, volume, "knee", bones_required="any") == []
     fractions = [f for f, _ in messages]
-    assert fractions == sorted(fractions) and fractions[-1] >= 0.8 and messages[-1][1] == "Measuring the bones"
+    assert (
+        fractions == sorted(fractions) and fractions[-1] >= 0.8 and messages[-1][1] == "Creating the morphometry table"
+    )
 
 
 def test_cancel_after_first_batch_and_injected_error_leave_the_scene_unchanged(harness, knee, tiny_model):
@@ -118,7 +121,7 @@ def test_cancel_after_first_batch_and_injected_error_leave_the_scene_unchanged(h
     assert self_test.scene_state(harness.scene) == state
 
     def fail_while_building_models(fraction, message):
-        if message == "Measuring the bones":  # segmentation and models already exist at this point
+        if message == "Creating the morphometry table":  # segmentation and models already exist at this point
             assert harness.scene.GetFirstNodeByClass("vtkMRMLModelNode") is not None
             raise self_test.InjectedError("injected")
 
@@ -196,11 +199,15 @@ def test_parameters_explain_problems_and_map_to_logic_arguments(tmp_path):
         export=True,
         exportFolder=None,
     )
-    assert parameters.problems()[1:] == [
-        f"Model file not found: {tmp_path / 'none.safetensors'}.",
-        "Smoothing must be between 0 and 1, got 1.5.",
+    no_gpu = [] if torch.cuda.is_available() else ["Device cuda was requested but no CUDA GPU is available to PyTorch."]
+    assert parameters.problems()[1:] == [  # the panel's own problems, then the case options' validation
         "Export folder not found: (none selected).",
+        *no_gpu,
+        f"Model file {tmp_path / 'none.safetensors'} not found.",
+        "Smoothing must be between 0 and 1, got 1.5.",
     ]
+    unselected = SegmentParameters(useBundledModel=False, modelPath=Path(""), inputVolume=None)
+    assert unselected.problems()[1:] == ["Model file not found: (none selected)."]
     arguments = parameters.logicArguments()
     assert (arguments["joint"], arguments["device"], arguments["exportFolder"]) == ("shoulder", "cuda", "None")
     assert SegmentParameters().logicArguments()["modelPath"] is None
@@ -224,4 +231,4 @@ def test_rollback_scenario_fails_when_the_scene_is_not_restored(harness, knee, t
         self_test.run_rollback_scenarios(harness.logic(), *knee, "knee", tiny_model)
     report = str(failure.value)
     assert "cancel while creating models: the scene changed" in report
-    assert "error while measuring: the scene changed" in report and "first batch:" not in report
+    assert "error while creating the table: the scene changed" in report and "first batch:" not in report

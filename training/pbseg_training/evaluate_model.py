@@ -25,7 +25,8 @@ from pbseg_training.phantoms import generate_phantom
 from pbseg_training.phantoms.generator import case_seed
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, save_model
-from PediatricBoneSegLib.pipeline.inference import SegmentOptions, bundled_model_path, segment_image
+from PediatricBoneSegLib.options import SegmentOptions
+from PediatricBoneSegLib.pipeline.inference import bundled_model_path, segment_image
 
 from .metrics import image_metrics
 

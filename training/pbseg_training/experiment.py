@@ -41,8 +41,9 @@ from tqdm import tqdm
 from pbseg_training.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.atomic import atomic_file, write_text
 from PediatricBoneSegLib.network.modelfile import load_model, read_manifest
+from PediatricBoneSegLib.options import SegmentOptions
 from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices
-from PediatricBoneSegLib.pipeline.inference import SegmentOptions, segment_image
+from PediatricBoneSegLib.pipeline.inference import segment_image
 from PediatricBoneSegLib.signals import exit_code, interrupts_as_exceptions
 
 from .config import DatasetSpec, TrainingConfig, config_from_dict

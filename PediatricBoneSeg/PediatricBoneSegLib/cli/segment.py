@@ -14,13 +14,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..case import case_folder_name, run_case, write_case_folder
 from ..catalog import JOINT_KEYS, get_joint
-from ..io.outputs import SURFACE_FORMATS, OutputError, check_case_target, check_output_root, write_case
+from ..io.outputs import OutputError, check_case_target, check_output_root
 from ..io.volumes import VolumeReadError, VolumeSource, discover_sources, read_volume
 from ..network.modelfile import LoadedModel, ModelFileError
-from ..pipeline.inference import PRECISIONS, SegmentOptions, get_model, segment_image
-from ..pipeline.morphometry import measure_bones
-from ..pipeline.surfaces import bone_surfaces
+from ..options import PRECISIONS, SURFACE_FORMATS, CaseOptions, IfExists, SegmentOptions
+from ..pipeline.inference import get_model
 from ..progress import sub_progress
 from ..signals import exit_code, interrupts_as_exceptions
 
@@ -53,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="slices per network pass")
     parser.add_argument("--no-postprocess", action="store_true", help="skip the anatomical post-processing")
     parser.add_argument("--no-surfaces", action="store_true", help="write no surface meshes")
+    parser.add_argument("--smoothing", type=float, default=0.5, metavar="S", help="mesh smoothing in [0, 1] (0.5)")
     parser.add_argument("--surface-format", default="stl", choices=SURFACE_FORMATS, help="mesh format (default stl)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
     parser.set_defaults(handler=run)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    options = SegmentOptions(
+    segment = SegmentOptions(
         joint=args.joint,
         model_path=args.model,
         device=args.device,
@@ -72,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
     )
+    options = CaseOptions(segment, not args.no_surfaces, args.smoothing, args.surface_format)
     problems = [p for p in options.problems() if not p.startswith("model file")]  # get_model says it better
     try:
         check_output_root(args.output)
@@ -104,10 +106,11 @@ def _run(args: argparse.Namespace) -> int:
         seen: dict[str, VolumeSource] = {}
         for source in sources:
             current = source.name
-            if source.name in seen:
-                summaries.append(_failed(source.name, f"{source}: case name already used by {seen[source.name]}"))
+            folder = case_folder_name(source.name)
+            if folder in seen:
+                summaries.append(_failed(source.name, f"{source}: case name {folder} already used by {seen[folder]}"))
                 continue
-            seen[source.name] = source
+            seen[folder] = source
             try:
                 summaries.append(_segment_case(source, args, options, model, inputs))
             except (VolumeReadError, OutputError, FileExistsError) as error:
@@ -133,12 +136,13 @@ def _run(args: argparse.Namespace) -> int:
 def _segment_case(
     source: VolumeSource,
     args: argparse.Namespace,
-    options: SegmentOptions,
+    options: CaseOptions,
     model: LoadedModel,
     inputs: list[str | Path],
 ) -> CaseSummary:
     start = time.perf_counter()
-    check_case_target(args.output, source.name, args.overwrite, inputs)  # before any work, not after it
+    if_exists = IfExists.REPLACE if args.overwrite else IfExists.FAIL
+    check_case_target(args.output, case_folder_name(source.name), args.overwrite, inputs)  # before any work
     with tqdm(total=100, desc=source.name, unit="%", leave=False, disable=None, file=sys.stderr) as bar:
 
         def progress(fraction: float, message: str) -> None:
@@ -148,32 +152,20 @@ def _segment_case(
         progress(0.0, "reading")
         image = read_volume(source)
         read_seconds = time.perf_counter() - start
-        result = segment_image(image, options, progress=sub_progress(progress, 0.05, 0.8), model=model)
-        timings = {"read": read_seconds, **result.timings}
-        surfaces = None
-        if not args.no_surfaces:
-            progress(0.8, "surfaces")
-            begin = time.perf_counter()
-            surfaces = bone_surfaces(result.labels, result.joint)
-            timings["surfaces"] = time.perf_counter() - begin
-        begin = time.perf_counter()
-        measurements = measure_bones(result.labels, result.joint, surfaces)
-        timings["morphometry"] = time.perf_counter() - begin
-        result.timings = timings
-        extra = {"input": str(source), "model_file": str(model.path), "postprocess": options.postprocess}
-        folder = write_case(
+        case = run_case(image, options, model, sub_progress(progress, 0.05, 0.9))
+        case.inference.timings = {"read": read_seconds, **case.inference.timings}
+        folder = write_case_folder(
             args.output,
             source.name,
             image,
-            result,
-            surfaces,
-            measurements,
-            surface_format=args.surface_format,
-            overwrite=args.overwrite,
-            report_extra=extra,
-            progress=sub_progress(progress, 0.9, 1.0),
+            case,
+            options,
+            if_exists,
             inputs=inputs,
+            report_extra={"input": str(source)},
+            progress=sub_progress(progress, 0.9, 1.0),
         )
+    result, measurements = case.inference, case.measurements
     for warning in result.warnings:
         tqdm.write(f"warning: {source.name}: {warning}", file=sys.stderr)
     joint = result.joint + (f" (auto {result.joint_confidence:.2f})" if result.joint_confidence is not None else "")

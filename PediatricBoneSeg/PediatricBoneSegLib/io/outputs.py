@@ -27,6 +27,7 @@ import vtk
 from .. import __version__
 from ..atomic import place_folder, replace_folder, staging_folder
 from ..catalog import get_joint
+from ..options import SURFACE_FORMATS
 from ..pipeline.morphometry import COLUMNS, BoneMeasurement
 from ..pipeline.results import InferenceResult
 from ..progress import CancelToken, ProgressCallback, check_cancelled
@@ -34,7 +35,6 @@ from ..signals import deferred_interrupts
 from .qc import write_qc_png
 from .segmentation_file import write_segmentation_nrrd
 
-SURFACE_FORMATS = ("stl", "obj", "vtp", "ply")
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
 LABELS_FILE = "labels.nii.gz"
 MORPHOMETRY_FILE = "morphometry.csv"

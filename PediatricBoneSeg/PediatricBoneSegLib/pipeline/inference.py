@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..catalog import JOINT_KEYS, NUM_UNION_CLASSES, get_joint
+from ..catalog import NUM_UNION_CLASSES, get_joint
 from ..io.volumes import check_volume
 from ..network.modelfile import LoadedModel, ModelFileError, load_model
+from ..options import SegmentOptions
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from .acceleration import REDUCED_PRECISIONS, auto_precision, batch_limit, inference_threads, prepare_network
 from .detection import choose_joint
@@ -27,60 +27,6 @@ from .orientation import CanonicalTransform
 from .postprocess import clean_labels, plausibility_warnings
 from .preprocessing import SlicedVolume, canonical_normalized, slice_volume, slicing_axis
 from .results import InferenceResult
-
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass
-class SegmentOptions:
-    """``joint``: "auto" or a joint key; ``model_path``: None for the bundled model; ``device``:
-    "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:<n>"; ``precision``: "auto"
-    (bf16/fp16 where the hardware computes it natively, else fp32: see ``acceleration``), "fp32",
-    "bf16" or "fp16"; ``batch_size``: slices per forward pass."""
-
-    joint: str = "auto"
-    model_path: str | Path | None = None
-    device: str = "auto"
-    postprocess: bool = True
-    precision: str = "auto"
-    batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        """A wrong type is a programming error, refused here with one ``TypeError`` naming the
-        option, instead of an AttributeError deep in the pipeline."""
-        expected: dict[str, tuple[type, ...]] = {
-            "joint": (str,),
-            "model_path": (str, Path, type(None)),
-            "device": (str,),
-            "postprocess": (bool,),
-            "precision": (str,),
-            "batch_size": (int,),
-        }
-        for name, types in expected.items():
-            value = getattr(self, name)
-            if not isinstance(value, types) or (types == (int,) and isinstance(value, bool)):
-                wanted = " or ".join("None" if t is type(None) else t.__name__ for t in types)
-                raise TypeError(f"SegmentOptions.{name} must be {wanted}, got {type(value).__name__} {value!r}")
-
-    def problems(self) -> list[str]:
-        """Every reason these options are invalid (empty when valid)."""
-        found = []
-        if self.joint != "auto" and self.joint.lower() not in JOINT_KEYS:
-            found.append(f"unknown joint {self.joint!r} (auto, {', '.join(JOINT_KEYS)})")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            found.append(f"unknown device {self.device!r} ({', '.join(DEVICES)})")
-        elif self.device.startswith("cuda") and not torch.cuda.is_available():
-            found.append("device cuda was requested but no CUDA GPU is available to PyTorch")
-        if self.precision not in PRECISIONS:
-            found.append(f"unknown precision {self.precision!r} ({', '.join(PRECISIONS)})")
-        if self.batch_size < 1:
-            found.append(f"batch size must be at least 1, got {self.batch_size}")
-        if self.model_path is not None and Path(self.model_path).is_dir():
-            found.append(f"model file {self.model_path} is a folder; give the .safetensors file")
-        elif self.model_path is not None and not Path(self.model_path).is_file():
-            found.append(f"model file {self.model_path} not found")
-        return found
 
 
 def bundled_model_path() -> Path:

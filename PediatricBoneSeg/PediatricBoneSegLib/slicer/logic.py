@@ -9,7 +9,6 @@ they are not given (``from PediatricBoneSegLib import PediatricBoneSegLogic`` re
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,17 +16,19 @@ from typing import TYPE_CHECKING, Any
 from ..catalog import get_joint
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from .hierarchy import parent_item_of, place_node
-from .models import add_bone_models, lps_surfaces
+from .models import add_bone_models, lps_to_ras
 from .scene_transaction import SceneTransaction
 from .segmentation import add_segmentation_node
 from .table import add_table_node
 from .volume import image_from_volume_node
 
 if TYPE_CHECKING:
+    from ..case import CaseResult
+    from ..options import CaseOptions
     from ..pipeline.morphometry import BoneMeasurement
     from ..pipeline.results import InferenceResult
 
-INFERENCE_SHARE = 0.8  # of the progress bar; node creation, surfaces and export share the rest
+CASE_SHARE = 0.85  # of the progress bar: the case workflow; the nodes and the export share the rest
 
 
 @dataclass
@@ -98,39 +99,26 @@ class PediatricBoneSegLogic:
         cancel: CancelToken | None = None,
         batchSize: int = 16,
     ) -> SegmentationResult:
-        """Segment ``volumeNode``'s bones and add the results to the scene.
+        """Segment ``volumeNode``'s bones and add the results to the scene: the command line's case
+        workflow (``case.run_case``), so an export gives the command line's files.
 
         ``joint``: "auto" or a catalog joint key; ``device``: "auto", "cpu" or "cuda";
-        ``smoothing``: closed-surface smoothing factor (0..1, None: Slicer's default);
-        ``exportFolder``: also write the case's files there; ``batchSize``: slices per forward pass.
-        ``progress(fraction, message)`` may raise ``Cancelled``; ``cancel`` is checked between
-        slice batches and between output steps. Raises ValueError (bad input), ModelFileError,
-        Cancelled; in every such case nothing was added to the scene or written to disk."""
-        from ..pipeline.inference import SegmentOptions, get_model, segment_image
+        ``smoothing``: surface smoothing (0..1, None: the default 0.5); ``exportFolder``: also
+        write the case folder there (``<volume name>``, ``_2``, ``_3``... when taken);
+        ``batchSize``: slices per forward pass. ``progress(fraction, message)`` may raise
+        ``Cancelled``; ``cancel`` is checked between slice batches and between output steps.
+        Raises TypeError/ValueError (bad arguments or input), ModelFileError, Cancelled; in every
+        such case nothing was added to the scene or written to disk."""
+        from ..case import run_case
+        from ..pipeline.inference import get_model
 
-        if volumeNode is None:
-            raise ValueError("no input volume given")
-        _checkVolumeNode(volumeNode)
-        options = SegmentOptions(
-            joint=joint, model_path=modelPath, device=device, postprocess=postprocess, batch_size=batchSize
-        )
-        problems = options.problems()
-        if problems:
-            raise ValueError("; ".join(problems))
-        _checkOutputOptions(surfaces, smoothing, exportFolder)
+        options = self._caseOptions(volumeNode, joint, modelPath, device, postprocess, surfaces, smoothing, batchSize)
+        _checkExportFolder(exportFolder)
         image = image_from_volume_node(volumeNode)
         model = get_model(modelPath)  # stays loaded between runs while the file is unchanged
-        inference = segment_image(
-            image, options, progress=sub_progress(progress, 0.0, INFERENCE_SHARE), cancel=cancel, model=model
-        )
-        return self.createOutputNodes(
-            volumeNode,
-            inference,
-            surfaces=surfaces,
-            smoothing=smoothing,
-            exportFolder=exportFolder,
-            progress=sub_progress(progress, INFERENCE_SHARE, 1.0),
-            cancel=cancel,
+        case = run_case(image, options, model, sub_progress(progress, 0.0, CASE_SHARE), cancel)
+        return self._addCaseNodes(
+            volumeNode, case, options, image, exportFolder, sub_progress(progress, CASE_SHARE, 1.0), cancel
         )
 
     def createOutputNodes(
@@ -143,12 +131,62 @@ class PediatricBoneSegLogic:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> SegmentationResult:
-        """Turn an inference result on ``volumeNode``'s grid into scene nodes (all or nothing)."""
-        from ..pipeline.morphometry import measure_bones
+        """Turn labels on ``volumeNode``'s grid (an inference result: from the network or known
+        labels) into scene nodes (all or nothing), through the same surfaces and measurements as
+        ``segment``."""
+        from ..case import finish_case
 
+        options = self._caseOptions(volumeNode, inference.joint, None, "auto", True, surfaces, smoothing, 16)
+        _checkExportFolder(exportFolder)
+        case = finish_case(inference, options, sub_progress(progress, 0.0, 0.5))
+        image = image_from_volume_node(volumeNode) if exportFolder else None
+        return self._addCaseNodes(
+            volumeNode, case, options, image, exportFolder, sub_progress(progress, 0.5, 1.0), cancel
+        )
+
+    @staticmethod
+    def _caseOptions(
+        volumeNode: Any,
+        joint: str,
+        modelPath: str | Path | None,
+        device: str,
+        postprocess: bool,
+        surfaces: bool,
+        smoothing: float | None,
+        batchSize: int,
+    ) -> CaseOptions:
+        """The case workflow's options from the API's arguments, validated there (one validation)."""
+        from ..options import CaseOptions, SegmentOptions
+
+        if volumeNode is None:
+            raise ValueError("no input volume given")
         _checkVolumeNode(volumeNode)
-        _checkOutputOptions(surfaces, smoothing, exportFolder)
+        segment = SegmentOptions(
+            joint=joint, model_path=modelPath, device=device, postprocess=postprocess, batch_size=batchSize
+        )
+        options = CaseOptions(segment, surfaces=surfaces, smoothing=0.5 if smoothing is None else smoothing)
+        problems = options.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return options
+
+    def _addCaseNodes(
+        self,
+        volumeNode: Any,
+        case: CaseResult,
+        options: CaseOptions,
+        image: Any,
+        exportFolder: str | Path | None,
+        progress: ProgressCallback | None,
+        cancel: CancelToken | None,
+    ) -> SegmentationResult:
+        """The segmentation (closed surfaces = the case's meshes), one model per bone, the
+        morphometry table and the optional export, inside one scene transaction."""
+        from ..case import write_case_folder
+        from ..options import IfExists
+
         report = sub_progress(progress, 0.0, 1.0)
+        inference = case.inference
         joint = get_joint(inference.joint)
         name = volumeNode.GetName()
         with SceneTransaction(self.scene):
@@ -161,27 +199,34 @@ class PediatricBoneSegLogic:
                 inference.labels,
                 joint,
                 f"{name} bones",
-                surfaces=surfaces,
-                smoothing=smoothing,
+                closed_surfaces={key: lps_to_ras(mesh) for key, mesh in case.surfaces.items()},
             )
             place_node(self.scene, segmentationNode, parent)
             check_cancelled(cancel)
             folder, models = 0, []
-            if surfaces:
+            if case.surfaces:
                 report(0.4, "Creating the bone surface models")
                 folder, models = add_bone_models(self.scene, segmentationNode, f"{name} bone surfaces", parent)
                 check_cancelled(cancel)
-            report(0.6, "Measuring the bones")
-            surfacesLPS = lps_surfaces(models, joint)
-            measurements = measure_bones(inference.labels, joint.key, surfacesLPS or None)
-            tableNode = add_table_node(self.scene, f"{name} morphometry", [m.as_row() for m in measurements])
+            report(0.6, "Creating the morphometry table")
+            rows = [m.as_row() for m in case.measurements]
+            tableNode = add_table_node(self.scene, f"{name} morphometry", rows)
             place_node(self.scene, tableNode, parent)
             check_cancelled(cancel)
             caseFolder = None
             if exportFolder:
                 # Last step: once the files are in place nothing can fail any more.
                 report(0.8, "Writing the files")
-                caseFolder = self._export(volumeNode, inference, Path(exportFolder), surfacesLPS, measurements, cancel)
+                caseFolder = write_case_folder(
+                    Path(exportFolder),
+                    name,
+                    image,
+                    case,
+                    options,
+                    IfExists.NEW_NAME,
+                    report_extra={"input": _volumeSource(volumeNode)},
+                    cancel=cancel,
+                )
         return SegmentationResult(
             segmentationNode=segmentationNode,
             tableNode=tableNode,
@@ -191,30 +236,17 @@ class PediatricBoneSegLogic:
             autoDetected=inference.auto_detected,
             jointConfidence=inference.joint_confidence,
             warnings=list(inference.warnings),
-            measurements=measurements,
+            measurements=case.measurements,
             exportFolder=caseFolder,
             timings=dict(inference.timings),
         )
 
-    def _export(
-        self,
-        volumeNode: Any,
-        inference: InferenceResult,
-        exportFolder: Path,
-        surfaces: dict[str, Any],
-        measurements: list[BoneMeasurement],
-        cancel: CancelToken | None,
-    ) -> Path:
-        """Write ``exportFolder/<volume name>/`` (``_2``, ``_3``... when taken; never overwrites)."""
-        from ..io.outputs import write_case
 
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", volumeNode.GetName()).strip("._") or "volume"
-        case, number = base, 1
-        while (exportFolder / case).exists():
-            number += 1
-            case = f"{base}_{number}"
-        image = image_from_volume_node(volumeNode)
-        return write_case(exportFolder, case, image, inference, surfaces, measurements, cancel=cancel)
+def _volumeSource(volumeNode: Any) -> str:
+    """What report.json's ``input`` says for a volume node: its file, or its name."""
+    storage = volumeNode.GetStorageNode()
+    fileName = storage.GetFileName() if storage is not None else None
+    return fileName or f"Slicer volume node {volumeNode.GetName()!r}"
 
 
 def _checkVolumeNode(volumeNode: Any) -> None:
@@ -223,14 +255,7 @@ def _checkVolumeNode(volumeNode: Any) -> None:
         raise TypeError(f"volumeNode must be a vtkMRMLScalarVolumeNode, got {type(volumeNode).__name__}")
 
 
-def _checkOutputOptions(surfaces: Any, smoothing: Any, exportFolder: Any) -> None:
-    if not isinstance(surfaces, bool):
-        raise TypeError(f"surfaces must be True or False, got {type(surfaces).__name__} {surfaces!r}")
-    if smoothing is not None:
-        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)):
-            raise TypeError(f"smoothing must be a number in [0, 1] or None, got {type(smoothing).__name__}")
-        if not 0.0 <= smoothing <= 1.0:
-            raise ValueError(f"smoothing must be between 0 and 1, got {smoothing}")
+def _checkExportFolder(exportFolder: Any) -> None:
     if exportFolder is not None and not isinstance(exportFolder, (str, Path)):
         raise TypeError(f"exportFolder must be a folder path or None, got {type(exportFolder).__name__}")
     if exportFolder and not Path(exportFolder).is_dir():

@@ -1,5 +1,6 @@
-"""Surface model nodes from a segmentation's closed surfaces: one vtkMRMLModelNode per segment,
-named and colored like it, grouped in a subject-hierarchy folder.
+"""Surface model nodes from a segmentation's closed surfaces (the case workflow's meshes, see
+``lps_to_ras``): one vtkMRMLModelNode per segment, named and colored like it, grouped in a
+subject-hierarchy folder.
 
 The segmentation already shows the same surfaces in 3D, so the models start hidden (two coincident
 surfaces would flicker); they are there to be exported, measured or edited in the Models module.
@@ -48,14 +49,8 @@ def add_bone_models(scene: Any, segmentation_node: Any, folder_name: str, parent
     return folder, models
 
 
-def lps_surfaces(models: list[Any], joint: Any) -> dict[str, vtkPolyData]:
-    """Bone key -> the model's surface in patient LPS millimetres (the files' and morphometry's
-    frame), for the models named after ``joint``'s bones."""
-    by_name = {model.GetName(): model.GetPolyData() for model in models}
-    return {bone.key: _ras_to_lps(by_name[bone.display_name]) for bone in joint.bones if bone.display_name in by_name}
-
-
-def _ras_to_lps(surface: vtkPolyData) -> vtkPolyData:
+def lps_to_ras(surface: vtkPolyData) -> vtkPolyData:
+    """A mesh in patient LPS millimetres (the files' frame) in Slicer's RAS: x and y negated."""
     flip = vtkTransform()
     flip.Scale(-1.0, -1.0, 1.0)
     moved = vtkTransformPolyDataFilter()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import JOINT_KEYS, JOINTS
+from ..options import CaseOptions, SegmentOptions
 
 AUTO = "Auto"
 JOINT_CHOICES: tuple[str, ...] = (AUTO, *(JOINTS[key].display_name for key in JOINT_KEYS))
@@ -43,7 +44,9 @@ class SegmentParameters:
         return cls(**{field.name: getattr(source, field.name) for field in fields(cls)})
 
     def problems(self) -> list[str]:
-        """Every reason these parameters cannot run (empty when they can)."""
+        """Every reason these parameters cannot run (empty when they can): the panel's own (a
+        volume, valid choices, a selected file or folder), then the case options' validation,
+        the very one ``PediatricBoneSegLogic.segment`` applies."""
         found = []
         volume = self.inputVolume
         if volume is None:
@@ -54,12 +57,18 @@ class SegmentParameters:
             found.append(f"Unknown joint {self.joint!r}; choose one of {', '.join(JOINT_CHOICES)}.")
         if self.device not in DEVICE_CHOICES:
             found.append(f"Unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
-        if not self.useBundledModel and not _isFile(self.modelPath):
-            found.append(f"Model file not found: {self.modelPath or '(none selected)'}.")
-        if not 0.0 <= self.smoothing <= 1.0:
-            found.append(f"Smoothing must be between 0 and 1, got {self.smoothing}.")
+        if not self.useBundledModel and not _isSelected(self.modelPath):
+            found.append("Model file not found: (none selected).")
         if self.export and not _isDirectory(self.exportFolder):
             found.append(f"Export folder not found: {self.exportFolder or '(none selected)'}.")
+        if self.joint in JOINT_CHOICES and self.device in DEVICE_CHOICES:
+            arguments = self.logicArguments()
+            model = arguments["modelPath"] if _isSelected(self.modelPath) or self.useBundledModel else None
+            segment = SegmentOptions(
+                joint=arguments["joint"], model_path=model, device=arguments["device"], postprocess=self.postprocess
+            )
+            options = CaseOptions(segment, surfaces=self.surfaces, smoothing=float(self.smoothing))
+            found += [problem[0].upper() + problem[1:] + "." for problem in options.problems()]
         return found
 
     def logicArguments(self) -> dict[str, Any]:
@@ -79,10 +88,10 @@ def _jointKey(displayName: str) -> str:
     return next(key for key in JOINT_KEYS if JOINTS[key].display_name == displayName)
 
 
-def _isFile(path: Path | None) -> bool:
+def _isSelected(path: Path | None) -> bool:
     # An empty path widget reads back as Path("") == Path("."): treat it as "nothing selected".
-    return path is not None and str(path) not in ("", ".") and Path(path).is_file()
+    return path is not None and str(path) not in ("", ".")
 
 
 def _isDirectory(path: Path | None) -> bool:
-    return path is not None and str(path) not in ("", ".") and Path(path).is_dir()
+    return _isSelected(path) and Path(path).is_dir()  # type: ignore[arg-type]

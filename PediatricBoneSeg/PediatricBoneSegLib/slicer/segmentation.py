@@ -1,6 +1,8 @@
 """A bone label map -> an MRML segmentation node: one segment per bone present, with the catalog's
-name, color and terminology, the input volume's reference geometry and (optionally) closed surfaces
-created by the segmentation's own conversion and shown in 3D.
+name, color and terminology, the input volume's reference geometry and (optionally) the case
+workflow's closed surfaces as the segments' closed-surface representation, shown in 3D. Slicer's
+own labelmap-to-surface conversion is not used: the command line's files and the scene hold the
+same meshes.
 
 Segment IDs are the bones' catalog keys (``segmentation.GetSegment("femur")``). Works on the
 scene, nodes and the segmentations module logic through their methods (no ``slicer`` import).
@@ -13,12 +15,12 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 from vtkmodules.vtkCommonCore import vtkStringArray
+from vtkmodules.vtkCommonDataModel import vtkPolyData
 
 from ..catalog import Joint
 from .volume import vtk_image_from_array
 
 CLOSED_SURFACE = "Closed surface"  # vtkSegmentationConverter's representation name
-SMOOTHING_FACTOR = "Smoothing factor"  # vtkBinaryLabelmapToClosedSurfaceConversionRule parameter
 
 
 def present_labels(labels: sitk.Image, joint: Joint) -> list[int]:
@@ -38,13 +40,12 @@ def add_segmentation_node(
     labels: sitk.Image,
     joint: Joint,
     name: str,
-    surfaces: bool = True,
-    smoothing: float | None = None,
+    closed_surfaces: dict[str, vtkPolyData] | None = None,
 ) -> Any:
     """Add and return a vtkMRMLSegmentationNode for ``labels`` (UInt8 on ``volume_node``'s grid).
 
-    ``smoothing``: the closed-surface conversion's smoothing factor (0..1; None keeps Slicer's
-    default). The node is placed under the volume's parent transform, like the volume."""
+    ``closed_surfaces``: bone key -> mesh in the volume's RAS frame, one per bone present (None:
+    no closed surfaces). The node is placed under the volume's parent transform, like the volume."""
     array = sitk.GetArrayViewFromImage(labels)
     dimensions = volume_node.GetImageData().GetDimensions()
     if tuple(array.shape[::-1]) != tuple(dimensions):
@@ -77,11 +78,14 @@ def add_segmentation_node(
         segment.SetColor(*bone.color_float)
         segment.SetTerminology(bone.terminology)
 
-    if surfaces and present:
-        if smoothing is not None:
-            segmentation.SetConversionParameter(SMOOTHING_FACTOR, str(float(smoothing)))
-        if not segmentation_node.CreateClosedSurfaceRepresentation():
-            raise RuntimeError("Slicer could not create the closed-surface representation of the bones")
+    if closed_surfaces and present:
+        for value in present:
+            bone = joint.bones[value - 1]
+            if bone.key not in closed_surfaces:
+                raise ValueError(f"no closed surface for the {bone.key}, which the labels hold")
+            surface = vtkPolyData()
+            surface.DeepCopy(closed_surfaces[bone.key])
+            segmentation.GetSegment(bone.key).AddRepresentation(CLOSED_SURFACE, surface)
         display = segmentation_node.GetDisplayNode()
         display.SetPreferredDisplayRepresentationName3D(CLOSED_SURFACE)
         display.SetVisibility3D(True)

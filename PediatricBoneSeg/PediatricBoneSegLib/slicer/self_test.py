@@ -215,8 +215,8 @@ def run_rollback_scenarios(
 ) -> None:
     """Each of these leaves the scene's nodes and subject-hierarchy items as they were: a cancel
     after the first slice batch and a missing model file (``logic.segment``); a cancel while the
-    models are built and an error injected while measuring, after the segmentation and the models
-    exist (the node-building half, fed the true labels so no network run is repeated)."""
+    models are built and an error injected while the table is created, after the segmentation and
+    the models exist (the node-building half, fed the true labels so no network run is repeated)."""
     volume_node = add_volume_node(logic.scene, image, f"{joint} phantom (rollback)")
     batches: list[str] = []
 
@@ -242,10 +242,10 @@ def run_rollback_scenarios(
     def cancel_while_creating_models(token: CancelToken) -> None:
         build(lambda fraction, message: message.startswith("Creating the bone surface") and token.cancel(), token)
 
-    def error_while_measuring(token: CancelToken) -> None:
+    def error_while_creating_the_table(token: CancelToken) -> None:
         def progress(fraction: float, message: str) -> None:
-            if message.startswith("Measuring the bones"):
-                raise InjectedError("injected failure while measuring the bones")
+            if message.startswith("Creating the morphometry table"):
+                raise InjectedError("injected failure while creating the morphometry table")
 
         build(progress, token)
 
@@ -253,7 +253,7 @@ def run_rollback_scenarios(
         (cancel_after_first_batch, Cancelled),
         (missing_model_file, (ValueError, OSError)),
         (cancel_while_creating_models, Cancelled),
-        (error_while_measuring, InjectedError),
+        (error_while_creating_the_table, InjectedError),
     ]
     problems = []
     for run, expected in cases:
