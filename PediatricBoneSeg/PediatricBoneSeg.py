@@ -24,11 +24,10 @@ from slicer.util import VTKObservationMixin
 from PediatricBoneSegLib import PediatricBoneSegLogic
 from PediatricBoneSegLib.progress import Cancelled, CancelToken
 from PediatricBoneSegLib.resources import bundled_sample_path
-from PediatricBoneSegLib.slicer.dependencies import PIP_REQUIREMENTS, TORCH, missing_modules
+from PediatricBoneSegLib.slicer.dependencies import PIP_REQUIREMENTS, TORCH, TORCH_REQUIREMENT, missing_modules
 from PediatricBoneSegLib.slicer.parameters import DEVICE_CHOICES, JOINT_CHOICES, SegmentParameters
 
 _DEFAULTS = SegmentParameters()
-TORCH_REQUIREMENT = ">=2.2"  # as in pyproject.toml
 
 
 class PediatricBoneSeg(ScriptedLoadableModule):

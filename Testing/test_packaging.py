@@ -218,3 +218,25 @@ def test_wheel_and_pip_install_give_a_working_pbseg_segment(tmp_path: Path) -> N
         labels, image = sitk.ReadImage(str(case / "labels.nii.gz")), sitk.ReadImage(str(sample))
         assert labels.GetSize() == image.GetSize() and labels.GetSpacing() == image.GetSpacing()
         assert np.unique(sitk.GetArrayViewFromImage(labels)).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_version_and_requirements_have_one_source() -> None:
+    """pyproject.toml takes the version from ``PediatricBoneSegLib.__version__`` and the
+    requirements from PediatricBoneSegLib/requirements.txt, the file the Slicer module reads too."""
+    import importlib.metadata
+
+    import PediatricBoneSegLib
+    from PediatricBoneSegLib.slicer.dependencies import PIP_REQUIREMENTS, TORCH_REQUIREMENT, requirements
+
+    assert importlib.metadata.version("pediatric-bone-seg") == PediatricBoneSegLib.__version__
+    from packaging.requirements import Requirement
+
+    def parsed(texts: list[str]) -> set[tuple[str, str]]:
+        return {(requirement.name, str(requirement.specifier)) for requirement in map(Requirement, texts)}
+
+    installed = [r for r in importlib.metadata.requires("pediatric-bone-seg") or [] if "extra ==" not in r]
+    assert parsed(installed) == parsed(list(requirements().values()))
+    assert requirements()["torch"] == "torch" + TORCH_REQUIREMENT and TORCH_REQUIREMENT.startswith(">=")
+    assert PIP_REQUIREMENTS["safetensors"] == requirements()["safetensors"]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"torch' not in pyproject and "version =" not in pyproject.split("[tool.setuptools.dynamic]")[0]

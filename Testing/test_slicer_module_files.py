@@ -97,7 +97,11 @@ def test_cmake_lists_the_bundled_model_and_sample_and_builds_a_scripted_module()
     assert "PediatricBoneSegLib/resources/pediatric_bones.safetensors" in resources
     assert "PediatricBoneSegLib/resources/knee_phantom.nii.gz" in resources
     assert "PediatricBoneSegLib/resources/__init__.py" in lists["MODULE_PYTHON_SCRIPTS"]
-    assert all(item.startswith(("Resources/", "PediatricBoneSegLib/resources/")) for item in resources)
+    assert "PediatricBoneSegLib/requirements.txt" in resources  # read by slicer/dependencies.py
+    assert all(
+        item.startswith(("Resources/", "PediatricBoneSegLib/resources/", "PediatricBoneSegLib/requirements.txt"))
+        for item in resources
+    )
     assert lists["MODULE_PYTHON_SCRIPTS"][0] == "PediatricBoneSeg.py"
     assert all(item.endswith(".py") for item in lists["MODULE_PYTHON_SCRIPTS"])
     assert "slicerMacroBuildScriptedModule(" in text and "slicer_add_python_unittest(SCRIPT" in text

@@ -8,9 +8,22 @@ ships (numpy, scipy, SimpleITK, vtk) are never installed or upgraded by the modu
 from __future__ import annotations
 
 import importlib.util
+import re
+from importlib.resources import files
 
 TORCH = "torch"
-PIP_REQUIREMENTS: dict[str, str] = {"safetensors": "safetensors>=0.4"}  # import name -> pip requirement
+
+
+def requirements() -> dict[str, str]:
+    """Distribution name -> requirement (``torch>=2.2,<3``), from the package's requirements.txt,
+    the file pyproject.toml reads too."""
+    text = (files("PediatricBoneSegLib") / "requirements.txt").read_text(encoding="utf-8")
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    return {re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0]: line for line in lines if line}
+
+
+TORCH_REQUIREMENT = requirements()[TORCH][len(TORCH) :]  # the version specifier, for the PyTorch extension
+PIP_REQUIREMENTS: dict[str, str] = {"safetensors": requirements()["safetensors"]}  # import name -> pip requirement
 REQUIRED: tuple[str, ...] = (TORCH, *PIP_REQUIREMENTS, "numpy", "scipy", "SimpleITK", "vtkmodules")
 
 

@@ -17,20 +17,20 @@ def subject_hierarchy(scene: Any) -> Any:
 
 def parent_item_of(scene: Any, node: Any) -> int:
     """The item under which ``node`` sits (its study, patient or folder), or the scene item."""
-    shNode = subject_hierarchy(scene)
-    item = shNode.GetItemByDataNode(node)
-    parent = shNode.GetItemParent(item) if item else 0
-    return parent or shNode.GetSceneItemID()
+    sh_node = subject_hierarchy(scene)
+    item = sh_node.GetItemByDataNode(node)
+    parent = sh_node.GetItemParent(item) if item else 0
+    return parent or sh_node.GetSceneItemID()
 
 
 def place_node(scene: Any, node: Any, parent_item: int) -> int:
     """Put ``node`` under ``parent_item``; returns the node's item ID."""
-    shNode = subject_hierarchy(scene)
-    item = shNode.GetItemByDataNode(node)
+    sh_node = subject_hierarchy(scene)
+    item = sh_node.GetItemByDataNode(node)
     if item:
-        shNode.SetItemParent(item, parent_item)
+        sh_node.SetItemParent(item, parent_item)
         return item
-    return shNode.CreateItem(parent_item, node)
+    return sh_node.CreateItem(parent_item, node)
 
 
 def create_folder(scene: Any, name: str, parent_item: int) -> int:

@@ -20,13 +20,13 @@ def node_ids(scene: Any) -> list[str]:
 
 
 def _subject_hierarchy_items(scene: Any) -> set[int]:
-    shNode = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
-    if shNode is None:
+    sh_node = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    if sh_node is None:
         return set()
     from vtkmodules.vtkCommonCore import vtkIdList
 
     children = vtkIdList()
-    shNode.GetItemChildren(shNode.GetSceneItemID(), children, True)
+    sh_node.GetItemChildren(sh_node.GetSceneItemID(), children, True)
     return {children.GetId(index) for index in range(children.GetNumberOfIds())}
 
 
@@ -54,10 +54,10 @@ class SceneTransaction:
 
     def rollback(self) -> None:
         """Remove every item and node added since ``__enter__``."""
-        shNode = self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
-        if shNode is not None and shNode.GetID() in self._nodes:
+        sh_node = self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+        if sh_node is not None and sh_node.GetID() in self._nodes:
             for item in sorted(_subject_hierarchy_items(self.scene) - self._items, reverse=True):
-                shNode.RemoveItem(item, False, False)  # children first (higher IDs); nodes below
+                sh_node.RemoveItem(item, False, False)  # children first (higher IDs); nodes below
         for node_id in reversed(node_ids(self.scene)):
             if node_id not in self._nodes:
                 node = self.scene.GetNodeByID(node_id)

@@ -52,9 +52,9 @@ def add_volume_node(scene: Any, image: sitk.Image, name: str) -> Any:
 
 def scene_state(scene: Any) -> tuple[list[str], list[int]]:
     """Node IDs and subject-hierarchy item IDs of the scene: equal states mean nothing was added."""
-    shNode = subject_hierarchy(scene)
+    sh_node = subject_hierarchy(scene)
     items = vtkIdList()
-    shNode.GetItemChildren(shNode.GetSceneItemID(), items, True)
+    sh_node.GetItemChildren(sh_node.GetSceneItemID(), items, True)
     return node_ids(scene), sorted(items.GetId(index) for index in range(items.GetNumberOfIds()))
 
 
@@ -148,14 +148,14 @@ def _check_models(result: Any, segmentation: Any, ids: list[str]) -> list[str]:
     models = result.modelNodes
     if len(models) != len(ids):
         return [f"{len(models)} model nodes for {len(ids)} segments"]
-    shNode = subject_hierarchy(result.segmentationNode.GetScene())
+    sh_node = subject_hierarchy(result.segmentationNode.GetScene())
     for model, segment_id in zip(models, ids):
         segment = segmentation.GetSegment(segment_id)
         if model.GetName() != segment.GetName():
             problems.append(f"model {model.GetName()!r} for segment {segment.GetName()!r}")
         if not np.allclose(model.GetDisplayNode().GetColor(), segment.GetColor(), atol=1e-6):
             problems.append(f"model {model.GetName()!r} colored unlike its segment")
-        if shNode.GetItemParent(shNode.GetItemByDataNode(model)) != result.modelsFolderItemID:
+        if sh_node.GetItemParent(sh_node.GetItemByDataNode(model)) != result.modelsFolderItemID:
             problems.append(f"model {model.GetName()!r} is not in the models folder")
         surface = model.GetPolyData()
         if surface is None or surface.GetNumberOfCells() == 0:
