@@ -17,6 +17,8 @@ LIGHT_MODULES = [
     "PediatricBoneSegLib.atomic",
     "PediatricBoneSegLib.host",
     "PediatricBoneSegLib.labelmaps",
+    "PediatricBoneSegLib.image_checks",
+    "PediatricBoneSegLib.options",
     "PediatricBoneSegLib.resources",
     "PediatricBoneSegLib.io",
     "PediatricBoneSegLib.io.volumes",

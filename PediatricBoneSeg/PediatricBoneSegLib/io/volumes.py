@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..image_checks import VolumeReadError, check_volume, direction_problem, non_finite_problem
+
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _SLICE_SPACING_TOLERANCE = 0.1  # relative spread of slice gaps beyond which slices are missing
-# Angle between voxel axes beyond right angles that is a shear, not float rounding of a rotation
-# (0.01 degree moves a voxel 0.035 mm over 200 mm).
-_SHEAR_TOLERANCE_DEGREES = 0.01
 # DICOM positions are decimal strings, often rounded to 0.01 mm: a looser limit for a stack's tilt.
 _TILT_TOLERANCE_DEGREES, _TILT_TOLERANCE_MM = 0.1, 0.05
 _UNREADABLE_DICOM = "not a readable DICOM file (corrupt or truncated)"
@@ -40,15 +39,6 @@ _VOLUME_TAGS = {
     "rows": "0028|0010",
     "columns": "0028|0011",
 }
-
-
-class VolumeReadError(ValueError):
-    """An input cannot be segmented; the message names the file and the problem."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -214,44 +204,6 @@ def read_image_file(path: str | Path) -> sitk.Image:
     return image
 
 
-def check_volume(image: sitk.Image, path: str | Path) -> None:
-    """Raise ``VolumeReadError`` for what no joint MR is: not 3D scalar, a direction matrix that is
-    not orthonormal, NaN, empty or constant."""
-    if image.GetDimension() != 3:
-        raise VolumeReadError(path, f"is a {image.GetDimension()}D image; a 3D volume is needed")
-    components = image.GetNumberOfComponentsPerPixel()
-    if components != 1:
-        raise VolumeReadError(path, f"has {components} values per voxel; a scalar volume is needed")
-    if min(image.GetSize()) < 2:
-        raise VolumeReadError(path, f"has a single slice (size {image.GetSize()}); a 3D volume is needed")
-    problem = direction_problem(np.reshape(image.GetDirection(), (3, 3)))
-    if problem:
-        raise VolumeReadError(path, problem)
-    array = sitk.GetArrayViewFromImage(image)
-    non_finite = int(np.count_nonzero(~np.isfinite(array)))
-    if non_finite:
-        raise VolumeReadError(path, _non_finite_problem(non_finite))
-    low, high = float(array.min()), float(array.max())
-    if low == high:
-        what = "all voxels are zero" if high == 0 else f"all voxels have the same value ({high:g})"
-        raise VolumeReadError(path, f"{what}: the volume is empty")
-
-
-def direction_problem(matrix: np.ndarray, what: str = "the direction matrix") -> str | None:
-    """Why a voxel-to-world matrix (columns: the voxel axes, any length) is no rotation of a
-    rectangular grid, or None. A sheared grid cannot be stored in NIfTI's qform, so ITK's writers
-    coerce it and the outputs would no longer lie on the input."""
-    matrix = np.asarray(matrix, dtype=float)
-    lengths = np.linalg.norm(matrix, axis=0)
-    if np.any(lengths < 1e-12):
-        return f"{what} is degenerate (a voxel axis of zero length)"
-    cosines = (matrix / lengths).T @ (matrix / lengths)
-    shear = float(np.degrees(np.max(np.arcsin(np.clip(np.abs(cosines[np.triu_indices(3, 1)]), 0, 1)))))
-    if shear > _SHEAR_TOLERANCE_DEGREES:
-        return f"{what} is not orthogonal (shear of {shear:.2f} degrees); resample the volume to an orthogonal grid"
-    return None
-
-
 def check_file_data(path: str | Path) -> None:
     """Raise ``VolumeReadError`` for what ITK's NIfTI reader lets through: data shorter than the
     header says (ITK fills the rest with zeros), a sheared sform (ITK falls back to the qform or
@@ -382,10 +334,6 @@ def _short_hash(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:6]
 
 
-def _non_finite_problem(count: int) -> str:
-    return f"contains {count} NaN or infinite voxel value(s)"
-
-
 # Header fields of single-file NIfTI-1 and NIfTI-2, by header size (the first field): offsets and
 # struct formats; the magic is 4 bytes at its offset.
 _NIFTI_LAYOUTS = {
@@ -488,7 +436,7 @@ def _nifti_stream_problem(chunks: Iterator[bytes]) -> str | None:
         problem = f"is truncated: its header says {expected} bytes of voxel data, the file has {found}"
         return problem + (" (the gzip stream ends early)" if stream_ended_early else "")
     if non_finite:
-        return _non_finite_problem(non_finite) + " (ITK would read them as zeros)"
+        return non_finite_problem(non_finite) + " (ITK would read them as zeros)"
     return None
 
 
