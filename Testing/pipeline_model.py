@@ -25,7 +25,7 @@ import torch
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.network.config import PreprocessingConfig
-from PediatricBoneSegLib.network.modelfile import ModelManifest, save_model
+from PediatricBoneSegLib.network.modelfile import DetectionConfig, ModelManifest, save_model
 from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices, volume_embedding
 from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume
 
@@ -159,7 +159,7 @@ def save_test_model(
     centroids: torch.Tensor | None = None,
     threshold: float | None = None,
 ) -> Path:
-    detection = {"scale": DETECTION_SCALE, "threshold": threshold} if threshold is not None else {}
+    detection = DetectionConfig(DETECTION_SCALE, threshold) if threshold is not None else DetectionConfig()
     manifest = ModelManifest("pbseg-test", "0", network.config, joints, PREPROCESSING, detection=detection)
     return save_model(path, network, manifest, centroids)
 

@@ -12,9 +12,10 @@ import SimpleITK as sitk
 import torch
 
 from pbseg_training.phantoms import case_seed, generate_phantom
-from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model
+from PediatricBoneSegLib.network.modelfile import DetectionConfig, LoadedModel, load_model
 from PediatricBoneSegLib.options import SegmentOptions
-from PediatricBoneSegLib.pipeline.detection import JointChoice, _mismatch_warnings, choose_joint
+from PediatricBoneSegLib.pipeline.detection import JointChoice, _mismatch_warnings, choose_joint, detection_scale
+from PediatricBoneSegLib.pipeline.embedding import volume_embedding
 from PediatricBoneSegLib.pipeline.inference import bundled_model_path, segment_image
 from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume
 
@@ -110,7 +111,30 @@ def test_clearly_nearer_means_by_the_temperature_and_within_the_threshold(
     detection: tuple, forced: float, nearer: float, warned: bool
 ) -> None:
     loaded = detection[0]
-    manifest = dataclasses.replace(loaded.manifest, detection={"scale": pm.DETECTION_SCALE, "threshold": 0.25})
+    manifest = dataclasses.replace(loaded.manifest, detection=DetectionConfig(pm.DETECTION_SCALE, 0.25))
     model = LoadedModel(loaded.network, manifest, loaded.centroids, loaded.path)
     choice = JointChoice("knee", auto_detected=False, distances={"knee": forced, "ankle": nearer})
     assert bool(_mismatch_warnings(model, choice)) is warned
+
+
+def test_detection_scale_defaults_to_the_last_projection_head(detection: tuple) -> None:
+    loaded = detection[0]
+    assert detection_scale(loaded) == pm.DETECTION_SCALE
+    unnamed = LoadedModel(
+        loaded.network, dataclasses.replace(loaded.manifest, detection=DetectionConfig()), None, loaded.path
+    )
+    assert detection_scale(unnamed) == loaded.manifest.architecture.projection_scales[-1] == "dec1"
+
+
+def test_embedding_scales_are_parsed_and_checked(detection: tuple) -> None:
+    network = detection[0].network
+    images = torch.randn(2, 1, 64, 64)
+    for scale in ("enc5", "dec1", "features:enc5", "features:enc2"):
+        torch.testing.assert_close(volume_embedding(network, images, 1, scale).norm(), torch.tensor(1.0))
+    for scale, problem in [
+        ("features:dec1", "only encoder features are pooled"),
+        ("features:enc6", "feature scale 'enc6' is not enc1..enc5"),
+        ("enc9", "feature scale 'enc9' is not enc1..enc5"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            volume_embedding(network, images, 1, scale)

@@ -60,7 +60,7 @@ def _threshold_model(tmp_path: Path, scene: pm.Scene, config: NetworkConfig | No
     if relabel is not None:
         classes = [(relabel[label], threshold) for label, threshold in classes]
     config = config or pm.network_config()
-    heads = {0: classes} if config.shared else {pm.JOINTS.index("knee"): classes}
+    heads = {config.head_of(pm.JOINTS.index("knee")): classes}
     network = pm.threshold_network(config, heads)
     return load_model(pm.save_test_model(tmp_path / "threshold.safetensors", network, list(pm.JOINTS)))
 
@@ -147,7 +147,7 @@ def test_joint_is_auto_detected_with_confidence(detection: tuple, joint: str) ->
     assert result.joint == joint and result.auto_detected
     assert result.joint_confidence is not None and result.joint_confidence > 0.6
     assert set(result.joint_distances) == set(pm.JOINTS)
-    assert result.joint_distances[joint] < model.manifest.detection["threshold"]
+    assert result.joint_distances[joint] < model.manifest.detection.threshold
     assert not any("does not look like" in w for w in result.warnings)
 
 

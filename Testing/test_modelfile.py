@@ -20,6 +20,7 @@ from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.network.modelfile import (
     FORMAT_VERSION,
     MANIFEST_KEY,
+    DetectionConfig,
     ModelFileError,
     ModelManifest,
     load_model,
@@ -43,7 +44,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, MultiDomainUN
         config,
         ["ankle", "knee", "shoulder"],
         PreprocessingConfig(size=64),
-        detection={"scale": "enc5", "threshold": 0.3},
+        detection=DetectionConfig("enc5", 0.3),
     )
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
     save_model(path, network, manifest, torch.randn(3, 128))
@@ -248,4 +249,47 @@ def test_bundled_model_is_the_current_format() -> None:
     assert read_manifest(path)["format_version"] == FORMAT_VERSION
     loaded = load_model(path)
     assert loaded.warnings == []
-    assert loaded.manifest.detection["threshold"] == pytest.approx(0.1478, abs=1e-4)
+    assert loaded.manifest.detection.threshold == pytest.approx(0.1478, abs=1e-4)
+
+
+def test_detection_config_writes_the_json_it_reads() -> None:
+    bundled = read_manifest(bundled_model_path())["detection"]
+    assert set(bundled) == {"scale", "threshold", "metric"}
+    for data in (bundled, {}, {"scale": "enc5", "threshold": 0.3}, {"threshold": 1, "note": {"by": "hand"}}):
+        assert DetectionConfig.from_json(data).to_json() == data
+    typed = DetectionConfig.from_json(bundled)
+    assert (typed.scale, typed.metric) == ("features:enc5", "cosine distance")
+    assert typed.threshold == bundled["threshold"]
+    assert DetectionConfig.from_json({"threshold": 1, "note": 2}).extra == {"note": 2}
+
+
+def test_bundled_manifest_rewritten_from_its_types_keeps_its_checksum() -> None:
+    """The typed manifest writes the very content the bundled file's checksum covers."""
+    path = bundled_model_path()
+    raw = read_manifest(path)
+    rewritten = json.loads(json.dumps(load_model(path).manifest.to_json()))
+    assert rewritten == {k: v for k, v in raw.items() if k != "checksum_sha256"}
+    assert model_checksum(rewritten, load_file(str(path))) == raw["checksum_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("detection", "problem"),
+    [
+        ({"scale": 5}, "detection scale 5 is not a string"),
+        ({"threshold": "0.3"}, "detection threshold '0.3' is not a number"),
+        ({"threshold": True}, "detection threshold True is not a number"),
+        ({"metric": ["cosine"]}, r"detection metric \['cosine'\] is not a string"),
+        ([0.3], r"detection \[0.3\] is not a JSON object"),
+    ],
+)
+def test_malformed_detection_entry_is_refused(saved, tmp_path: Path, detection, problem: str) -> None:
+    target = rewrite(
+        saved[0], tmp_path / "bad.safetensors", change_manifest=lambda m: m.update(detection=detection), reseal=True
+    )
+    with pytest.raises(ModelFileError, match=rf"bad\.safetensors: invalid manifest \({problem}\)"):
+        load_model(target)
+
+
+def test_detection_extra_keys_cannot_shadow_its_fields() -> None:
+    with pytest.raises(ValueError, match=r"detection extra keys \['threshold'\] are fields"):
+        DetectionConfig(extra={"threshold": 0.5})

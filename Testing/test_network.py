@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from PediatricBoneSegLib.network import ENCODERS, MultiDomainUNet, NetworkConfig, load_imagenet_encoder
+from PediatricBoneSegLib.network import ENCODERS, FeatureScale, MultiDomainUNet, NetworkConfig, load_imagenet_encoder
 from PediatricBoneSegLib.network.domain_norm import contiguous_runs
 
 IMAGENET_MOBILENET = Path(__file__).parents[1] / "training" / "weights" / "mobilenet_v2_imagenet.safetensors"
@@ -42,6 +43,54 @@ def test_shared_variant_has_one_norm_set_and_one_union_head() -> None:
     assert len(network.encoder.bn1.norms) == 1
     output = network(torch.randn(3, 1, 64, 64), [0, 1, 2])
     assert [t.shape[1] for t in output.logits.values()] == [9, 9, 9]
+
+
+@pytest.mark.parametrize("text", ["enc1", "enc5", "dec1", "dec5"])
+def test_feature_scale_text_round_trips(text: str) -> None:
+    scale = FeatureScale.parse(text)
+    assert str(scale) == text and scale == FeatureScale(text[:3], int(text[3]))  # type: ignore[arg-type]
+    assert scale.pick(["e1", "e2", "e3", "e4", "e5"], ["d1", "d2", "d3", "d4", "d5"]) == text[0] + text[3]
+
+
+@pytest.mark.parametrize(
+    "text", ["enc0", "enc6", "dec10", "enc05", "Enc4", "mid2", "enc", "enc4 ", "features:enc5", ""]
+)
+def test_feature_scale_refuses_a_bad_text_by_name(text: str) -> None:
+    with pytest.raises(ValueError, match=f"feature scale {text!r} is not enc1..enc5 or dec1..dec5"):
+        FeatureScale.parse(text)
+    with pytest.raises(ValueError, match=f"projection scale {text!r} is not enc1..enc5 or dec1..dec5"):
+        NetworkConfig(projection_scales=("enc4", text))
+
+
+def test_feature_scale_fields_are_checked() -> None:
+    with pytest.raises(ValueError, match="is not enc1..enc5 or dec1..dec5"):
+        FeatureScale("dec", 6)
+    with pytest.raises(ValueError, match="is not enc1..enc5 or dec1..dec5"):
+        FeatureScale("mid", 1)  # type: ignore[arg-type]
+
+
+def test_config_keeps_the_scale_texts_and_parses_them() -> None:
+    config = NetworkConfig(projection_scales=("dec2", "enc3"))
+    assert config.feature_scales == (FeatureScale("dec", 2), FeatureScale("enc", 3))
+    assert config.to_json()["projection_scales"] == ("dec2", "enc3")
+    assert NetworkConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    network = small_network("resnet18", projection_scales=("dec2", "enc3"))
+    assert list(network.projections) == ["dec2", "enc3"]
+    output = network(torch.randn(2, 1, 64, 64), 0, with_embeddings=True)
+    assert list(output.embeddings) == ["dec2", "enc3"]
+
+
+def test_head_and_norm_set_of_each_domain() -> None:
+    separate = NetworkConfig(classes_per_domain=(4, 5, 3))
+    shared = NetworkConfig(classes_per_domain=(9, 9, 9), shared=True)
+    assert [separate.head_of(d) for d in range(3)] == [separate.norm_set_of(d) for d in range(3)] == [0, 1, 2]
+    assert [shared.head_of(d) for d in range(3)] == [shared.norm_set_of(d) for d in range(3)] == [0, 0, 0]
+    for config in (separate, shared):
+        for domain in (-1, 3):
+            with pytest.raises(ValueError, match=rf"domain {domain} outside 0..2"):
+                config.head_of(domain)
+    with pytest.raises(ValueError, match=r"domain 3 outside 0..2"):
+        small_network("resnet18")(torch.randn(2, 1, 64, 64), [0, 3])
 
 
 def test_convolutions_shared_while_bn_statistics_differ_after_a_step() -> None:

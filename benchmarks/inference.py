@@ -209,7 +209,7 @@ def ablation(loaded: LoadedModel, sliced: SlicedVolume, label: str, rounds: int)
     batch = sliced.network_input(max(0, middle - BATCH // 2), min(len(sliced.slices), middle + BATCH // 2))
     last = batch.contiguous(memory_format=torch.channels_last)
     folded = copy.deepcopy(loaded.network)
-    fold_batch_norm(folded, domain)
+    fold_batch_norm(folded, folded.config.norm_set_of(domain))
     fast = prepare_network(loaded.network, domain, torch.device("cpu"))
     assert any(isinstance(block, SubpixelDecoderBlock) for block in fast.decoder.blocks)
     variants = {

@@ -88,7 +88,7 @@ def evaluate(loaded: LoadedModel, cases: int, seed: int) -> dict:
         "model": str(loaded.path),
         "cases_per_joint": cases,
         "seed": seed,
-        "threshold": loaded.manifest.detection.get("threshold"),
+        "threshold": loaded.manifest.detection.threshold,
         "metrics": {j: {b: values for b, values in bones.items()} for j, bones in metrics.items()},
         "confusion": {j: dict(row) for j, row in confusion.items()},
         "mean_confidence": float(np.mean(confidences)),

@@ -13,7 +13,7 @@ import torch
 from PediatricBoneSegLib import __version__
 from PediatricBoneSegLib.network import MultiDomainUNet
 from PediatricBoneSegLib.network.config import PreprocessingConfig
-from PediatricBoneSegLib.network.modelfile import ModelManifest, save_model
+from PediatricBoneSegLib.network.modelfile import DetectionConfig, ModelManifest, save_model
 from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices, volume_embedding
 
 from .config import TrainingConfig
@@ -82,7 +82,7 @@ def export_model(
         architecture=phase.network,
         joints=list(phase.joints),
         preprocessing=PreprocessingConfig(size=config.input_size),
-        detection={"scale": DETECTION_SCALE, "threshold": threshold, "metric": "cosine distance"},
+        detection=DetectionConfig(DETECTION_SCALE, threshold, "cosine distance"),
         provenance={
             "scheme": config.scheme,
             "seed": config.seed,

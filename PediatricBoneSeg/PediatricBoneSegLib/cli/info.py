@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         bones = ", ".join(bone.display_name for bone in get_joint(joint).bones)
         print(f"domain {domain}:   {joint} ({bones}); near-isotropic volumes sliced {loaded.manifest.planes[joint]}")
     if loaded.centroids is not None:
-        print(f"detection:  auto-detection on (scale {detection.get('scale')}, threshold {detection.get('threshold')})")
+        print(f"detection:  auto-detection on (scale {detection.scale}, threshold {detection.threshold})")
     else:
         print("detection:  none (give the joint with --joint)")
     provenance = loaded.manifest.provenance

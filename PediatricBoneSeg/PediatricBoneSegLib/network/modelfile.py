@@ -35,6 +35,7 @@ MANIFEST_KEY = "pbseg_manifest"
 CENTROIDS_KEY = "detection.centroids"
 NETWORK_PREFIX = "network."
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+_DETECTION_FIELDS = ("scale", "threshold", "metric")  # the keys DetectionConfig types, in JSON order
 
 
 class ModelFileError(ValueError):
@@ -45,14 +46,55 @@ class ModelFileError(ValueError):
         self.path = Path(path)
 
 
+@dataclass(frozen=True)
+class DetectionConfig:
+    """The manifest's joint-detection entry. ``scale``: the embedding the centroids were computed
+    with (``embedding.volume_embedding``: a projection head such as "enc5", or "features:enc5");
+    None means the last projection scale. ``threshold``: cosine distance beyond which a volume is
+    out of distribution (None: no warning). ``metric``: the distance's name, for readers of the file.
+    ``extra``: keys this version does not know, kept so that re-saving a file keeps its manifest.
+
+    The JSON is the flat object older versions wrote (absent fields are left out), so the checksum
+    of an existing file still matches what ``to_json`` writes."""
+
+    scale: str | None = None
+    threshold: float | None = None
+    metric: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scale is not None and not isinstance(self.scale, str):
+            raise ValueError(f"detection scale {self.scale!r} is not a string")
+        if self.threshold is not None and (
+            isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
+        ):
+            raise ValueError(f"detection threshold {self.threshold!r} is not a number")
+        if self.metric is not None and not isinstance(self.metric, str):
+            raise ValueError(f"detection metric {self.metric!r} is not a string")
+        clashes = sorted(set(self.extra) & set(_DETECTION_FIELDS))
+        if clashes:
+            raise ValueError(f"detection extra keys {clashes} are fields")
+
+    def to_json(self) -> dict[str, Any]:
+        known = {key: getattr(self, key) for key in _DETECTION_FIELDS if getattr(self, key) is not None}
+        return {**known, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DetectionConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"detection {data!r} is not a JSON object")
+        known = {key: data[key] for key in _DETECTION_FIELDS if key in data}
+        return cls(**known, extra={key: value for key, value in data.items() if key not in _DETECTION_FIELDS})
+
+
 @dataclass
 class ModelManifest:
     """What a model file says about itself.
 
     ``joints``: joint key of each domain, in domain order. ``planes``: slicing plane per joint for
-    near-isotropic volumes. ``detection``: ``scale`` (projection head used), ``threshold`` (cosine
-    distance beyond which a volume is out of distribution). ``provenance``: free-form training facts
-    (scheme, data, metrics, date, code version)."""
+    near-isotropic volumes. ``detection``: how volumes are compared to the centroids
+    (``DetectionConfig``). ``provenance``: free-form training facts (scheme, data, metrics, date,
+    code version)."""
 
     name: str
     version: str
@@ -60,7 +102,7 @@ class ModelManifest:
     joints: list[str]
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     planes: dict[str, str] = field(default_factory=dict)
-    detection: dict[str, Any] = field(default_factory=dict)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,7 +119,7 @@ class ModelManifest:
             "joints": [{"key": j, "bones": [b.key for b in get_joint(j).bones]} for j in self.joints],
             "planes": self.planes,
             "preprocessing": self.preprocessing.to_json(),
-            "detection": self.detection,
+            "detection": self.detection.to_json(),
             "provenance": self.provenance,
         }
         if checksum is not None:
@@ -188,7 +230,7 @@ def load_model(path: str | Path) -> LoadedModel:
             joints=joints,
             preprocessing=PreprocessingConfig.from_json(raw["preprocessing"]),
             planes=dict(raw["planes"]),
-            detection=dict(raw.get("detection", {})),
+            detection=DetectionConfig.from_json(raw.get("detection", {})),
             provenance=dict(raw.get("provenance", {})),
         )
     except (KeyError, TypeError, ValueError) as error:

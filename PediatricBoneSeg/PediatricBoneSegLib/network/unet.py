@@ -52,15 +52,11 @@ class MultiDomainUNet(nn.Module):
         )
         self.projections = nn.ModuleDict(
             {
-                scale: ProjectionHead(self._scale_channels(scale, encoder_channels), config.embedding_dim)
-                for scale in config.projection_scales
+                str(scale): ProjectionHead(scale.pick(encoder_channels, config.decoder_channels), config.embedding_dim)
+                for scale in config.feature_scales
             }
         )
         self._init_weights()
-
-    def _scale_channels(self, scale: str, encoder_channels: tuple[int, ...]) -> int:
-        level = int(scale[3:])
-        return encoder_channels[level - 1] if scale.startswith("enc") else self.config.decoder_channels[level - 1]
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -69,20 +65,17 @@ class MultiDomainUNet(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def _norm_sets(self, domains: int | Sequence[int] | torch.Tensor, batch_size: int) -> list[int]:
+    @staticmethod
+    def _domain_list(domains: int | Sequence[int] | torch.Tensor, batch_size: int) -> list[int]:
+        """One domain per sample (``config.norm_set_of`` refuses the unknown ones when routing)."""
         if isinstance(domains, int):
-            domain_list = [domains] * batch_size
-        else:
-            domain_list = [int(d) for d in domains]
-        for domain in set(domain_list):
-            if not 0 <= domain < self.config.num_domains:
-                raise ValueError(f"domain {domain} outside 0..{self.config.num_domains - 1}")
-        return domain_list
+            return [domains] * batch_size
+        return [int(d) for d in domains]
 
     def encode(self, x: torch.Tensor, domains: int | Sequence[int] | torch.Tensor) -> list[torch.Tensor]:
         """Encoder features only (strides 2..32), e.g. for joint auto-detection."""
-        domain_list = self._norm_sets(domains, x.shape[0])
-        self.routing.route([0] * len(domain_list) if self.config.shared else domain_list, x.shape[0])
+        domain_list = self._domain_list(domains, x.shape[0])
+        self.routing.route([self.config.norm_set_of(domain) for domain in domain_list], x.shape[0])
         return self.encoder(x)
 
     def forward(
@@ -93,18 +86,14 @@ class MultiDomainUNet(nn.Module):
     ) -> NetworkOutput:
         """x: [B, in_channels, H, W], H and W multiples of 32. ``domains``: one domain for the whole
         batch, or one per sample with each domain's samples contiguous."""
-        domain_list = self._norm_sets(domains, x.shape[0])
+        domain_list = self._domain_list(domains, x.shape[0])
         features = self.encode(x, domain_list)
         stages = self.decoder(features)
         runs = contiguous_runs(domain_list)
         chunks = stages[-1].split([length for _, length in runs])
-        logits = {
-            domain: self.heads[0 if self.config.shared else domain](chunk) for (domain, _), chunk in zip(runs, chunks)
-        }
+        logits = {domain: self.heads[self.config.head_of(domain)](chunk) for (domain, _), chunk in zip(runs, chunks)}
         embeddings = {}
         if with_embeddings:
-            for scale, projection in self.projections.items():
-                level = int(scale[3:])
-                source = features[level - 1] if scale.startswith("enc") else stages[level - 1]
-                embeddings[scale] = projection(source)
+            for scale in self.config.feature_scales:
+                embeddings[str(scale)] = self.projections[str(scale)](scale.pick(features, stages))
         return NetworkOutput(logits, embeddings)

@@ -74,7 +74,7 @@ def prepare_network(network: MultiDomainUNet, domain: int, device: torch.device)
     if cached is not None and cached[0]() is network:
         return cached[1]
     prepared = copy.deepcopy(network).eval()
-    fold_batch_norm(prepared, 0 if prepared.config.shared else domain)
+    fold_batch_norm(prepared, prepared.config.norm_set_of(domain))
     use_subpixel_decoder(prepared)
     for parameter in prepared.parameters():
         parameter.requires_grad_(False)
@@ -92,19 +92,15 @@ def _tensor_versions(network: nn.Module) -> tuple[int, ...]:
     return tuple(tensor._version for tensor in network.state_dict(keep_vars=True).values())
 
 
-def fold_batch_norm(network: nn.Module, norm_set: int) -> int:
+def fold_batch_norm(network: nn.Module, norm_set: int) -> None:
     """Fold BN set ``norm_set`` of every ``Conv2d -> DomainBatchNorm2d`` pair into the convolution
     (weight scaled per output channel, bias added) and replace the BN by the identity, in place.
-    Pairs are a Sequential's consecutive children or the attributes ``convN``/``bnN`` of a block.
-    Returns the number of pairs folded."""
-    folded = 0
+    Pairs are a Sequential's consecutive children or the attributes ``convN``/``bnN`` of a block."""
     for parent in list(network.modules()):
         for conv_name, norm_name in _conv_norm_pairs(parent):
             conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
             setattr(parent, conv_name, _folded_conv(conv, norm.norms[norm_set]))
             setattr(parent, norm_name, nn.Identity())
-            folded += 1
-    return folded
 
 
 def _conv_norm_pairs(parent: nn.Module) -> list[tuple[str, str]]:

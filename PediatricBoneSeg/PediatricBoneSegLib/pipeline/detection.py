@@ -79,11 +79,12 @@ def centroid_distance(loaded: LoadedModel, sliced: SlicedVolume, joint: str, dev
 
 def detection_scale(loaded: LoadedModel) -> str:
     """The projection head the centroids were computed with."""
-    return str(loaded.manifest.detection.get("scale", loaded.manifest.architecture.projection_scales[-1]))
+    scale = loaded.manifest.detection.scale
+    return scale if scale is not None else loaded.manifest.architecture.projection_scales[-1]
 
 
 def _temperature(loaded: LoadedModel) -> float:
-    threshold = loaded.manifest.detection.get("threshold")
+    threshold = loaded.manifest.detection.threshold
     return float(threshold) / 4 if threshold else DEFAULT_TEMPERATURE
 
 
@@ -94,7 +95,7 @@ def _mismatch_warnings(loaded: LoadedModel, choice: JointChoice) -> list[str]:
     a threshold, within it, so the volume does look like that joint and not like nothing known."""
     if choice.auto_detected or len(choice.distances) < 2:
         return []
-    threshold = loaded.manifest.detection.get("threshold")
+    threshold = loaded.manifest.detection.threshold
     forced = choice.distances[choice.joint]
     other = min((j for j in choice.distances if j != choice.joint), key=choice.distances.__getitem__)
     nearer = choice.distances[other]
@@ -109,7 +110,7 @@ def _mismatch_warnings(loaded: LoadedModel, choice: JointChoice) -> list[str]:
 
 
 def _distribution_warnings(loaded: LoadedModel, choice: JointChoice) -> list[str]:
-    threshold = loaded.manifest.detection.get("threshold")
+    threshold = loaded.manifest.detection.threshold
     distance = choice.distances.get(choice.joint)
     if threshold is None or distance is None or distance <= float(threshold):
         return []

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..network import MultiDomainUNet
-from .preprocessing import SlicedVolume
+from ..network.config import FeatureScale
 
 MAX_DETECTION_SLICES = 12
 CENTRAL_FRACTION = 0.6  # the outer slices of a joint MR show little anatomy
@@ -37,21 +37,13 @@ def volume_embedding(network: MultiDomainUNet, images: torch.Tensor, domain: int
     to that domain's centroid, noise included; the encoder features keep the distance that
     out-of-distribution warnings need."""
     if scale.startswith(FEATURES_PREFIX):
-        level = int(scale[len(FEATURES_PREFIX) + 3 :])
-        pooled = network.encode(images, domain)[level - 1].float().mean(dim=(2, 3))
+        encoder_scale = FeatureScale.parse(scale[len(FEATURES_PREFIX) :])
+        if encoder_scale.kind != "enc":
+            raise ValueError(f"embedding scale {scale!r}: only encoder features are pooled (features:enc1..enc5)")
+        pooled = encoder_scale.pick(network.encode(images, domain), []).float().mean(dim=(2, 3))
         return F.normalize(pooled.mean(dim=0), dim=0)
+    projected = FeatureScale.parse(scale)
     features = network.encode(images, domain)
-    level = int(scale[3:])
-    if scale.startswith("dec"):
-        source = network.decoder(features)[level - 1]
-    else:
-        source = features[level - 1]
-    embeddings = network.projections[scale](source)
+    stages = network.decoder(features) if projected.kind == "dec" else []
+    embeddings = network.projections[str(projected)](projected.pick(features, stages))
     return F.normalize(embeddings.float().mean(dim=0), dim=0)
-
-
-def sliced_volume_embedding(network: MultiDomainUNet, volume: SlicedVolume, domain: int, scale: str) -> torch.Tensor:
-    """``volume_embedding`` of a prepared volume's detection slices."""
-    indices = detection_slice_indices(len(volume.slices))
-    images = torch.cat([volume.network_input(int(i), int(i) + 1) for i in indices])
-    return volume_embedding(network, images, domain, scale)

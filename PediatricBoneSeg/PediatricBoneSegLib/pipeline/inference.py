@@ -1,4 +1,4 @@
-"""The inference pipeline shared by the CLI and Slicer (DESIGN §7): an in-memory volume in, a
+"""The inference pipeline shared by the CLI and Slicer: an in-memory volume in, a
 label volume with the input's exact geometry out. Reading and writing files is not done here.
 
 canonical slicing -> normalization -> joint choice -> batched network inference -> logits back to
@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from ..catalog import NUM_UNION_CLASSES, get_joint
-from ..io.volumes import check_volume
+from ..image_checks import check_volume
 from ..network.modelfile import LoadedModel, ModelFileError, load_model
 from ..options import SegmentOptions
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
@@ -190,7 +190,7 @@ def predict_slices(
     count, height, width = sliced.slices.shape
     labels = np.empty((count, height, width), dtype=np.uint8)
     network = prepare_network(loaded.network, domain, device)
-    output_bytes = 2 * 4 * network.config.classes_per_domain[0 if network.config.shared else domain] * height * width
+    output_bytes = 2 * 4 * network.config.classes_per_domain[network.config.head_of(domain)] * height * width
     dtype = REDUCED_PRECISIONS.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     threads = inference_threads() if device.type == "cpu" else nullcontext()
@@ -214,7 +214,7 @@ def _union_lookup(loaded: LoadedModel, joint: str, domain: int) -> torch.Tensor 
     """Channels of a shared (union) head that belong to ``joint``, in its label order; None when
     the domain has its own head."""
     architecture = loaded.manifest.architecture
-    classes = architecture.classes_per_domain[0 if architecture.shared else domain]
+    classes = architecture.classes_per_domain[architecture.head_of(domain)]
     spec = get_joint(joint)
     if architecture.shared and classes == NUM_UNION_CLASSES:
         return torch.tensor(spec.to_union())
