@@ -24,7 +24,7 @@ DEVICE_CHOICES: dict[str, str] = {AUTO: "auto", "CPU": "cpu", "GPU": "cuda"}
 class SegmentParameters:
     """``inputVolume``: a vtkMRMLScalarVolumeNode or None. ``joint``/``device``: one of
     ``JOINT_CHOICES``/``DEVICE_CHOICES``. ``modelPath`` is used when ``useBundledModel`` is off.
-    ``smoothing``: closed-surface smoothing factor in [0, 1]. ``exportFolder`` is used when
+    ``smoothing``: surface smoothing in [0, 1] (``pbseg segment --smoothing``). ``exportFolder`` is used when
     ``export`` is on."""
 
     inputVolume: Any = None
