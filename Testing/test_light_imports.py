@@ -22,6 +22,7 @@ LIGHT_MODULES = [
     "PediatricBoneSegLib.resources",
     "PediatricBoneSegLib.io",
     "PediatricBoneSegLib.io.volumes",
+    "PediatricBoneSegLib.io.case_folder",
     "PediatricBoneSegLib.io.segmentation_file",
     "PediatricBoneSegLib.io.qc",
     "PediatricBoneSegLib.io.outputs",

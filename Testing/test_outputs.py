@@ -19,7 +19,8 @@ from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib import atomic
 from PediatricBoneSegLib.atomic import place_folder, staging_folder
 from PediatricBoneSegLib.catalog import get_joint
-from PediatricBoneSegLib.io.outputs import CaseFolderExistsError, OutputError, write_case, write_surface
+from PediatricBoneSegLib.io.case_folder import CaseFolderExistsError, OutputError
+from PediatricBoneSegLib.io.outputs import write_case, write_surface
 from PediatricBoneSegLib.io.qc import write_qc_png
 from PediatricBoneSegLib.pipeline.morphometry import COLUMNS, measure_bones
 from PediatricBoneSegLib.pipeline.results import InferenceResult

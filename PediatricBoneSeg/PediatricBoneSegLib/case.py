@@ -11,7 +11,6 @@ policy.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import SimpleITK as sitk
 import vtk
 
+from .io.case_folder import case_folder_name
 from .io.outputs import write_case
 from .options import CaseOptions, IfExists
 from .pipeline.inference import get_model, segment_image
@@ -83,13 +83,6 @@ def finish_case(
     inference.timings["morphometry"] = time.perf_counter() - begin
     report(1.0, "case done")
     return CaseResult(inference, surfaces, measurements, model_file)
-
-
-def case_folder_name(name: str) -> str:
-    """A folder name for a case called ``name`` (a file name, a DICOM series, a volume node):
-    characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``; never empty or
-    hidden."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "volume"
 
 
 def write_case_folder(

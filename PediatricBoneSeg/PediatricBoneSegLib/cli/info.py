@@ -8,7 +8,6 @@ import json
 import sys
 
 from ..catalog import get_joint
-from ..network.modelfile import FORMAT_VERSION, ModelFileError, load_model, read_manifest, save_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,13 +18,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--upgrade",
         metavar="OUT",
-        help=f"after printing, re-save the model as format {FORMAT_VERSION} (same tensors and manifest; its "
+        help="after printing, re-save the model in the current format (same tensors and manifest; its "
         "checksum then covers the manifest too) to OUT: check the manifest first, the new checksum vouches for it",
     )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..network.modelfile import FORMAT_VERSION, ModelFileError, load_model, read_manifest, save_model
+
     try:
         loaded = load_model(args.model)  # verifies the checksum and the tensors, not only the header
         manifest = read_manifest(args.model)

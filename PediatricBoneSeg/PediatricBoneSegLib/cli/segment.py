@@ -2,7 +2,7 @@
 and write one output folder per case. A bad input prints one line and the batch goes on; the exit
 code is non-zero when any case failed. A failed or interrupted case (Ctrl-C: exit 130; SIGTERM from a
 scheduler or ``kill``: exit 143) leaves no files; a case folder is never written over anything but an
-earlier pbseg case folder, and only with ``--overwrite`` (see ``outputs.check_case_target``)."""
+earlier pbseg case folder, and only with ``--overwrite`` (see ``io.case_folder.check_case_target``)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from ..case import case_folder_name, run_case, write_case_folder
 from ..catalog import JOINT_KEYS, get_joint
-from ..io.outputs import OutputError, check_case_target, check_output_root
+from ..io.case_folder import OutputError, case_folder_name, check_case_target, check_output_root
 from ..io.volumes import VolumeReadError, VolumeSource, discover_sources, read_volume
-from ..network.modelfile import LoadedModel, ModelFileError
 from ..options import PRECISIONS, SURFACE_FORMATS, CaseOptions, IfExists, SegmentOptions
-from ..pipeline.inference import get_model
 from ..progress import sub_progress
 from ..signals import exit_code, interrupts_as_exceptions
+
+if TYPE_CHECKING:
+    from ..network.modelfile import LoadedModel
 
 
 @dataclass
@@ -83,6 +84,10 @@ def _run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"pbseg segment: error: {problem}", file=sys.stderr)
         return 2
+    # PyTorch (seconds to import) only once the options are known to be valid.
+    from ..network.modelfile import ModelFileError
+    from ..pipeline.inference import get_model
+
     summaries: list[CaseSummary] = []
     try:
         model = get_model(args.model)
@@ -140,6 +145,8 @@ def _segment_case(
     model: LoadedModel,
     inputs: list[str | Path],
 ) -> CaseSummary:
+    from ..case import run_case, write_case_folder
+
     start = time.perf_counter()
     if_exists = IfExists.REPLACE if args.overwrite else IfExists.FAIL
     check_case_target(args.output, case_folder_name(source.name), args.overwrite, inputs)  # before any work
