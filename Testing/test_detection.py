@@ -16,8 +16,9 @@ from PediatricBoneSegLib.network.modelfile import DetectionConfig, LoadedModel, 
 from PediatricBoneSegLib.options import SegmentOptions
 from PediatricBoneSegLib.pipeline.detection import JointChoice, _mismatch_warnings, choose_joint, detection_scale
 from PediatricBoneSegLib.pipeline.embedding import volume_embedding
-from PediatricBoneSegLib.pipeline.inference import bundled_model_path, segment_image
+from PediatricBoneSegLib.pipeline.inference import segment_image
 from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume
+from PediatricBoneSegLib.resources import bundled_model_path
 
 MISMATCH = "was requested but the volume looks like"
 HELD_OUT_SEED = 90_000  # as the model card's evaluation: never used to train the bundled model

@@ -30,7 +30,8 @@ from PediatricBoneSegLib.network.modelfile import (
     tensors_checksum,
 )
 from PediatricBoneSegLib.options import SegmentOptions
-from PediatricBoneSegLib.pipeline.inference import bundled_model_path, segment_image
+from PediatricBoneSegLib.pipeline.inference import segment_image
+from PediatricBoneSegLib.resources import bundled_model_path
 
 
 @pytest.fixture(scope="module")

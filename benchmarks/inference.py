@@ -58,8 +58,9 @@ from PediatricBoneSegLib.pipeline.acceleration import (
     inference_threads,
     prepare_network,
 )
-from PediatricBoneSegLib.pipeline.inference import bundled_model_path, predict_slices, resolve_precision
+from PediatricBoneSegLib.pipeline.inference import predict_slices, resolve_precision
 from PediatricBoneSegLib.pipeline.preprocessing import SlicedVolume, slice_volume
+from PediatricBoneSegLib.resources import bundled_model_path
 
 STANDARD = ((384, 384, 160), (0.365, 0.365, 0.7))
 LARGE = ((512, 512, 400), (0.3, 0.3, 0.3))

@@ -28,6 +28,16 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def _check_types(options: object, expected: dict[str, tuple[tuple[type, ...], str]]) -> None:
+    """A wrong type is a programming error, refused at construction with one ``TypeError`` naming
+    the option, instead of an AttributeError deep in the pipeline. ``True`` is no number here."""
+    for name, (types, wanted) in expected.items():
+        value = getattr(options, name)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            kind = type(options).__name__
+            raise TypeError(f"{kind}.{name} must be {wanted}, got {type(value).__name__} {value!r}")
+
+
 @dataclass
 class SegmentOptions:
     """``joint``: "auto" or a joint key; ``model_path``: None for the bundled model; ``device``:
@@ -43,21 +53,17 @@ class SegmentOptions:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        """A wrong type is a programming error, refused here with one ``TypeError`` naming the
-        option, instead of an AttributeError deep in the pipeline."""
-        expected: dict[str, tuple[type, ...]] = {
-            "joint": (str,),
-            "model_path": (str, Path, type(None)),
-            "device": (str,),
-            "postprocess": (bool,),
-            "precision": (str,),
-            "batch_size": (int,),
-        }
-        for name, types in expected.items():
-            value = getattr(self, name)
-            if not isinstance(value, types) or (types == (int,) and isinstance(value, bool)):
-                wanted = " or ".join("None" if t is type(None) else t.__name__ for t in types)
-                raise TypeError(f"SegmentOptions.{name} must be {wanted}, got {type(value).__name__} {value!r}")
+        _check_types(
+            self,
+            {
+                "joint": ((str,), "str"),
+                "model_path": ((str, Path, type(None)), "str or Path or None"),
+                "device": ((str,), "str"),
+                "postprocess": ((bool,), "bool"),
+                "precision": ((str,), "str"),
+                "batch_size": ((int,), "int"),
+            },
+        )
 
     def problems(self) -> list[str]:
         """Every reason these options are invalid (empty when valid)."""
@@ -101,14 +107,15 @@ class CaseOptions:
     surface_format: str = "stl"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.segment, SegmentOptions):
-            raise TypeError(f"CaseOptions.segment must be SegmentOptions, got {type(self.segment).__name__}")
-        if not isinstance(self.surfaces, bool):
-            raise TypeError(f"surfaces must be True or False, got {type(self.surfaces).__name__} {self.surfaces!r}")
-        if isinstance(self.smoothing, bool) or not isinstance(self.smoothing, (int, float)):
-            raise TypeError(f"smoothing must be a number in [0, 1], got {type(self.smoothing).__name__}")
-        if not isinstance(self.surface_format, str):
-            raise TypeError(f"surface_format must be str, got {type(self.surface_format).__name__}")
+        _check_types(
+            self,
+            {
+                "segment": ((SegmentOptions,), "SegmentOptions"),
+                "surfaces": ((bool,), "True or False"),
+                "smoothing": ((int, float), "a number in [0, 1]"),
+                "surface_format": ((str,), "str"),
+            },
+        )
 
     def problems(self) -> list[str]:
         """Every reason these options are invalid (empty when valid)."""

@@ -26,7 +26,8 @@ from pbseg_training.phantoms.generator import case_seed
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, save_model
 from PediatricBoneSegLib.options import SegmentOptions
-from PediatricBoneSegLib.pipeline.inference import bundled_model_path, segment_image
+from PediatricBoneSegLib.pipeline.inference import segment_image
+from PediatricBoneSegLib.resources import bundled_model_path
 
 from .metrics import image_metrics
 

@@ -22,13 +22,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..image_checks import VolumeReadError, check_volume, direction_problem, non_finite_problem
+from .case_folder import REPORT_FILE
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _SLICE_SPACING_TOLERANCE = 0.1  # relative spread of slice gaps beyond which slices are missing
 # DICOM positions are decimal strings, often rounded to 0.01 mm: a looser limit for a stack's tilt.
 _TILT_TOLERANCE_DEGREES, _TILT_TOLERANCE_MM = 0.1, 0.05
 _UNREADABLE_DICOM = "not a readable DICOM file (corrupt or truncated)"
-_CASE_REPORT = "report.json"  # outputs.REPORT_FILE: a folder holding one is pbseg's output, not an input
 # DICOM tags that split one series into separate volumes (echoes, magnitude/phase, orientations).
 _VOLUME_TAGS = {
     "echo": "0018|0086",
@@ -94,8 +94,8 @@ def discover_sources(path: str | Path, exclude: Iterable[str | Path] = ()) -> Di
         raise VolumeReadError(path, "no such file or folder")
     if path.is_file():
         return Discovery([VolumeSource(path, case_name(path))])
-    if (path / _CASE_REPORT).is_file():
-        raise VolumeReadError(path, f"is a pbseg output folder (it holds {_CASE_REPORT}), not an input")
+    if (path / REPORT_FILE).is_file():
+        raise VolumeReadError(path, f"is a pbseg output folder (it holds {REPORT_FILE}), not an input")
     excluded = {Path(folder).resolve() for folder in exclude}
     found = Discovery()
 
@@ -108,7 +108,7 @@ def discover_sources(path: str | Path, exclude: Iterable[str | Path] = ()) -> Di
             name
             for name in subfolders
             if not name.startswith(".")
-            and not (folder_path / name / _CASE_REPORT).is_file()
+            and not (folder_path / name / REPORT_FILE).is_file()
             and (folder_path / name).resolve() not in excluded
         )
         visible = sorted(f for f in files if not f.startswith("."))

@@ -21,21 +21,13 @@ from ..image_checks import check_volume
 from ..network.modelfile import LoadedModel, ModelFileError, load_model
 from ..options import SegmentOptions
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
+from ..resources import bundled_model_path
 from .acceleration import REDUCED_PRECISIONS, auto_precision, batch_limit, inference_threads, prepare_network
 from .detection import choose_joint
 from .orientation import CanonicalTransform
 from .postprocess import clean_labels, plausibility_warnings
 from .preprocessing import SlicedVolume, canonical_normalized, slice_volume, slicing_axis
 from .results import InferenceResult
-
-
-def bundled_model_path() -> Path:
-    """The model shipped with the extension: package data of ``PediatricBoneSegLib.resources``,
-    so that a wheel or ``pip install .`` finds it as well as the source tree and Slicer."""
-    from ..resources import bundled_model_path as packaged_model_path
-
-    return packaged_model_path()
-
 
 _model_cache: dict[tuple[str, int, int], LoadedModel] = {}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import get_joint
+from ..options import CaseOptions, IfExists, SegmentOptions
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from .hierarchy import parent_item_of, place_node
 from .models import add_bone_models, lps_to_ras
@@ -24,7 +25,6 @@ from .volume import image_from_volume_node
 
 if TYPE_CHECKING:
     from ..case import CaseResult
-    from ..options import CaseOptions
     from ..pipeline.morphometry import BoneMeasurement
     from ..pipeline.results import InferenceResult
 
@@ -112,7 +112,10 @@ class PediatricBoneSegLogic:
         from ..case import run_case
         from ..pipeline.inference import get_model
 
-        options = self._caseOptions(volumeNode, joint, modelPath, device, postprocess, surfaces, smoothing, batchSize)
+        segment = SegmentOptions(
+            joint=joint, model_path=modelPath, device=device, postprocess=postprocess, batch_size=batchSize
+        )
+        options = _caseOptions(volumeNode, segment, surfaces, smoothing)
         _checkExportFolder(exportFolder)
         image = image_from_volume_node(volumeNode)
         model = get_model(modelPath)  # stays loaded between runs while the file is unchanged
@@ -136,39 +139,13 @@ class PediatricBoneSegLogic:
         ``segment``."""
         from ..case import finish_case
 
-        options = self._caseOptions(volumeNode, inference.joint, None, "auto", True, surfaces, smoothing, 16)
+        options = _caseOptions(volumeNode, SegmentOptions(joint=inference.joint), surfaces, smoothing)
         _checkExportFolder(exportFolder)
         case = finish_case(inference, options, sub_progress(progress, 0.0, 0.5))
         image = image_from_volume_node(volumeNode) if exportFolder else None
         return self._addCaseNodes(
             volumeNode, case, options, image, exportFolder, sub_progress(progress, 0.5, 1.0), cancel
         )
-
-    @staticmethod
-    def _caseOptions(
-        volumeNode: Any,
-        joint: str,
-        modelPath: str | Path | None,
-        device: str,
-        postprocess: bool,
-        surfaces: bool,
-        smoothing: float | None,
-        batchSize: int,
-    ) -> CaseOptions:
-        """The case workflow's options from the API's arguments, validated there (one validation)."""
-        from ..options import CaseOptions, SegmentOptions
-
-        if volumeNode is None:
-            raise ValueError("no input volume given")
-        _checkVolumeNode(volumeNode)
-        segment = SegmentOptions(
-            joint=joint, model_path=modelPath, device=device, postprocess=postprocess, batch_size=batchSize
-        )
-        options = CaseOptions(segment, surfaces=surfaces, smoothing=0.5 if smoothing is None else smoothing)
-        problems = options.problems()
-        if problems:
-            raise ValueError("; ".join(problems))
-        return options
 
     def _addCaseNodes(
         self,
@@ -183,7 +160,6 @@ class PediatricBoneSegLogic:
         """The segmentation (closed surfaces = the case's meshes), one model per bone, the
         morphometry table and the optional export, inside one scene transaction."""
         from ..case import write_case_folder
-        from ..options import IfExists
 
         report = sub_progress(progress, 0.0, 1.0)
         inference = case.inference
@@ -240,6 +216,19 @@ class PediatricBoneSegLogic:
             exportFolder=caseFolder,
             timings=dict(inference.timings),
         )
+
+
+def _caseOptions(volumeNode: Any, segment: SegmentOptions, surfaces: bool, smoothing: float | None) -> CaseOptions:
+    """The case workflow's options from the API's arguments, validated there (one validation)."""
+
+    if volumeNode is None:
+        raise ValueError("no input volume given")
+    _checkVolumeNode(volumeNode)
+    options = CaseOptions(segment, surfaces=surfaces, smoothing=0.5 if smoothing is None else smoothing)
+    problems = options.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return options
 
 
 def _volumeSource(volumeNode: Any) -> str:
