@@ -65,9 +65,12 @@ def write_case(
         raise ValueError(f"unknown surface format {surface_format!r} ({', '.join(SURFACE_FORMATS)})")
     target = check_case_target(outdir, case, overwrite, inputs)
     start = time.perf_counter()
-    staging = staging_folder(target)
+    staging: Path | None = None
     placed = False
     try:
+        # A signal between creating the staging folder and knowing its name would leak it.
+        with deferred_interrupts():
+            staging = staging_folder(target)
         files = [
             (SEGMENTATION_FILE, lambda p: write_segmentation_nrrd(result.labels, result.joint, p)),
             (LABELS_FILE, lambda p: sitk.WriteImage(result.labels, str(p), useCompression=True)),
@@ -105,7 +108,7 @@ def write_case(
             _move_into_place(staging, target, overwrite, inputs)
             placed = True
     except BaseException as error:
-        if not placed:
+        if not placed and staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         elif isinstance(error, KeyboardInterrupt):
             error.written_folder = target  # type: ignore[attr-defined]
