@@ -80,6 +80,9 @@ def test_batch_folder_with_bad_inputs_continues_and_fails_at_the_end(
         assert report["joint"] == "knee" and report["input"].endswith((".nii.gz", ".nrrd"))
         assert {"read", "network", "surfaces", "write"} <= set(report["timings_s"])
     assert any(line.startswith("warning: knee_a: Patella: not found") for line in captured.err.splitlines())
+    # a written case with warnings is "check", never "ok"
+    assert any(line.split()[:2] == ["knee_a", "check"] for line in captured.out.splitlines())
+    assert "case(s) to check (see their warnings): knee_a" in captured.out
 
 
 def test_existing_outputs_need_overwrite_and_surface_options(

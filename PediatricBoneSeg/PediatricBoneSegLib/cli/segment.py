@@ -197,7 +197,7 @@ def _print_summary(summaries: list[CaseSummary]) -> None:
     rows = [
         (
             s.case,
-            "ok" if s.ok else "FAILED",
+            _status(s),
             s.joint,
             s.bones,
             str(s.warnings) if s.ok else "",
@@ -211,3 +211,14 @@ def _print_summary(summaries: list[CaseSummary]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     failed = sum(not s.ok for s in summaries)
     print(f"{len(summaries) - failed} case(s) segmented, {failed} failed")
+    to_check = [s.case for s in summaries if _status(s) == "check"]
+    if to_check:
+        print(f"{len(to_check)} case(s) to check (see their warnings): {', '.join(to_check)}")
+
+
+def _status(summary: CaseSummary) -> str:
+    """A written case with warnings (a missing or implausible bone, an unknown-looking volume, a
+    forced joint that looks like another) is not reported as ok: its result may be wrong."""
+    if not summary.ok:
+        return "FAILED"
+    return "check" if summary.warnings else "ok"
