@@ -29,6 +29,7 @@ LIGHT_MODULES = [
     "PediatricBoneSegLib.pipeline",
     "PediatricBoneSegLib.pipeline.orientation",
     "PediatricBoneSegLib.pipeline.results",
+    "PediatricBoneSegLib.pipeline.quality",
     "PediatricBoneSegLib.pipeline.postprocess",
     "PediatricBoneSegLib.pipeline.surfaces",
     "PediatricBoneSegLib.pipeline.morphometry",

@@ -35,6 +35,7 @@ class CaseSummary:
     warnings: int = 0
     seconds: float = 0.0
     detail: str = ""
+    unreliable: tuple[str, ...] = ()  # display names of the bones judged unreliable
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -184,6 +185,7 @@ def _segment_case(
         warnings=len(result.warnings),
         seconds=time.perf_counter() - start,
         detail=str(folder),
+        unreliable=tuple(result.unreliable_bones()),
     )
 
 
@@ -211,14 +213,16 @@ def _print_summary(summaries: list[CaseSummary]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     failed = sum(not s.ok for s in summaries)
     print(f"{len(summaries) - failed} case(s) segmented, {failed} failed")
-    to_check = [s.case for s in summaries if _status(s) == "check"]
+    to_check = [s for s in summaries if _status(s) == "check"]
     if to_check:
-        print(f"{len(to_check)} case(s) to check (see their warnings): {', '.join(to_check)}")
+        names = [s.case + (f" (unreliable: {', '.join(s.unreliable)})" if s.unreliable else "") for s in to_check]
+        print(f"{len(to_check)} case(s) to check (see their warnings): {', '.join(names)}")
 
 
 def _status(summary: CaseSummary) -> str:
-    """A written case with warnings (a missing or implausible bone, an unknown-looking volume, a
-    forced joint that looks like another) is not reported as ok: its result may be wrong."""
+    """A written case with warnings (a missing, implausible or unreliable bone, an unknown-looking
+    volume, a forced joint that looks like another) or with a bone whose quality is below the
+    model's threshold is not reported as ok: its result may be wrong."""
     if not summary.ok:
         return "FAILED"
-    return "check" if summary.warnings else "ok"
+    return "check" if summary.warnings or summary.unreliable else "ok"

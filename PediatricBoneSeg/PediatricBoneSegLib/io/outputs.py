@@ -144,9 +144,11 @@ def build_report(
                 "present": bone.key in by_bone,
                 "voxel_volume_mm3": round(by_bone[bone.key].voxel_volume_mm3, 3) if bone.key in by_bone else 0.0,
                 "mesh_volume_mm3": _rounded(by_bone[bone.key].mesh_volume_mm3) if bone.key in by_bone else None,
+                **_quality_fields(result, bone.key),
             }
             for bone in spec.bones
         },
+        "unreliable_bones": result.unreliable_bones(),
         "model": {"name": result.model_name, "version": result.model_version},
         "device": result.device,
         "precision": result.precision,
@@ -211,6 +213,19 @@ def _move_into_place(staging: Path, target: Path, overwrite: bool, inputs: Seque
         raise CaseFolderExistsError(
             f"{target}: output folder was written by another run meanwhile (use --overwrite to replace it)"
         ) from None
+
+
+def _quality_fields(result: InferenceResult, bone: str) -> dict[str, Any]:
+    """A bone's ``quality`` (0-1), ``reliable`` and the evidence behind them; None without network
+    evidence (labels given, not predicted)."""
+    quality = result.quality.get(bone)
+    if quality is None:
+        return {"quality": None, "reliable": None}
+    return {
+        "quality": round(quality.score, 4),
+        "reliable": quality.reliable,
+        "quality_evidence": {name: round(value, 4) for name, value in quality.features.items()},
+    }
 
 
 def _rounded(value: float | None) -> float | None:

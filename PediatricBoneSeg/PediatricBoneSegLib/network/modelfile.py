@@ -94,7 +94,9 @@ class ModelManifest:
     ``joints``: joint key of each domain, in domain order. ``planes``: slicing plane per joint for
     near-isotropic volumes. ``detection``: how volumes are compared to the centroids
     (``DetectionConfig``). ``provenance``: free-form training facts (scheme, data, metrics, date,
-    code version)."""
+    code version). ``quality``: the per-bone quality model's JSON (``pipeline.quality.QualityModel``;
+    None: the file has none, and the conservative default applies). Written only when present, so
+    older files keep their checksum."""
 
     name: str
     version: str
@@ -104,8 +106,11 @@ class ModelManifest:
     planes: dict[str, str] = field(default_factory=dict)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     provenance: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.quality is not None and not isinstance(self.quality, dict):
+            raise ValueError(f"quality {self.quality!r} is not a JSON object")
         for joint in self.joints:
             self.planes.setdefault(joint, get_joint(joint).usual_plane)
 
@@ -122,6 +127,8 @@ class ModelManifest:
             "detection": self.detection.to_json(),
             "provenance": self.provenance,
         }
+        if self.quality is not None:
+            data["quality"] = self.quality
         if checksum is not None:
             data[CHECKSUM_KEY] = checksum
         return data
@@ -232,6 +239,7 @@ def load_model(path: str | Path) -> LoadedModel:
             planes=dict(raw["planes"]),
             detection=DetectionConfig.from_json(raw.get("detection", {})),
             provenance=dict(raw.get("provenance", {})),
+            quality=raw.get("quality"),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(path, f"invalid manifest ({error})") from error

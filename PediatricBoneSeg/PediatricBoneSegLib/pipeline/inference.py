@@ -2,8 +2,9 @@
 label volume with the input's exact geometry out. Reading and writing files is not done here.
 
 canonical slicing -> normalization -> joint choice -> batched network inference -> logits back to
-the slice grid -> argmax per batch -> original array order -> anatomical post-processing.
-Memory is bounded by the slice batch: the float probabilities of the whole volume never exist.
+the slice grid -> argmax and its softmax probability per batch -> original array order -> anatomical
+post-processing -> per-bone quality (``quality``). Memory is bounded by the slice batch: the float
+probabilities of the whole volume never exist, only the uint8 argmax and its uint8 confidence.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .detection import choose_joint
 from .orientation import CanonicalTransform
 from .postprocess import clean_labels, plausibility_warnings
 from .preprocessing import SlicedVolume, canonical_normalized, slice_volume, slicing_axis
+from .quality import DEFAULT_QUALITY, NetworkEvidence, QualityModel, assess_bones, quality_warnings
 from .results import InferenceResult
 
 _model_cache: dict[tuple[str, int, int], LoadedModel] = {}
@@ -84,6 +86,7 @@ def segment_image(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     loaded = model if model is not None else get_model(options.model_path)
+    scoring = quality_model(loaded)
     timings["load_model"] = time.perf_counter() - start
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
@@ -122,14 +125,14 @@ def segment_image(
 
         start = time.perf_counter()
         network_progress = sub_progress(progress, 0.1, 0.9)
-        slice_labels = predict_slices(
+        slice_labels, slice_confidence = predict_slices(
             loaded, sliced, choice.joint, device, precision, options.batch_size, network_progress, cancel
         )
-        labels = sliced.restore(slice_labels)
+        evidence = NetworkEvidence(sliced.restore(slice_labels), sliced.restore(slice_confidence))
         # Memory: the float volume is not needed after the network stage.
         normalized = None
         prepared.clear()
-        del sliced, slice_labels
+        del sliced, slice_labels, slice_confidence
         timings["network"] = time.perf_counter() - start
     finally:
         network.train(was_training)
@@ -140,26 +143,42 @@ def segment_image(
     start = time.perf_counter()
     spacing_zyx = tuple(image.GetSpacing())[::-1]
     if options.postprocess:
-        labels, warnings = clean_labels(labels, spacing_zyx, choice.joint, image.GetDirection())
+        labels, warnings = clean_labels(evidence.labels, spacing_zyx, choice.joint, image.GetDirection())
     else:
+        labels = evidence.labels
         warnings = plausibility_warnings(labels, spacing_zyx, choice.joint, image.GetDirection())
     output = sitk.GetImageFromArray(labels.astype(np.uint8, copy=False))
     output.CopyInformation(image)
     timings["postprocess"] = time.perf_counter() - start
+    start = time.perf_counter()
+    quality = assess_bones(evidence.labels, labels, evidence, spacing_zyx, choice.joint, scoring)
+    del evidence, labels
+    timings["quality"] = time.perf_counter() - start
     report(1.0, "done")
     return InferenceResult(
         labels=output,
         joint=choice.joint,
         auto_detected=choice.auto_detected,
         joint_confidence=choice.confidence,
-        warnings=loaded.warnings + choice.warnings + warnings,
+        warnings=loaded.warnings + choice.warnings + warnings + quality_warnings(quality, choice.joint),
         timings=timings,
         model_name=loaded.manifest.name,
         model_version=loaded.manifest.version,
         joint_distances=choice.distances,
         device=str(device),
         precision=precision,
+        quality=quality,
     )
+
+
+def quality_model(loaded: LoadedModel) -> QualityModel:
+    """The model file's calibrated quality model, or the conservative default when it has none."""
+    if loaded.manifest.quality is None:
+        return DEFAULT_QUALITY
+    try:
+        return QualityModel.from_json(loaded.manifest.quality)
+    except ValueError as error:
+        raise ModelFileError(loaded.path, str(error)) from None
 
 
 def predict_slices(
@@ -171,16 +190,18 @@ def predict_slices(
     batch_size: int,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
-) -> np.ndarray:
-    """The network stage: labels [N, H, W] uint8 of the N slices of ``sliced`` (slice grid).
+) -> tuple[np.ndarray, np.ndarray]:
+    """The network stage: labels [N, H, W] uint8 of the N slices of ``sliced`` (slice grid) and
+    their confidence [N, H, W] uint8 (the argmax's softmax probability x 255).
     Runs the fast path (``acceleration.prepare_network``: a BN-folded channels-last copy for this
     domain, one thread per free physical core, ``precision``'s autocast), ``batch_size`` slices at
     a time or fewer if memory is short. Logits of one batch at a time are resampled to the slice
-    grid and reduced by argmax."""
+    grid and reduced to their argmax and its probability."""
     domain = loaded.domain_of(joint)
     union = _union_lookup(loaded, joint, domain)
     count, height, width = sliced.slices.shape
     labels = np.empty((count, height, width), dtype=np.uint8)
+    confidence = np.empty((count, height, width), dtype=np.uint8)
     network = prepare_network(loaded.network, domain, device)
     output_bytes = 2 * 4 * network.config.classes_per_domain[network.config.head_of(domain)] * height * width
     dtype = REDUCED_PRECISIONS.get(precision)
@@ -196,10 +217,13 @@ def predict_slices(
             if union is not None:
                 logits = logits[:, union]
             logits = sliced.resampler.from_network(logits.float())
-            labels[begin:stop] = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            top, argmax = logits.max(dim=1)
+            probability = 1.0 / torch.exp(logits - top[:, None]).sum(dim=1)  # softmax of the argmax
+            labels[begin:stop] = argmax.to(torch.uint8).cpu().numpy()
+            confidence[begin:stop] = (probability * 255).round_().to(torch.uint8).cpu().numpy()
             if progress is not None:
                 progress(stop / count, f"segmenting slice {stop}/{count}")
-    return labels
+    return labels, confidence
 
 
 def _union_lookup(loaded: LoadedModel, joint: str, domain: int) -> torch.Tensor | None:

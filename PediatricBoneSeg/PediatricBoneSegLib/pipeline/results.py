@@ -7,12 +7,16 @@ from dataclasses import dataclass, field
 
 import SimpleITK as sitk
 
+from .quality import BoneQuality, unreliable_bones
+
 
 @dataclass
 class InferenceResult:
     """``labels``: UInt8 label volume with exactly the input's size, origin, spacing and direction,
     values from the catalog (the joint's label space). ``timings``: seconds per stage.
-    ``joint_distances``: embedding distance of the volume to each compared joint's centroid."""
+    ``joint_distances``: embedding distance of the volume to each compared joint's centroid.
+    ``quality``: bone key -> ``BoneQuality`` from the network's evidence (empty when the labels
+    did not come from the network)."""
 
     labels: sitk.Image
     joint: str
@@ -25,3 +29,8 @@ class InferenceResult:
     joint_distances: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     precision: str = "fp32"
+    quality: dict[str, BoneQuality] = field(default_factory=dict)
+
+    def unreliable_bones(self) -> list[str]:
+        """Display names of the bones judged unreliable (missing ones included), in catalog order."""
+        return unreliable_bones(self.quality, self.joint) if self.quality else []

@@ -38,7 +38,9 @@ class SegmentationResult:
     ``jointConfidence``: auto-detection confidence in [0, 1] (None when the joint was given).
     ``modelNodes``: one vtkMRMLModelNode per bone (empty without surfaces), under the
     subject-hierarchy folder ``modelsFolderItemID`` (0 when none). ``exportFolder``: the case
-    folder written by the export, or None."""
+    folder written by the export, or None. ``boneQuality``: bone key -> quality in [0, 1] from the
+    network's evidence (empty for labels that did not come from the network); ``unreliableBones``:
+    display names of the bones below the model's quality threshold (missing ones included)."""
 
     segmentationNode: Any
     tableNode: Any
@@ -51,16 +53,20 @@ class SegmentationResult:
     measurements: list[BoneMeasurement] = field(default_factory=list)
     exportFolder: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    boneQuality: dict[str, float] = field(default_factory=dict)
+    unreliableBones: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One status line: the joint used (and the auto-detection confidence), the bones found,
-        the warnings and where files were written."""
+        the unreliable bones, the warnings and where files were written."""
         joint = get_joint(self.joint).display_name
         if self.autoDetected:
             confidence = "" if self.jointConfidence is None else f", confidence {self.jointConfidence:.0%}"
             joint += f" (auto-detected{confidence})"
         bones = self.segmentationNode.GetSegmentation().GetNumberOfSegments()
         text = f"{joint}: {bones} bone{'' if bones == 1 else 's'} segmented."
+        if self.unreliableBones:
+            text += f" Check: unreliable {', '.join(self.unreliableBones)}."
         if self.warnings:
             text += f" {len(self.warnings)} warning(s): " + " ".join(self.warnings)
         if self.exportFolder is not None:
@@ -215,6 +221,8 @@ class PediatricBoneSegLogic:
             measurements=case.measurements,
             exportFolder=caseFolder,
             timings=dict(inference.timings),
+            boneQuality={key: quality.score for key, quality in inference.quality.items()},
+            unreliableBones=inference.unreliable_bones(),
         )
 
 

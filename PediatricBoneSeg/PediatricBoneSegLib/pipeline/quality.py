@@ -1,0 +1,267 @@
+"""Per-bone quality of a segmentation, from the network's own evidence, and a verdict: reliable or not.
+
+For each bone the network predicted, six features (``FEATURES``) are measured:
+
+- ``confidence``: mean probability, by the network, of the bone's label over the bone's voxels;
+- ``uncertain``: share of the bone's voxels where that probability is below 0.5;
+- ``outside_largest``: share of the bone's predicted volume outside its largest 3D component
+  (before post-processing);
+- ``components``: ln(1 + number of 3D components of the predicted bone);
+- ``removed``: share of the predicted volume that the anatomical post-processing removed;
+- ``volume_z``: |ln(volume) - mean| / std, the final volume against the bone's volumes in the
+  training-like data (``QualityModel.volume_log_ml``).
+
+A ``QualityModel`` (logistic, stored in the model file's manifest as its ``quality`` section by
+``pbseg_training.calibrate_quality``) turns them into a quality in [0, 1]; a bone is reliable when
+its quality reaches the model's threshold. A model file without a ``quality`` section gets
+``DEFAULT_QUALITY``: hand-set and conservative (it flags a bone unless the network is confident,
+the bone is in one piece and its volume is within the catalog's pediatric range). A missing bone
+has quality 0 and is never reliable. NumPy and SciPy only: the report writers import this.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..catalog import get_joint
+from ..labelmaps import bone_boxes
+
+FEATURES = ("confidence", "uncertain", "outside_largest", "components", "removed", "volume_z")
+UNCERTAIN_BELOW = 0.5  # probability of the bone's label under which a voxel counts as uncertain
+_FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+_REASONS = {
+    "confidence": "low network confidence",
+    "uncertain": "many uncertain voxels",
+    "outside_largest": "fragmented",
+    "components": "many pieces",
+    "removed": "much removed by the post-processing",
+    "volume_z": "implausible volume",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def catalog_volume_stats(bone: str, joint: str) -> tuple[float, float]:
+    """(mean, std) of ln(volume in ml) read from the catalog's plausible range as mean +- 2 std."""
+    spec = get_joint(joint)
+    low, high = spec.bones[spec.label_of(bone) - 1].volume_range_ml
+    return (math.log(low) + math.log(high)) / 2, (math.log(high) - math.log(low)) / 4
+
+
+@dataclass
+class NetworkEvidence:
+    """What the network said about every voxel, in two uint8 volumes instead of C float ones.
+
+    ``labels``: [z, y, x] uint8 argmax of the softmax (the joint's label space); ``confidence``:
+    [z, y, x] uint8, the argmax's softmax probability x 255 (rounded)."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+
+    @classmethod
+    def from_probabilities(cls, probabilities: np.ndarray) -> NetworkEvidence:
+        """``probabilities``: [C, z, y, x] softmax (each voxel sums to 1)."""
+        labels = np.argmax(probabilities, axis=0).astype(np.uint8)
+        confidence = np.rint(255 * np.max(probabilities, axis=0)).astype(np.uint8)
+        return cls(labels, confidence)
+
+    def label_probability(self, box: tuple[slice, ...], value: int) -> np.ndarray:
+        """Probability (float32, [0, 1]) of label ``value`` in ``box``: the confidence where it is the
+        argmax, else 1 - confidence (an upper bound: what the argmax leaves to the other labels)."""
+        confidence = self.confidence[box].astype(np.float32) / 255.0
+        return np.where(self.labels[box] == value, confidence, 1.0 - confidence)
+
+
+@dataclass(frozen=True)
+class QualityModel:
+    """Logistic model of a bone's reliability: quality = sigmoid(bias + sum of ``weights`` x
+    (feature - ``means``) / ``scales``), all three in ``FEATURES`` order; reliable when quality >=
+    ``threshold``. ``volume_log_ml``: bone key -> (mean, std) of ln(volume in ml) in training-like
+    data (bones not listed: from the catalog's range). ``calibration``: the figures measured when it
+    was fitted (free-form, kept in the manifest)."""
+
+    weights: tuple[float, ...]
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+    bias: float
+    threshold: float
+    volume_log_ml: dict[str, tuple[float, float]] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("weights", "means", "scales"):
+            values = getattr(self, name)
+            if len(values) != len(FEATURES) or not all(_is_number(v) for v in values):
+                raise ValueError(f"quality {name} must be {len(FEATURES)} numbers ({', '.join(FEATURES)})")
+        if not all(s > 0 for s in self.scales):
+            raise ValueError("quality scales must be positive")
+        if not _is_number(self.bias) or not _is_number(self.threshold) or not 0 < self.threshold < 1:
+            raise ValueError("quality bias must be a number and threshold a number in (0, 1)")
+        for bone, stats in self.volume_log_ml.items():
+            if len(stats) != 2 or not all(_is_number(v) for v in stats) or stats[1] <= 0:
+                raise ValueError(f"quality volume_log_ml of {bone!r} must be [mean, positive std]")
+
+    def contributions(self, features: dict[str, float]) -> np.ndarray:
+        """Each feature's term of the logit (negative: it lowers the quality)."""
+        values = np.array([features[name] for name in FEATURES])
+        return np.asarray(self.weights) * (values - np.asarray(self.means)) / np.asarray(self.scales)
+
+    def score(self, features: dict[str, float]) -> float:
+        """Quality in [0, 1] of one bone's ``FEATURES``."""
+        logit = self.bias + float(self.contributions(features).sum())
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
+
+    def volume_stats(self, bone: str, joint: str) -> tuple[float, float]:
+        """(mean, std) of ln(volume in ml) of ``joint``'s ``bone``: calibrated, else the catalog's."""
+        return self.volume_log_ml.get(bone) or catalog_volume_stats(bone, joint)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "features": list(FEATURES),
+            "weights": list(self.weights),
+            "means": list(self.means),
+            "scales": list(self.scales),
+            "bias": self.bias,
+            "threshold": self.threshold,
+            "volume_log_ml": {bone: list(stats) for bone, stats in self.volume_log_ml.items()},
+            "calibration": self.calibration,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QualityModel:
+        """Raises ValueError for a section this version cannot use (other features, bad numbers)."""
+        if not isinstance(data, dict):
+            raise ValueError("the quality section is not a JSON object")
+        if data.get("features") != list(FEATURES):
+            raise ValueError(f"quality features {data.get('features')} are not {list(FEATURES)}")
+        try:
+            return cls(
+                weights=tuple(data["weights"]),
+                means=tuple(data["means"]),
+                scales=tuple(data["scales"]),
+                bias=data["bias"],
+                threshold=data["threshold"],
+                volume_log_ml={bone: tuple(stats) for bone, stats in data.get("volume_log_ml", {}).items()},
+                calibration=dict(data.get("calibration", {})),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"invalid quality section ({error!r})") from None
+
+
+# Hand-set, for model files without a quality section. At the means the logit is -1 (quality 0.27,
+# not reliable); it reaches the threshold only with confidence >= ~0.93, < 3 % uncertain or
+# fragmented voxels and a volume within ~2 std of the catalog's range centre.
+DEFAULT_QUALITY = QualityModel(
+    weights=(3.0, -1.0, -1.0, -0.5, -1.0, -1.0),
+    means=(0.9, 0.05, 0.05, 1.0, 0.05, 1.0),
+    scales=(0.03, 0.03, 0.03, 0.7, 0.03, 1.0),
+    bias=0.0,
+    threshold=0.5,
+    calibration={"source": "default: hand-set, conservative (the model file has no quality section)"},
+)
+
+
+@dataclass(frozen=True)
+class BoneQuality:
+    """``score``: quality in [0, 1]; ``reliable``: score >= the model's threshold; ``features``:
+    the measured ``FEATURES`` plus ``volume_ml`` (empty for a missing bone); ``reasons``: the
+    features that pulled the score down most, in words, when not reliable."""
+
+    score: float
+    reliable: bool
+    features: dict[str, float] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+
+
+def bone_features(
+    predicted: np.ndarray,
+    final: np.ndarray,
+    evidence: NetworkEvidence,
+    spacing_zyx: Sequence[float],
+    joint: str,
+    model: QualityModel,
+) -> dict[str, dict[str, float]]:
+    """``predicted``: [z, y, x] labels before post-processing (the network's argmax, or any mask to
+    judge); ``final``: the labels reported (after post-processing; ``predicted`` when there was
+    none); ``evidence``: the network's output on the same grid; ``spacing_zyx``: mm per voxel.
+    Returns, for every bone present in ``final``, its ``FEATURES`` and ``volume_ml``."""
+    spec = get_joint(joint)
+    voxel_ml = float(np.prod(np.asarray(spacing_zyx, dtype=float))) / 1000.0
+    predicted_boxes = bone_boxes(predicted, spec.num_classes)
+    final_counts = np.bincount(final.ravel(), minlength=spec.num_classes)
+    result = {}
+    for value, bone in enumerate(spec.bones, start=1):
+        box = predicted_boxes[value - 1]
+        if box is None or final_counts[value] == 0:
+            continue
+        mask = predicted[box] == value
+        count = int(mask.sum())
+        probability = evidence.label_probability(box, value)[mask]
+        components, number = ndimage.label(mask, structure=_FULL_CONNECTIVITY)
+        largest = int(np.bincount(components.ravel())[1:].max())
+        kept = int(np.count_nonzero(mask & (final[box] == value)))
+        volume_ml = float(final_counts[value]) * voxel_ml
+        mean, std = model.volume_stats(bone.key, joint)
+        result[bone.key] = {
+            "confidence": float(probability.mean()),
+            "uncertain": float(np.mean(probability < UNCERTAIN_BELOW)),
+            "outside_largest": 1.0 - largest / count,
+            "components": math.log1p(number),
+            "removed": 1.0 - kept / count,
+            "volume_z": abs(math.log(volume_ml) - mean) / std,
+            "volume_ml": volume_ml,
+        }
+    return result
+
+
+def assess_bones(
+    predicted: np.ndarray,
+    final: np.ndarray,
+    evidence: NetworkEvidence,
+    spacing_zyx: Sequence[float],
+    joint: str,
+    model: QualityModel = DEFAULT_QUALITY,
+) -> dict[str, BoneQuality]:
+    """``BoneQuality`` of every bone of ``joint`` (arguments as ``bone_features``); a bone missing
+    from ``final`` gets quality 0, not reliable."""
+    measured = bone_features(predicted, final, evidence, spacing_zyx, joint, model)
+    qualities = {}
+    for bone in get_joint(joint).bones:
+        features = measured.get(bone.key)
+        if features is None:
+            qualities[bone.key] = BoneQuality(0.0, False, reasons=("not found",))
+            continue
+        score = model.score(features)
+        reliable = score >= model.threshold
+        reasons: tuple[str, ...] = ()
+        if not reliable:
+            terms = model.contributions(features)
+            reasons = tuple(_REASONS[FEATURES[i]] for i in np.argsort(terms)[:2] if terms[i] < 0)
+        qualities[bone.key] = BoneQuality(score, reliable, features, reasons)
+    return qualities
+
+
+def quality_warnings(qualities: dict[str, BoneQuality], joint: str) -> list[str]:
+    """One warning per bone that is present but not reliable (a missing bone has its own warning)."""
+    spec = get_joint(joint)
+    return [
+        f"{spec.bones[spec.label_of(key) - 1].display_name}: unreliable segmentation (quality {quality.score:.2f}"
+        + (f": {', '.join(quality.reasons)}" if quality.reasons else "")
+        + "); check it before using its surface or measurements"
+        for key, quality in qualities.items()
+        if quality.features and not quality.reliable
+    ]
+
+
+def unreliable_bones(qualities: dict[str, BoneQuality], joint: str) -> list[str]:
+    """Display names of the bones that are not reliable (missing ones included), in catalog order."""
+    spec = get_joint(joint)
+    return [spec.bones[spec.label_of(key) - 1].display_name for key, q in qualities.items() if not q.reliable]
