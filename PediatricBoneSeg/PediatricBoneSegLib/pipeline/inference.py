@@ -151,7 +151,9 @@ def segment_image(
     output.CopyInformation(image)
     timings["postprocess"] = time.perf_counter() - start
     start = time.perf_counter()
-    quality = assess_bones(evidence.labels, labels, evidence, spacing_zyx, choice.joint, scoring)
+    threshold = loaded.manifest.detection.threshold
+    distance = choice.distances.get(choice.joint, 0.0) / threshold if threshold else 0.0
+    quality = assess_bones(evidence.labels, labels, evidence, spacing_zyx, choice.joint, scoring, distance)
     del evidence, labels
     timings["quality"] = time.perf_counter() - start
     report(1.0, "done")

@@ -1,15 +1,19 @@
 """Per-bone quality of a segmentation, from the network's own evidence, and a verdict: reliable or not.
 
-For each bone the network predicted, six features (``FEATURES``) are measured:
+For each bone the network predicted, seven features (``FEATURES``) are measured:
 
 - ``confidence``: mean probability, by the network, of the bone's label over the bone's voxels;
 - ``uncertain``: share of the bone's voxels where that probability is below 0.5;
 - ``outside_largest``: share of the bone's predicted volume outside its largest 3D component
   (before post-processing);
-- ``components``: ln(1 + number of 3D components of the predicted bone);
+- ``components``: ln(1 + number of 3D components of the predicted bone of at least
+  ``MIN_FRAGMENT_FRACTION`` of the largest: noise specks do not count);
 - ``removed``: share of the predicted volume that the anatomical post-processing removed;
 - ``volume_z``: |ln(volume) - mean| / std, the final volume against the bone's volumes in the
-  training-like data (``QualityModel.volume_log_ml``).
+  training-like data (``QualityModel.volume_log_ml``);
+- ``joint_distance``: the volume's embedding distance to the segmented joint's centroid, in units
+  of the model's out-of-distribution threshold (one value for the case: a forced wrong joint or an
+  unknown-looking volume; 0 when the model has no detection data).
 
 A ``QualityModel`` (logistic, stored in the model file's manifest as its ``quality`` section by
 ``pbseg_training.calibrate_quality``) turns them into a quality in [0, 1]; a bone is reliable when
@@ -31,8 +35,9 @@ from scipy import ndimage
 
 from ..catalog import get_joint
 from ..labelmaps import bone_boxes
+from .postprocess import MIN_FRAGMENT_FRACTION
 
-FEATURES = ("confidence", "uncertain", "outside_largest", "components", "removed", "volume_z")
+FEATURES = ("confidence", "uncertain", "outside_largest", "components", "removed", "volume_z", "joint_distance")
 UNCERTAIN_BELOW = 0.5  # probability of the bone's label under which a voxel counts as uncertain
 _FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 _REASONS = {
@@ -42,6 +47,7 @@ _REASONS = {
     "components": "many pieces",
     "removed": "much removed by the post-processing",
     "volume_z": "implausible volume",
+    "joint_distance": "the volume looks unlike this joint",
 }
 
 
@@ -156,13 +162,14 @@ class QualityModel:
             raise ValueError(f"invalid quality section ({error!r})") from None
 
 
-# Hand-set, for model files without a quality section. At the means the logit is -1 (quality 0.27,
-# not reliable); it reaches the threshold only with confidence >= ~0.93, < 3 % uncertain or
-# fragmented voxels and a volume within ~2 std of the catalog's range centre.
+# Hand-set, for model files without a quality section. At the means the logit is -1.5 (quality
+# 0.18, not reliable); it reaches the threshold only with confidence >= ~0.93, < 3 % uncertain or
+# fragmented voxels, a volume within ~2 std of the catalog's range centre and a volume that looks
+# like the joint (well within the out-of-distribution threshold).
 DEFAULT_QUALITY = QualityModel(
-    weights=(3.0, -1.0, -1.0, -0.5, -1.0, -1.0),
-    means=(0.9, 0.05, 0.05, 1.0, 0.05, 1.0),
-    scales=(0.03, 0.03, 0.03, 0.7, 0.03, 1.0),
+    weights=(3.0, -1.0, -1.0, -0.5, -1.0, -1.0, -1.0),
+    means=(0.9, 0.05, 0.05, 1.0, 0.05, 1.0, 0.5),
+    scales=(0.03, 0.03, 0.03, 0.7, 0.03, 1.0, 0.25),
     bias=0.0,
     threshold=0.5,
     calibration={"source": "default: hand-set, conservative (the model file has no quality section)"},
@@ -188,11 +195,13 @@ def bone_features(
     spacing_zyx: Sequence[float],
     joint: str,
     model: QualityModel,
+    joint_distance: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """``predicted``: [z, y, x] labels before post-processing (the network's argmax, or any mask to
     judge); ``final``: the labels reported (after post-processing; ``predicted`` when there was
-    none); ``evidence``: the network's output on the same grid; ``spacing_zyx``: mm per voxel.
-    Returns, for every bone present in ``final``, its ``FEATURES`` and ``volume_ml``."""
+    none); ``evidence``: the network's output on the same grid; ``spacing_zyx``: mm per voxel;
+    ``joint_distance``: the case's ``joint_distance`` feature. Returns, for every bone present in
+    ``final``, its ``FEATURES`` and ``volume_ml``."""
     spec = get_joint(joint)
     voxel_ml = float(np.prod(np.asarray(spacing_zyx, dtype=float))) / 1000.0
     predicted_boxes = bone_boxes(predicted, spec.num_classes)
@@ -205,8 +214,9 @@ def bone_features(
         mask = predicted[box] == value
         count = int(mask.sum())
         probability = evidence.label_probability(box, value)[mask]
-        components, number = ndimage.label(mask, structure=_FULL_CONNECTIVITY)
-        largest = int(np.bincount(components.ravel())[1:].max())
+        components, _ = ndimage.label(mask, structure=_FULL_CONNECTIVITY)
+        sizes = np.bincount(components.ravel())[1:]
+        largest = int(sizes.max())
         kept = int(np.count_nonzero(mask & (final[box] == value)))
         volume_ml = float(final_counts[value]) * voxel_ml
         mean, std = model.volume_stats(bone.key, joint)
@@ -214,9 +224,10 @@ def bone_features(
             "confidence": float(probability.mean()),
             "uncertain": float(np.mean(probability < UNCERTAIN_BELOW)),
             "outside_largest": 1.0 - largest / count,
-            "components": math.log1p(number),
+            "components": math.log1p(int(np.count_nonzero(sizes >= MIN_FRAGMENT_FRACTION * largest))),
             "removed": 1.0 - kept / count,
             "volume_z": abs(math.log(volume_ml) - mean) / std,
+            "joint_distance": joint_distance,
             "volume_ml": volume_ml,
         }
     return result
@@ -229,10 +240,11 @@ def assess_bones(
     spacing_zyx: Sequence[float],
     joint: str,
     model: QualityModel = DEFAULT_QUALITY,
+    joint_distance: float = 0.0,
 ) -> dict[str, BoneQuality]:
     """``BoneQuality`` of every bone of ``joint`` (arguments as ``bone_features``); a bone missing
     from ``final`` gets quality 0, not reliable."""
-    measured = bone_features(predicted, final, evidence, spacing_zyx, joint, model)
+    measured = bone_features(predicted, final, evidence, spacing_zyx, joint, model, joint_distance)
     qualities = {}
     for bone in get_joint(joint).bones:
         features = measured.get(bone.key)
