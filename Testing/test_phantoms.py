@@ -1,5 +1,7 @@
-"""Pediatric joint phantoms: determinism, labels, geometry, growth plates, per-joint contrast,
-raw-layout output, the QC montage and ``pbseg phantoms``. Small volumes (voxel_scale >= 2)."""
+"""Pediatric joint phantoms of generator 1.0 (one contrast per joint, the committed experiment's
+data): determinism, labels, geometry, growth plates, per-joint contrast; and, for the current
+generator, raw-layout output, the QC montage and ``pbseg phantoms``. Small volumes
+(voxel_scale >= 2). Generator 2.0's own properties: test_phantoms_v2.py."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ SCALE = 2.0
 
 @cache
 def phantom(joint: str, seed: int, age: float | None = None, scale: float = SCALE):
-    return generate_phantom(joint, seed, age, scale)
+    return generate_phantom(joint, seed, age, scale, version="1.0")
 
 
 def arrays(p) -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +37,8 @@ def arrays(p) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("joint", JOINT_KEYS)
 def test_same_seed_gives_identical_volumes(joint: str) -> None:
-    first = generate_phantom(joint, 11, voxel_scale=SCALE)
-    second = generate_phantom(joint, 11, voxel_scale=SCALE)
+    first = generate_phantom(joint, 11, voxel_scale=SCALE, version="1.0")
+    second = generate_phantom(joint, 11, voxel_scale=SCALE, version="1.0")
     image_a, labels_a = arrays(first)
     image_b, labels_b = arrays(second)
     assert np.array_equal(image_a, image_b)
@@ -101,7 +103,7 @@ def test_image_and_labels_share_an_anisotropic_axis_aligned_geometry(joint: str)
 
 
 def test_full_resolution_case_has_a_realistic_field_of_view() -> None:
-    p = generate_phantom("knee", 3, 12.0)
+    p = generate_phantom("knee", 3, 12.0, version="1.0")
     size, spacing = np.array(p.image.GetSize()), np.array(p.image.GetSpacing())
     assert 110 <= size[0] * spacing[0] <= 175
     assert 3.0 <= spacing[2] <= 4.0 and 18 <= size[2] <= 45

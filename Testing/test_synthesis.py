@@ -65,6 +65,9 @@ def test_extra_tissue_classes_and_background_blobs_split_a_label() -> None:
     assert np.unique(np.round(image[background & (tissues == 1)], 6)).size == 1
     blobs = replace(PLAIN, background_classes=(4, 4))
     assert np.unique(np.round(synthesize_image(labels, 2, blobs)[background], 6)).size > 1
+    # A tissue map is the background's structure: random blobs do not overwrite it.
+    with_tissues = synthesize_image(labels, 2, blobs, tissues=tissues)
+    assert np.unique(np.round(with_tissues[background], 6)).size == 2
 
 
 def test_low_resolution_axis_is_blurred() -> None:

@@ -43,11 +43,13 @@ def augment_batch(
     mirrorable: torch.Tensor,
     config: TrainingConfig,
     generator: torch.Generator,
+    tissues: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """images [B, 1, S, S] float (z-scored), labels [B, S, S] long, mirrorable [B] bool."""
+    """images [B, 1, S, S] float (z-scored), labels [B, S, S] long, mirrorable [B] bool;
+    ``tissues`` [B, S, S]: the slices' tissue label maps, which synthesis then draws from."""
     batch, _, size, _ = images.shape
     if config.synthesis_probability > 0:
-        images = _synthesize(images, labels, config.synthesis_probability, generator)
+        images = _synthesize(images, labels, tissues, config.synthesis_probability, generator)
     mirror = mirrorable & (torch.rand(batch, generator=generator) < 0.5)
     images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
     labels = torch.where(mirror[:, None, None], labels.flip(-1), labels)
@@ -75,14 +77,19 @@ def _intensity(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 
 
 def _synthesize(
-    images: torch.Tensor, labels: torch.Tensor, probability: float, generator: torch.Generator
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    tissues: torch.Tensor | None,
+    probability: float,
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """Replace a random share of the slices by random-contrast images of their labels, z-scored
-    like the network's input."""
+    """Replace a random share of the slices by random-contrast images of their labels (and
+    tissues), z-scored like the network's input."""
     chosen = torch.nonzero(torch.rand(len(images), generator=generator) < probability).flatten()
     if not len(chosen):
         return images
-    synthetic = synthesize_image(labels[chosen], generator, spatial_dims=2)[:, None]
+    chosen_tissues = None if tissues is None else tissues[chosen]
+    synthetic = synthesize_image(labels[chosen], generator, spatial_dims=2, tissues=chosen_tissues)[:, None]
     mean = synthetic.mean(dim=(1, 2, 3), keepdim=True)
     std = synthetic.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
     images = images.clone()

@@ -28,6 +28,8 @@ class DomainSlices:
     dataset.json says of its origin, e.g. the phantom generator's version and seed).
 
     ``images``: [N, 1, S, S] float32; ``labels``: [N, S, S] uint8 in the joint's label space;
+    ``tissues``: [N, S, S] uint8 tissue label maps where every case has one (else None), for
+    label-to-image synthesis;
     ``case_index``: [N] which case each slice comes from (``case_ids``); ``mirrorable``: [N] bool,
     True where the slice's width axis is left-right (mirroring it gives the other side's anatomy;
     a sagittal slice has no left-right axis)."""
@@ -40,6 +42,7 @@ class DomainSlices:
     case_index: torch.Tensor
     case_ids: list[str]
     mirrorable: torch.Tensor
+    tissues: torch.Tensor | None = None
 
     @property
     def foreground(self) -> torch.Tensor:
@@ -64,7 +67,8 @@ def load_domain(spec: DatasetSpec, preprocessing: PreprocessingConfig) -> Domain
     if spec.cases is not None and len(cases) != len(set(spec.cases)):
         missing = sorted(set(spec.cases) - {case.case_id for case in cases})
         raise ValueError(f"dataset {spec.path}: unknown case ids {missing}")
-    images, labels, case_index, mirrorable = [], [], [], []
+    images, labels, case_index, mirrorable, tissues = [], [], [], [], []
+    with_tissues = all(case.tissue_path is not None for case in cases)
     for index, case in enumerate(cases):
         image, label_array = load_volume_pair(case.image_path, case.label_path)
         sliced = slice_volume(
@@ -76,6 +80,9 @@ def load_domain(spec: DatasetSpec, preprocessing: PreprocessingConfig) -> Domain
         )
         images.append(sliced.network_input(0, len(sliced.slices)))
         labels.append(sliced.network_labels(label_array).to(torch.uint8))
+        if with_tissues:
+            tissue_array = sitk.GetArrayFromImage(sitk.ReadImage(str(case.tissue_path)))
+            tissues.append(sliced.network_labels(tissue_array.astype(np.uint8)).to(torch.uint8))
         case_index.append(torch.full((len(sliced.slices),), index, dtype=torch.long))
         mirrorable.append(torch.full((len(sliced.slices),), sliced.axis != PLANE_AXIS["sagittal"]))
     if not cases:
@@ -89,6 +96,7 @@ def load_domain(spec: DatasetSpec, preprocessing: PreprocessingConfig) -> Domain
         torch.cat(case_index),
         [case.case_id for case in cases],
         torch.cat(mirrorable),
+        torch.cat(tissues) if with_tissues else None,
     )
 
 

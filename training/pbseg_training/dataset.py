@@ -1,8 +1,10 @@
 """Raw-layout datasets (nnU-Net / Medical Segmentation Decathlon): read, write, validate.
 
-Layout: ``imagesTr/<case>_0000<ending>`` (one MR channel), ``labelsTr/<case><ending>`` and
-``dataset.json`` with ``channel_names``, ``labels`` (``{"background": 0, bone: label}``, the
-catalog's labels of ``joint``), ``numTraining`` and ``file_ending`` (``.nii.gz`` or ``.nrrd``).
+Layout: ``imagesTr/<case>_0000<ending>`` (one MR channel), ``labelsTr/<case><ending>``,
+optionally ``tissuesTr/<case><ending>`` (a full tissue label map, for label-to-image synthesis) and
+``parametersTr/<case>.json`` (how a synthetic case was made), and ``dataset.json`` with
+``channel_names``, ``labels`` (``{"background": 0, bone: label}``, the catalog's labels of
+``joint``), ``numTraining`` and ``file_ending`` (``.nii.gz`` or ``.nrrd``).
 Phantoms and users' real data go through the same code.
 """
 
@@ -23,7 +25,7 @@ from PediatricBoneSegLib.catalog import JOINTS, get_joint
 from PediatricBoneSegLib.io.volumes import VolumeReadError, read_image_file, read_volume
 
 DATASET_JSON = "dataset.json"
-IMAGES, LABELS = "imagesTr", "labelsTr"
+IMAGES, LABELS, TISSUES, PARAMETERS = "imagesTr", "labelsTr", "tissuesTr", "parametersTr"
 CHANNEL_SUFFIX = "_0000"
 FILE_ENDINGS = {"nii.gz": ".nii.gz", "nrrd": ".nrrd"}
 
@@ -34,9 +36,19 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Case:
+    """Paths of one case; ``tissue_path`` and ``parameters_path`` are None where absent."""
+
     case_id: str
     image_path: Path
     label_path: Path
+    tissue_path: Path | None = None
+    parameters_path: Path | None = None
+
+    def parameters(self) -> dict:
+        """What ``parametersTr`` records of the case ({} when nothing)."""
+        if self.parameters_path is None:
+            return {}
+        return json.loads(self.parameters_path.read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -106,10 +118,14 @@ class RawDataset:
         return [self.case(case_id) for case_id in sorted(ids)]
 
     def case(self, case_id: str) -> Case:
+        tissues = self.root / TISSUES / f"{case_id}{self.file_ending}"
+        parameters = self.root / PARAMETERS / f"{case_id}.json"
         return Case(
             case_id,
             self.root / IMAGES / f"{case_id}{CHANNEL_SUFFIX}{self.file_ending}",
             self.root / LABELS / f"{case_id}{self.file_ending}",
+            tissues if tissues.is_file() else None,
+            parameters if parameters.is_file() else None,
         )
 
 
@@ -130,14 +146,16 @@ def dataset_json(joint: str, num_training: int, file_ending: str, extra: dict | 
 def write_raw_dataset(
     out_dir: str | Path,
     joint: str,
-    cases: Iterable[tuple[str, sitk.Image, sitk.Image]],
+    cases: Iterable[tuple],
     num_training: int,
     file_format: str = "nii.gz",
     extra: dict | None = None,
 ) -> Path:
-    """Write (case id, image, labels) triples as a raw-layout dataset in ``out_dir``, which must not
-    exist or be empty. Built in a temporary sibling folder and renamed at the end, so an error or an
-    interruption leaves nothing behind. ``extra`` entries go into ``dataset.json``."""
+    """Write (case id, image, labels[, tissues, parameters]) tuples as a raw-layout dataset in
+    ``out_dir``, which must not exist or be empty (``tissues``: an optional tissue label map of the
+    image's geometry; ``parameters``: an optional JSON-ready dict; either may be None).
+    Built in a temporary sibling folder and renamed at the end, so an error or an interruption
+    leaves nothing behind. ``extra`` entries go into ``dataset.json``."""
     if file_format not in FILE_ENDINGS:
         raise ValueError(f"unknown file format {file_format!r}; choose one of {', '.join(FILE_ENDINGS)}")
     ending = FILE_ENDINGS[file_format]
@@ -149,9 +167,17 @@ def write_raw_dataset(
         (temporary / IMAGES).mkdir()
         (temporary / LABELS).mkdir()
         written = 0
-        for case_id, image, labels in cases:
+        for case_id, image, labels, *optional in cases:
+            tissues, parameters = (*optional, None, None)[:2]
             sitk.WriteImage(image, str(temporary / IMAGES / f"{case_id}{CHANNEL_SUFFIX}{ending}"), True)
             sitk.WriteImage(labels, str(temporary / LABELS / f"{case_id}{ending}"), True)
+            if tissues is not None:
+                (temporary / TISSUES).mkdir(exist_ok=True)
+                sitk.WriteImage(tissues, str(temporary / TISSUES / f"{case_id}{ending}"), True)
+            if parameters is not None:
+                (temporary / PARAMETERS).mkdir(exist_ok=True)
+                text = json.dumps(parameters, indent=1) + "\n"
+                (temporary / PARAMETERS / f"{case_id}.json").write_text(text, encoding="utf-8")
             written += 1
         if written != num_training:
             raise ValueError(f"expected {num_training} cases, got {written}")

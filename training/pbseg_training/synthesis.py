@@ -77,10 +77,11 @@ def _smooth_field(shape: tuple[int, ...], g: torch.Generator, cells: int = 4) ->
 
 
 def _class_map(labels: torch.Tensor, tissues: torch.Tensor | None, config: SynthesisConfig, g: torch.Generator):
-    """Combine labels, unlabeled tissue classes and random background blobs into one class map."""
+    """Combine labels with the unlabeled tissue classes, or without them with random background
+    blobs, into one class map."""
     classes = labels.long()
     if tissues is not None:
-        classes = classes * (int(tissues.max()) + 1) + tissues.long()
+        return classes * (int(tissues.max()) + 1) + tissues.long()
     blobs = int(torch.randint(config.background_classes[0], config.background_classes[1] + 1, (), generator=g))
     if blobs > 1:
         fields = torch.stack([_smooth_field(tuple(labels.shape), g, cells=6) for _ in range(blobs)])

@@ -87,8 +87,9 @@ def _domain_batch(
         index = sample_indices(pool, config.batch_per_domain, config.foreground_fraction, generator)
         batch_images, batch_labels = pool.images[index], pool.labels[index].long()
         if config.augment:
+            tissues = None if pool.tissues is None else pool.tissues[index]
             batch_images, batch_labels = augment_batch(
-                batch_images, batch_labels, pool.mirrorable[index], config, generator
+                batch_images, batch_labels, pool.mirrorable[index], config, generator, tissues
             )
         images.append(batch_images)
         labels.append(batch_labels)

@@ -1,6 +1,7 @@
-"""MR appearance: per-joint sequence-like contrasts, texture, bias field and Rician noise.
+"""MR appearance: the tissue list, generator 1.0's per-joint contrasts, texture, bias field and
+Rician noise (generator 2.0 draws its contrasts per case: ``protocols.py``).
 
-Each joint's table mimics the protocol it is usually imaged with, so the three domains differ as
+In generator 1.0 each joint's table mimics the protocol it is usually imaged with, so the three domains differ as
 real protocols do: knee proton-density fat-saturated (bright cartilage and fluid, dark fat and
 yellow marrow), ankle T1-weighted (bright fat and marrow, dark fluid), shoulder T2-weighted without
 fat saturation (bright fluid, intermediate-bright fat and marrow, dark muscle). Relative signal,
@@ -93,9 +94,12 @@ class Appearance:
         return cls(signal, float(rng.uniform(0.015, 0.045)), float(rng.uniform(0.1, 0.3)), gain)
 
 
-def texture_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Smooth unit-variance noise, correlated over ~2 pixels in-plane (trabeculae, muscle fibres)."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(0.0, 1.5, 1.5))
+def texture_field(
+    shape: tuple[int, ...], rng: np.random.Generator, sigma: tuple[float, float, float] = (0.0, 1.5, 1.5)
+) -> np.ndarray:
+    """Smooth unit-variance noise correlated over ``sigma`` pixels ([k, j, i]; the default: ~2
+    pixels in-plane, as trabeculae and muscle fibres)."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=sigma)
     return field / max(float(field.std()), 1e-6)
 
 

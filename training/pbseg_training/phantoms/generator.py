@@ -12,7 +12,7 @@ growth plates cut out, so a young long bone is two 3D components (epiphysis, met
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +21,20 @@ from scipy import ndimage
 
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 
-from .anatomy import BoneModel, Growth, JointModel
+from .anatomy import BoneModel, Bounds, Growth, JointModel
 from .ankle import build_ankle
-from .appearance import TEXTURE, Appearance, add_rician_noise, bias_field, texture_field
+from .appearance import TEXTURE, TISSUES, Appearance, add_rician_noise, bias_field, texture_field
+from .artefacts import Artefacts, acquire
+from .deformation import HINGES, Hinge, SmoothWarp
 from .knee import build_knee
+from .protocols import FAMILIES, Protocol, draw_protocol, draw_signals, noise_fraction
 from .scanner import ScannerGrid, rotation_matrix
 from .shoulder import build_shoulder
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
+VERSIONS = ("1.0", "2.0")  # 1.0: the committed experiment's phantoms, kept bit-for-bit reproducible
 AGE_RANGE = (2.0, 17.0)
-MAX_MATRIX = 384  # in-plane acquisition matrix of the largest fields of view
+MAX_MATRIX = 384  # generator 1.0: in-plane acquisition matrix of the largest fields of view
 PLANES = {"ankle": "sagittal", "knee": "sagittal", "shoulder": "coronal"}
 BUILDERS: dict[str, Callable[[np.random.Generator, Growth], JointModel]] = {
     "ankle": build_ankle,
@@ -43,8 +47,10 @@ _SALT = 0x9B0E5E6  # separates phantom streams from other users of the same seed
 @dataclass
 class Phantom:
     """``image``: float32 MR-like intensities; ``labels``: UInt8 catalog labels of ``joint``
-    (0 background), same geometry. Axis-aligned LPS grid in the joint's usual plane; the largest
-    spacing is the slice direction."""
+    (0 background); ``tissues``: UInt8 index into ``appearance.TISSUES`` of each voxel's dominant
+    tissue (the full tissue label map). Same geometry for all three; the largest spacing is the
+    slice direction. ``parameters``: everything drawn for the case (JSON-ready), e.g. its protocol,
+    age, flexion, deformations and artefacts."""
 
     image: sitk.Image
     labels: sitk.Image
@@ -52,29 +58,69 @@ class Phantom:
     age_years: float
     side: str
     seed: int
+    tissues: sitk.Image
+    parameters: dict = field(default_factory=dict)
 
 
-def generate_phantom(joint: str, seed: int, age_years: float | None = None, voxel_scale: float = 1.0) -> Phantom:
-    """One phantom of ``joint``, fully determined by (joint, seed, age_years, voxel_scale).
+def generate_phantom(
+    joint: str,
+    seed: int,
+    age_years: float | None = None,
+    voxel_scale: float = 1.0,
+    version: str = GENERATOR_VERSION,
+    protocol: str | None = None,
+) -> Phantom:
+    """One phantom of ``joint``, fully determined by its arguments.
 
     ``age_years``: simulated age in [2, 17] (drawn from the seed when None). ``voxel_scale`` > 1
-    multiplies the voxel size (same anatomy, fewer voxels) for quick tests."""
+    multiplies the voxel size (same anatomy, fewer voxels) for quick tests. ``version``: "2.0"
+    draws a clinical protocol, anatomical variation and artefacts per case; "1.0" renders the
+    original phantoms (one contrast per joint). ``protocol``: force a protocol family of
+    ``protocols.FAMILIES`` (2.0 only); everything else is drawn as without it."""
     joint_key = get_joint(joint).key
     if age_years is not None and not AGE_RANGE[0] <= age_years <= AGE_RANGE[1]:
         raise ValueError(f"age_years must be within {AGE_RANGE}, got {age_years}")
     if not 0.25 <= voxel_scale <= 8.0:
         raise ValueError(f"voxel_scale must be within [0.25, 8], got {voxel_scale}")
+    if version not in VERSIONS:
+        raise ValueError(f"unknown generator version {version!r}; choose one of {', '.join(VERSIONS)}")
+    if protocol is not None and version == "1.0":
+        raise ValueError("generator 1.0 has one contrast per joint: a protocol needs version 2.0")
     rng = np.random.default_rng([_SALT, JOINT_KEYS.index(joint_key), int(seed)])
     drawn_age = float(rng.uniform(*AGE_RANGE))
     age = float(age_years) if age_years is not None else drawn_age
     side = "left" if rng.random() < 0.5 else "right"
     growth = Growth.draw(age, rng)
     model = BUILDERS[joint_key](rng, growth)
-    grid = _scanner_grid(joint_key, model, growth, side, voxel_scale, rng)
-    appearance = Appearance.draw(joint_key, rng)
+    parameters: dict = {"generator_version": version, "joint": joint_key, "seed": int(seed), "age_years": age}
+    parameters |= {"side": side, "voxel_scale": float(voxel_scale)}
+    if version == "1.0":
+        grid = _scanner_grid(joint_key, model, growth, side, voxel_scale, rng)
+        look = _Look.legacy(Appearance.draw(joint_key, rng), grid)
+        variation = None
+    else:
+        grid, protocol_drawn = _protocol_grid(joint_key, model, growth, side, voxel_scale, rng, protocol)
+        look = _Look.draw(protocol_drawn, grid, voxel_scale, rng)
+        variation = _Variation.draw(joint_key, model, growth, rng)
+        parameters |= {"protocol": protocol_drawn.to_json()} | look.to_json() | variation.to_json(model)
     noise_rng = np.random.default_rng(rng.integers(2**63))
-    image, labels = _render(joint_key, model, grid, appearance, noise_rng)
-    return Phantom(_to_sitk(image, grid), _to_sitk(labels, grid), joint_key, age, side, int(seed))
+    image, labels, tissues = _render(joint_key, model, grid, look, variation, noise_rng)
+    parameters |= {
+        "size": list(grid.shape[::-1]),
+        "spacing": list(grid.spacing),
+        "direction": [float(v) for v in grid.direction.flatten()],
+        "cut_bones": _cut_bones(labels, joint_key),
+    }
+    volumes = [_to_sitk(array, grid) for array in (image, labels, tissues)]
+    return Phantom(volumes[0], volumes[1], joint_key, age, side, int(seed), volumes[2], parameters)
+
+
+def _cut_bones(labels: np.ndarray, joint: str) -> list[str]:
+    """Bones that touch a face of the field of view (cut by it)."""
+    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    touching = set(np.unique(np.concatenate([f.ravel() for f in faces]))) - {0}
+    catalog = get_joint(joint)
+    return [bone.key for bone in catalog.bones if catalog.label_of(bone.key) in touching]
 
 
 def _scanner_grid(
@@ -102,6 +148,144 @@ def _scanner_grid(
     )
 
 
+def _protocol_grid(
+    joint: str,
+    model: JointModel,
+    growth: Growth,
+    side: str,
+    voxel_scale: float,
+    rng: np.random.Generator,
+    family: str | None,
+) -> tuple[ScannerGrid, Protocol]:
+    """Generator 2.0's grid: the drawn protocol's plane, tilt and voxels, a field of view that
+    may be smaller than the anatomy and off its centre (bones cut at the edges)."""
+    fov = model.fov_inplane * float(rng.uniform(0.8, 1.15))
+    slab = model.slab * float(rng.uniform(0.7, 1.1))
+    protocol = draw_protocol(joint, fov, slab, rng, family)
+    positioning = np.clip(rng.normal(0.0, np.radians(5.0), 3), -np.radians(12.0), np.radians(12.0))
+    axis_scale = growth.scale * rng.uniform(0.93, 1.07, 3)
+    shift = rng.uniform(-0.15, 0.15, 3) * fov
+    center = rng.uniform(-40.0, 40.0, 3)
+    spacing = (protocol.pixel * voxel_scale, protocol.pixel * voxel_scale, protocol.spacing * voxel_scale)
+    shape = (max(3, int(np.ceil(slab / spacing[2]))), max(8, round(fov / spacing[0])), max(8, round(fov / spacing[0])))
+    grid = ScannerGrid.build(
+        protocol.plane,
+        shape,
+        spacing,
+        center,
+        rotation_matrix(positioning),
+        side == "left",
+        np.asarray(model.fov_center) * axis_scale + shift,
+        axis_scale,
+        tilt=rotation_matrix(np.radians(protocol.tilt)),
+    )
+    return grid, protocol
+
+
+@dataclass
+class _Look:
+    """What the render needs of the case's contrast: absolute ``signal`` per tissue, texture
+    amplitudes, the slice thickness for partial volume, and the noise/artefact chain."""
+
+    signal: dict[str, float]
+    texture: dict[str, float]
+    thickness: float
+    artefacts: Artefacts | None  # None: generator 1.0's bias and Rician noise (``legacy``)
+    appearance: Appearance | None = None
+
+    @classmethod
+    def legacy(cls, appearance: Appearance, grid: ScannerGrid) -> _Look:
+        return cls(appearance.signal, TEXTURE, grid.spacing[2], None, appearance)
+
+    @classmethod
+    def draw(cls, protocol: Protocol, grid: ScannerGrid, voxel_scale: float, rng: np.random.Generator) -> _Look:
+        gain = float(rng.uniform(300.0, 1500.0))
+        signal = {tissue: gain * value for tissue, value in draw_signals(protocol.family, rng).items()}
+        texture = {"muscle": float(rng.uniform(0.04, 0.14)), "fat": float(rng.uniform(0.02, 0.08))}
+        texture["marrow"] = float(rng.uniform(0.06, 0.22))  # trabecular texture
+        artefacts = Artefacts.draw(noise_fraction(protocol, rng), rng)
+        return cls(signal, texture, protocol.thickness * voxel_scale, artefacts)
+
+    def to_json(self) -> dict:
+        peak = max(self.signal.values())
+        relative = {tissue: value / peak for tissue, value in self.signal.items()}
+        artefacts = self.artefacts.to_json() if self.artefacts else {}
+        return {"signal": relative, "gain": peak, "texture": self.texture, "artefacts": artefacts}
+
+
+@dataclass
+class _Marrow:
+    """Red (haematopoietic) share of the marrow by region: children's marrow converts to yellow
+    with age, epiphyses first, then diaphyses, metaphyses last; ``patchiness`` adds islands."""
+
+    epiphysis: float
+    diaphysis: float
+    metaphysis: float
+    patchiness: float
+
+    @classmethod
+    def draw(cls, age: float, rng: np.random.Generator) -> _Marrow:
+        def share(value: float) -> float:
+            return float(np.clip(value + rng.normal(0.0, 0.08), 0.0, 1.0))
+
+        return cls(
+            epiphysis=share(0.6 * np.clip((4.0 - age) / 4.0, 0.0, 1.0)),
+            diaphysis=share(np.clip((12.0 - age) / 10.0, 0.0, 1.0)),
+            metaphysis=share(np.clip(1.0 - age / 22.0, 0.15, 1.0)),
+            patchiness=float(rng.uniform(0.0, 0.25)),
+        )
+
+
+@dataclass
+class _Variation:
+    """Generator 2.0's anatomical variation: flexion about the joint's hinge, a smooth warp of the
+    whole limb and one per bone, per-bone cortex thickness factors, marrow conversion."""
+
+    hinge: Hinge
+    flexion: float
+    limb: SmoothWarp
+    bones: list[SmoothWarp]
+    cortex: list[float]
+    shaft_cortex: list[float]
+    marrow: _Marrow
+
+    @classmethod
+    def draw(cls, joint: str, model: JointModel, growth: Growth, rng: np.random.Generator) -> _Variation:
+        hinge = HINGES[joint]
+        n = len(model.bones)
+        return cls(
+            hinge=hinge,
+            flexion=float(rng.uniform(*hinge.angles)),
+            limb=SmoothWarp.draw(rng, float(rng.uniform(0.0, 4.0)), (90.0, 220.0)),
+            bones=[SmoothWarp.draw(rng, float(rng.uniform(0.0, 3.0)), (45.0, 140.0)) for _ in range(n)],
+            cortex=[float(v) for v in rng.uniform(0.6, 1.6, n)],
+            shaft_cortex=[float(v) for v in rng.uniform(0.6, 1.5, n)],
+            marrow=_Marrow.draw(growth.age, rng),
+        )
+
+    def to_json(self, model: JointModel) -> dict:
+        names = [bone.key or f"unlabeled_{i}" for i, bone in enumerate(model.bones)]
+        return {
+            "flexion_deg": self.flexion,
+            "limb_deformation_mm": self.limb.size,
+            "bone_deformation_mm": {name: warp.size for name, warp in zip(names, self.bones)},
+            "cortex_scale": dict(zip(names, self.cortex)),
+            "red_marrow": self.marrow.__dict__,
+        }
+
+    def moved_bounds(self, bounds: Bounds, distal: bool) -> Bounds:
+        """``bounds`` after the flexion (distal parts) with a margin for the warps."""
+        margin = 3.0 * (self.limb.size + max(warp.size for warp in self.bones)) + 2.0
+        corners = np.array([[(bounds[0], bounds[1])[c >> a & 1][a] for a in range(3)] for c in range(8)], np.float32)
+        points = [corners[:, a] for a in range(3)]
+        if distal:
+            turned = self.hinge.rotate(tuple(points), -self.flexion)  # forward rotation of the corners
+            points = [np.concatenate([points[a], turned[a]]) for a in range(3)]
+        low = tuple(float(points[a].min()) - margin for a in range(3))
+        high = tuple(float(points[a].max()) + margin for a in range(3))
+        return low, high  # type: ignore[return-value]
+
+
 def _fraction(sdf: np.ndarray, in_plane: float, through_plane: float) -> np.ndarray:
     """Voxel fraction inside a surface: signed distance over the voxel's extent along the normal,
     whose through-plane component comes from the field's slope across slices."""
@@ -114,81 +298,132 @@ def _fraction(sdf: np.ndarray, in_plane: float, through_plane: float) -> np.ndar
 
 
 class _Canvas:
-    """Front-to-back compositing of tissue layers: each layer fills what the layers above left."""
+    """Front-to-back compositing of tissue layers: each layer fills what the layers above left.
+    The tissue map keeps, per voxel, the tissue of the largest share."""
 
-    def __init__(self, grid: ScannerGrid, texture: np.ndarray) -> None:
+    def __init__(self, grid: ScannerGrid, texture: np.ndarray, thickness: float) -> None:
         self.image = np.zeros(grid.shape, np.float32)
         self.remaining = np.ones(grid.shape, np.float32)
+        self.share = np.zeros(grid.shape, np.float32)
+        self.tissues = np.zeros(grid.shape, np.uint8)
         self.texture = texture
-        self.in_plane, self.through_plane = grid.spacing[0], grid.spacing[2]
+        self.in_plane, self.through_plane = grid.spacing[0], thickness
 
-    def add(self, block: tuple[slice, ...], sdf: np.ndarray, signal: float, texture: float = 0.0) -> None:
+    def add(
+        self, block: tuple[slice, ...], sdf: np.ndarray, tissue: str, signal: float | np.ndarray, texture: float = 0.0
+    ) -> None:
         weight = _fraction(sdf, self.in_plane, self.through_plane) * self.remaining[block]
         value = signal * (1.0 + texture * self.texture[block]) if texture else signal
         self.image[block] += weight * value
         self.remaining[block] -= weight
+        larger = weight > self.share[block]
+        self.tissues[block][larger] = TISSUES.index(tissue)
+        self.share[block] = np.maximum(self.share[block], weight)
 
 
 def _render(
-    joint: str, model: JointModel, grid: ScannerGrid, look: Appearance, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+    joint: str,
+    model: JointModel,
+    grid: ScannerGrid,
+    look: _Look,
+    variation: _Variation | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, bone labels and tissue map of ``model`` on ``grid``; ``variation`` None renders
+    generator 1.0 exactly (its random draws and layers)."""
     coords = grid.adult_coordinates()
-    canvas = _Canvas(grid, texture_field(grid.shape, rng))
+    canvas = _Canvas(grid, texture_field(grid.shape, rng), look.thickness)
+    if variation is not None:
+        fine = texture_field(grid.shape, rng, sigma=(0.6 if grid.spacing[2] < 1.5 else 0.0, 0.7, 0.7))
+        patches = texture_field(grid.shape, rng, sigma=(2.0, 6.0, 6.0))
+        coords = variation.limb(coords)
+        soft_coords = variation.hinge.rotate(coords, variation.flexion, variation.hinge.soft_weight(coords))
+    else:
+        soft_coords = coords
     labels = np.zeros(grid.shape, np.uint8)
     catalog = get_joint(joint)
     s = grid.scale
     signal = look.signal
 
-    def field(fn: Callable, block: tuple[slice, ...]) -> np.ndarray:
-        return fn(tuple(c[block] for c in coords)) * np.float32(s)
+    def at(fn: Callable, points: tuple[np.ndarray, ...]) -> np.ndarray:
+        return fn(points) * np.float32(s)
 
     # Bones: evaluate each once inside its box, then queue its layers by priority.
     physes, marrows, cortices, cartilages = [], [], [], []
-    for bone in model.bones:
-        block = grid.block(bone.bounds, margin_mm=bone.cartilage + 6.0)
+    for index, bone in enumerate(model.bones):
+        margin = bone.cartilage + 6.0
+        if variation is None:
+            block = grid.block(bone.bounds, margin_mm=margin)
+        else:
+            distal = variation.hinge.is_distal(bone.bounds)
+            block = grid.block(variation.moved_bounds(bone.bounds, distal), margin_mm=margin)
         if block is None:
             continue
-        sdf = field(bone.sdf, block)
+        points = tuple(c[block] for c in coords)
+        if variation is not None:
+            if distal:
+                points = variation.hinge.rotate(points, variation.flexion)
+            points = variation.bones[index](points)
+        cortex, shaft_cortex = bone.cortex, bone.shaft_cortex
+        if variation is not None:
+            cortex, shaft_cortex = cortex * variation.cortex[index], shaft_cortex * variation.shaft_cortex[index]
+        sdf = at(bone.sdf, points)
         inside = sdf < 0
-        inner = sdf + np.float32(bone.cortex) + _shaft_cortex(bone, coords, block)
-        open_plates = [(field(ph.side, block), ph.thickness) for ph in bone.physes if ph.open]
+        shaft = bone.shaft(points) if bone.shaft is not None else None
+        inner = sdf + np.float32(cortex) + (shaft * np.float32(shaft_cortex) if shaft is not None else 0.0)
+        open_plates = [(at(ph.side, points), ph.thickness) for ph in bone.physes if ph.open]
         for side, thickness in open_plates:
-            physes.append((block, np.maximum(np.abs(side) - thickness / 2, sdf - bone.cartilage)))
+            # 2.0 keeps the plate inside the bone's outline; 1.0 let it reach the cartilage surface.
+            limit = sdf if variation is not None else sdf - bone.cartilage
+            physes.append((block, np.maximum(np.abs(side) - thickness / 2, limit)))
             inside &= np.abs(side) > thickness / 2
-        if bone.physes:
-            side = field(bone.physes[0].side, block)
+        if variation is not None:
+            red = _red_marrow(bone, points, shaft, variation.marrow, s) + variation.marrow.patchiness * patches[block]
+            red = np.clip(red, 0.0, 1.0)
+            value = red * signal["red_marrow"] + (1.0 - red) * signal["marrow"]
+            marrows.append((block, inner, "marrow", value * (1.0 + look.texture["marrow"] * fine[block])))
+        elif bone.physes:
+            side = at(bone.physes[0].side, points)
             red = (1 - bone.red_marrow) * signal["marrow"] + bone.red_marrow * signal["red_marrow"]
-            marrows.append((block, np.maximum(inner, side), signal["marrow"]))
-            marrows.append((block, np.maximum(inner, -side), red))
+            marrows.append((block, np.maximum(inner, side), "marrow", signal["marrow"]))
+            marrows.append((block, np.maximum(inner, -side), "red_marrow", red))
         else:
-            marrows.append((block, inner, signal["marrow"]))
+            marrows.append((block, inner, "marrow", signal["marrow"]))
         cortices.append((block, sdf))
         cap = sdf - np.float32(bone.cartilage)
-        cartilages.append((block, cap if bone.articular is None else np.maximum(cap, field(bone.articular, block))))
+        cartilages.append((block, cap if bone.articular is None else np.maximum(cap, at(bone.articular, points))))
         if bone.key is not None:
             labels[block][_without_specks(inside)] = catalog.label_of(bone.key)
 
     for block, sdf in physes:
-        canvas.add(block, sdf, signal["physis"])
-    for block, sdf, value in marrows:
-        canvas.add(block, sdf, value, TEXTURE["marrow"])
+        canvas.add(block, sdf, "physis", signal["physis"])
+    marrow_texture = look.texture["marrow"] if variation is None else 0.0  # 2.0: in the value already
+    for block, sdf, tissue, value in marrows:
+        canvas.add(block, sdf, tissue, value, marrow_texture)
     for block, sdf in cortices:
-        canvas.add(block, sdf, signal["cortex"])
+        canvas.add(block, sdf, "cortex", signal["cortex"])
     for block, sdf in cartilages:
-        canvas.add(block, sdf, signal["cartilage"])
+        canvas.add(block, sdf, "cartilage", signal["cartilage"])
     for structure in model.soft:
-        block = grid.block(structure.bounds, margin_mm=4.0)
+        bounds = structure.bounds if variation is None else variation.moved_bounds(structure.bounds, True)
+        block = grid.block(bounds, margin_mm=4.0)
         if block is not None:
-            canvas.add(block, field(structure.sdf, block), signal[structure.tissue], TEXTURE.get(structure.tissue, 0.0))
-    everywhere = (slice(None),) * 3
-    body = field(model.body, everywhere)
-    canvas.add(everywhere, body + np.float32(model.skin + model.fat), signal["muscle"], TEXTURE["muscle"])
-    canvas.add(everywhere, body + np.float32(model.skin), signal["fat"], TEXTURE["fat"])
-    canvas.add(everywhere, body, signal["skin"])
+            points = tuple(c[block] for c in soft_coords)
+            sdf = at(structure.sdf, points)
+            canvas.add(block, sdf, structure.tissue, signal[structure.tissue], look.texture.get(structure.tissue, 0.0))
+    body, everywhere = at(model.body, soft_coords), np.s_[:, :, :]
+    muscle = body + np.float32(model.skin + model.fat)
+    canvas.add(everywhere, muscle, "muscle", signal["muscle"], look.texture["muscle"])
+    canvas.add(everywhere, body + np.float32(model.skin), "fat", signal["fat"], look.texture["fat"])
+    canvas.add(everywhere, body, "skin", signal["skin"])
 
-    image = canvas.image * bias_field(grid.shape, look.bias, rng)
-    image = add_rician_noise(image, look.noise * max(signal.values()), rng)
-    return image.astype(np.float32), labels
+    peak = max(signal.values())
+    if look.artefacts is None:
+        image = canvas.image * bias_field(grid.shape, look.appearance.bias, rng)
+        image = add_rician_noise(image, look.appearance.noise * peak, rng)
+    else:
+        image = acquire(canvas.image, grid.spacing[0], look.artefacts, peak, rng)
+    return image.astype(np.float32), labels, canvas.tissues
 
 
 def _without_specks(mask: np.ndarray) -> np.ndarray:
@@ -203,10 +438,18 @@ def _without_specks(mask: np.ndarray) -> np.ndarray:
     return keep[components]
 
 
-def _shaft_cortex(bone: BoneModel, coords: tuple[np.ndarray, ...], block: tuple[slice, ...]) -> np.ndarray | float:
-    if bone.shaft is None:
-        return 0.0
-    return bone.shaft(tuple(c[block] for c in coords)) * np.float32(bone.shaft_cortex)
+def _red_marrow(
+    bone: BoneModel, points: tuple[np.ndarray, ...], shaft: np.ndarray | None, marrow: _Marrow, scale: float
+) -> np.ndarray | float:
+    """Red share of each voxel of a bone: epiphysis / metaphysis / diaphysis blend (round and flat
+    bones without a growth plate convert between epiphysis and metaphysis)."""
+    if not bone.physes:
+        return 0.5 * (marrow.epiphysis + marrow.metaphysis)
+    side = bone.physes[0].side(points) * np.float32(scale)
+    epiphysis = np.clip(0.5 - side / np.float32(2.0), 0.0, 1.0)
+    along = 0.0 if shaft is None else shaft
+    metaphyseal = (1.0 - along) * marrow.metaphysis + along * marrow.diaphysis
+    return epiphysis * marrow.epiphysis + (1.0 - epiphysis) * metaphyseal
 
 
 def _to_sitk(array: np.ndarray, grid: ScannerGrid) -> sitk.Image:
@@ -223,23 +466,41 @@ def case_seed(seed: int, index: int) -> int:
 
 
 def write_phantom_dataset(
-    joint: str, n: int, seed: int, out_dir: str | Path, file_format: str = "nii.gz", voxel_scale: float = 1.0
+    joint: str,
+    n: int,
+    seed: int,
+    out_dir: str | Path,
+    file_format: str = "nii.gz",
+    voxel_scale: float = 1.0,
+    version: str = GENERATOR_VERSION,
+    exclude_protocols: tuple[str, ...] = (),
 ) -> Path:
     """Write ``n`` phantoms of ``joint`` as a raw-layout dataset in ``out_dir`` (created; must not
-    exist or be empty). Case i uses ``case_seed(seed, i)``. Atomic: built in a temporary folder
-    next to ``out_dir`` and renamed at the end. Returns ``out_dir``."""
+    exist or be empty), with their tissue maps and drawn parameters. Case i uses
+    ``case_seed(seed, i)``; ``exclude_protocols`` (2.0) redraws the protocol family of a case that
+    drew an excluded one (from the other families, deterministically). Atomic: built in a
+    temporary folder next to ``out_dir`` and renamed at the end. Returns ``out_dir``."""
     from ..dataset import write_raw_dataset
 
     joint_key = get_joint(joint).key
 
+    allowed = [family for family in FAMILIES if family not in exclude_protocols]
+    if exclude_protocols and (version == "1.0" or not allowed or set(exclude_protocols) - set(FAMILIES)):
+        raise ValueError(f"exclude_protocols {exclude_protocols}: needs version 2.0 and known families, not all")
+
     def cases():
         for index in range(n):
-            phantom = generate_phantom(joint_key, case_seed(seed, index), voxel_scale=voxel_scale)
-            yield f"{joint_key}_{index:03d}", phantom.image, phantom.labels
+            seed_i = case_seed(seed, index)
+            phantom = generate_phantom(joint_key, seed_i, voxel_scale=voxel_scale, version=version)
+            if version != "1.0" and phantom.parameters["protocol"]["family"] in exclude_protocols:
+                family = allowed[seed_i % len(allowed)]
+                phantom = generate_phantom(joint_key, seed_i, voxel_scale=voxel_scale, version=version, protocol=family)
+            yield f"{joint_key}_{index:03d}", phantom.image, phantom.labels, phantom.tissues, phantom.parameters
 
     provenance = {
         "generator": "pbseg_training.phantoms",
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": version,
+        "excluded_protocols": list(exclude_protocols),
         "seed": int(seed),
         "voxel_scale": float(voxel_scale),
     }

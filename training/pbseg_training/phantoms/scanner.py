@@ -1,5 +1,5 @@
-"""The scanner grid: an axis-aligned (oblique-free) LPS image grid in the joint's usual plane, and
-the mapping of its voxels into the posed, mirrored, age-scaled anatomical frame."""
+"""The scanner grid: an LPS image grid in a sagittal, coronal or axial plane (optionally tilted:
+oblique), and the mapping of its voxels into the posed, mirrored, age-scaled anatomical frame."""
 
 from __future__ import annotations
 
@@ -53,10 +53,13 @@ class ScannerGrid:
         mirror: bool,
         anatomy_center_real: np.ndarray,
         axis_scale: np.ndarray,
+        tilt: np.ndarray | None = None,
     ) -> ScannerGrid:
         """The anatomical point ``anatomy_center_real`` (real mm, before mirroring) lands on the
-        physical grid centre ``center``; the anatomy is rotated by ``rotation`` around it."""
-        direction = DIRECTIONS[plane]
+        physical grid centre ``center``; the anatomy is rotated by ``rotation`` around it.
+        ``tilt`` (a rotation matrix) turns the slice stack away from the pure plane: an oblique
+        acquisition, whose direction cosines say so."""
+        direction = DIRECTIONS[plane] if tilt is None else tilt @ DIRECTIONS[plane]
         extent = (np.array(shape[::-1]) - 1) * np.asarray(spacing)
         origin = np.asarray(center) - direction @ (extent / 2.0)
         flip = np.diag([-1.0 if mirror else 1.0, 1.0, 1.0])
