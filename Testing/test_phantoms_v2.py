@@ -142,6 +142,20 @@ def test_red_marrow_converts_with_age() -> None:
     assert ratio[3] < ratio[16] - 0.1
 
 
+def test_a_given_contrast_replaces_the_drawn_signals() -> None:
+    drawn = phantom("ankle", 9, 12.0, "T1")
+    inverted = {tissue: 1.0 - value if tissue != "air" else 0.0 for tissue, value in drawn.parameters["signal"].items()}
+    p = generate_phantom("ankle", 9, 12.0, SCALE, protocol="T1", contrast=inverted)
+    peak = max(inverted.values())
+    assert p.parameters["signal"] == pytest.approx({t: v / peak for t, v in inverted.items()})
+    assert np.array_equal(array(p.labels), array(drawn.labels))
+    # T1 fat is bright; with the inverted table it is darker than muscle.
+    assert tissue_mean(drawn, "fat", False) > tissue_mean(drawn, "muscle", False)
+    assert tissue_mean(p, "fat", False) < tissue_mean(p, "muscle", False)
+    with pytest.raises(ValueError, match="contrast must give"):
+        generate_phantom("ankle", 9, voxel_scale=4.0, contrast={"fat": 1.0})
+
+
 def test_bad_protocol_arguments_raise() -> None:
     with pytest.raises(ValueError, match="unknown protocol family"):
         generate_phantom("knee", 1, voxel_scale=4.0, protocol="T3")

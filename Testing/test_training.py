@@ -13,11 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 from pbseg_training.checkpoint import load_checkpoint
-from pbseg_training.config import SCHEMES, TrainingConfig, config_from_dict
+from pbseg_training.config import SCHEMES, DatasetSpec, TrainingConfig, config_from_dict
+from pbseg_training.data import load_domain
+from pbseg_training.evaluate_model import dice_by_family, evaluate, markdown
 from pbseg_training.phantoms import write_phantom_dataset
+from pbseg_training.phantoms.appearance import TISSUES
 from pbseg_training.phantoms.generator import GENERATOR_VERSION
 from pbseg_training.trainer import CHECKPOINT_NAME, HISTORY_NAME, train
 from PediatricBoneSegLib.catalog import JOINT_KEYS
+from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.network.modelfile import load_model
 
 TINY = {
@@ -123,3 +127,28 @@ def test_invalid_configuration_lists_every_problem(tmp_path: Path) -> None:
         config_from_dict({"scheme": "bogus"})
     with pytest.raises(ValueError, match="unknown training configuration keys: stepz"):
         config_from_dict({"stepz": 3, "datasets": [{"path": str(tmp_path)}]})
+
+
+def test_tissue_maps_reach_the_pools_and_synthesis_trains_from_them(phantom_root: Path, tmp_path: Path) -> None:
+    pool = load_domain(DatasetSpec(str(phantom_root / "knee")), PreprocessingConfig(size=64))
+    assert pool.tissues is not None and pool.tissues.shape == pool.labels.shape
+    assert int(pool.tissues.max()) < len(TISSUES) and len(pool.tissues.unique()) > 4
+    bone = pool.labels > 0
+    assert set(pool.tissues[bone].unique().tolist()) & {TISSUES.index("marrow"), TISSUES.index("cortex")}
+    config = tiny_config(phantom_root, scheme="mtmd", steps=4, augment=True, synthesis_probability=1.0)
+    assert load_model(train(config, tmp_path, show_progress=False)).manifest.joints == list(JOINT_KEYS)
+
+
+def test_model_card_evaluation_reports_dice_per_protocol_family(phantom_root: Path, tmp_path: Path) -> None:
+    loaded = load_model(train(tiny_config(phantom_root, scheme="mtmd", steps=2), tmp_path, show_progress=False))
+    results = evaluate(loaded, 1, 90_000, protocols=("T1", "STIR"), voxel_scale=3.0)
+    assert results["cases_per_joint"] == 2 and results["generator_version"] == GENERATOR_VERSION
+    for joint in JOINT_KEYS:
+        assert sum(results["confusion"][joint].values()) == 2
+        scored = [v for values in results["metrics"][joint].values() for v in values]
+        assert {v["protocol"] for v in scored} <= {"T1", "STIR"} and all(v["truth_ml"] > 0 for v in scored)
+    table = dice_by_family(results)
+    assert set(table) == {f"{j}/{b}" for j in JOINT_KEYS for b in results["metrics"][j]}
+    assert all(set(row) <= {"T1", "STIR"} and row for row in table.values())
+    text = markdown(results)
+    assert "per protocol family" in text and "| T1 | STIR |" in text

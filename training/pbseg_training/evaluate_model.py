@@ -1,11 +1,13 @@
 """Re-evaluate a model file on freshly generated, held-out phantoms and print its model card tables.
 
-``python -m pbseg_training.evaluate_model [MODEL] [--cases N] [--seed S] [--json OUT]``
+``python -m pbseg_training.evaluate_model [MODEL] [--cases N] [--protocols F ...] [--seed S] [--json OUT]``
 
-For every joint, N phantoms generated with seeds never used for training go through the same
-pipeline as ``pbseg segment`` (joint auto-detection, post-processing). Reported: per-bone Dice and
-ASSD (3D, mm) with the true joint, the auto-detection confusion table, and the out-of-distribution
-check on volumes that are no joint MR (noise, a smooth head-like volume, a CT-like volume).
+For every joint and every protocol family (generator 2.0; all families unless ``--protocols``
+names some), N phantoms generated with seeds never used for training go through the same pipeline
+as ``pbseg segment`` (joint auto-detection, post-processing). Reported: per-bone Dice and ASSD (3D,
+mm) with the true joint, pooled and per protocol family, the auto-detection confusion table, and
+the out-of-distribution check on volumes that are no joint MR (noise, a smooth head-like volume, a
+CT-like volume). ``--generator 1.0`` evaluates on the original one-contrast-per-joint phantoms.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from pbseg_training.phantoms import generate_phantom
-from pbseg_training.phantoms.generator import case_seed
+from pbseg_training.phantoms import GENERATOR_VERSION, generate_phantom
+from pbseg_training.phantoms.generator import VERSIONS, case_seed
+from pbseg_training.phantoms.protocols import FAMILIES
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, save_model
 from PediatricBoneSegLib.options import SegmentOptions
@@ -31,7 +34,7 @@ from PediatricBoneSegLib.resources import bundled_model_path
 
 from .metrics import image_metrics
 
-HELD_OUT_SEED = 90_000  # the bundled model's training data uses seeds 1100, 1200, 1300
+HELD_OUT_SEED = 90_000  # the bundled models' training data use seeds 1100-1300 (model 1), 2100-2300 (model 2)
 
 
 def out_of_distribution_volumes(seed: int) -> dict[str, sitk.Image]:
@@ -57,26 +60,48 @@ def out_of_distribution_volumes(seed: int) -> dict[str, sitk.Image]:
     return images
 
 
-def evaluate(loaded: LoadedModel, cases: int, seed: int) -> dict:
-    """All figures of the model card as plain data."""
+def held_out_cases(cases: int, seed: int, version: str, protocols: Sequence[str], voxel_scale: float = 1.0):
+    """(joint, protocol family or None, phantom) of the evaluation: ``cases`` per joint and family
+    (generator 2.0) or per joint (1.0). Case i of a joint has seed ``case_seed(seed + joint, i)``."""
+    for joint_index, joint in enumerate(JOINT_KEYS):
+        families = list(protocols) if version != "1.0" else [None]
+        for index in range(cases * len(families)):
+            family = families[index % len(families)]
+            seed_i = case_seed(seed + joint_index, index)
+            phantom = generate_phantom(joint, seed_i, voxel_scale=voxel_scale, version=version, protocol=family)
+            yield joint, family, phantom
+
+
+def evaluate(
+    loaded: LoadedModel,
+    cases: int,
+    seed: int,
+    version: str = GENERATOR_VERSION,
+    protocols: Sequence[str] = FAMILIES,
+    voxel_scale: float = 1.0,
+) -> dict:
+    """All figures of the model card as plain data (``voxel_scale`` > 1: coarser phantoms, for tests)."""
     metrics: dict[str, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     confusion: dict[str, dict[str, int]] = {joint: defaultdict(int) for joint in JOINT_KEYS}
     confidences: list[float] = []
     false_warnings = 0  # held-out joint MRs flagged as out of distribution
     seconds = []
-    for joint_index, joint in enumerate(JOINT_KEYS):
-        for case in range(cases):
-            phantom = generate_phantom(joint, case_seed(seed + joint_index, case))
-            started = time.perf_counter()
-            result = segment_image(phantom.image, SegmentOptions(joint="auto"), model=loaded)
-            seconds.append(time.perf_counter() - started)
-            confusion[joint][result.joint] += 1
-            confidences.append(result.joint_confidence or 0.0)
-            false_warnings += any("does not look like" in warning for warning in result.warnings)
-            if result.joint != joint:  # segmentation quality is measured with the true joint
-                result = segment_image(phantom.image, SegmentOptions(joint=joint), model=loaded)
-            for bone, values in image_metrics(result.labels, phantom.labels, joint).items():
-                metrics[joint][bone].append(values)
+    for joint, family, phantom in held_out_cases(cases, seed, version, protocols, voxel_scale):
+        started = time.perf_counter()
+        result = segment_image(phantom.image, SegmentOptions(joint="auto"), model=loaded)
+        seconds.append(time.perf_counter() - started)
+        confusion[joint][result.joint] += 1
+        confidences.append(result.joint_confidence or 0.0)
+        false_warnings += any("does not look like" in warning for warning in result.warnings)
+        if result.joint != joint:  # segmentation quality is measured with the true joint
+            result = segment_image(phantom.image, SegmentOptions(joint=joint), model=loaded)
+        truth = sitk.GetArrayViewFromImage(phantom.labels)
+        voxel_ml = float(np.prod(phantom.labels.GetSpacing())) / 1000.0
+        cut = phantom.parameters.get("cut_bones", [])
+        for bone, values in image_metrics(result.labels, phantom.labels, joint).items():
+            truth_ml = float(np.count_nonzero(truth == get_joint(joint).label_of(bone))) * voxel_ml
+            if truth_ml > 0:  # a bone wholly outside the field of view is not scored
+                metrics[joint][bone].append({**values, "protocol": family, "cut": bone in cut, "truth_ml": truth_ml})
     out_of_distribution = {}
     for name, image in out_of_distribution_volumes(seed).items():
         result = segment_image(image, SegmentOptions(joint="auto"), model=loaded)
@@ -87,7 +112,9 @@ def evaluate(loaded: LoadedModel, cases: int, seed: int) -> dict:
         }
     return {
         "model": str(loaded.path),
-        "cases_per_joint": cases,
+        "cases_per_joint": cases * (len(protocols) if version != "1.0" else 1),
+        "generator_version": version,
+        "protocols": list(protocols) if version != "1.0" else [],
         "seed": seed,
         "threshold": loaded.manifest.detection.threshold,
         "metrics": {j: {b: values for b, values in bones.items()} for j, bones in metrics.items()},
@@ -112,12 +139,33 @@ def summary(results: dict) -> dict:
     }
     correct = sum(row.get(joint, 0) for joint, row in results["confusion"].items())
     total = sum(sum(row.values()) for row in results["confusion"].values())
+    by_family = dice_by_family(results)
     return {
-        "evaluation": f"held-out phantoms, {results['cases_per_joint']} per joint, seed {results['seed']}",
+        "evaluation": (
+            f"held-out phantoms (generator {results['generator_version']}), {results['cases_per_joint']} per joint, "
+            f"seed {results['seed']}"
+        ),
         "per_bone": per_bone,
+        "dice_mean_by_protocol": {
+            f"{bone}/{family}": round(value, 4)
+            for bone, families in by_family.items()
+            for family, value in families.items()
+        },
         "joint_detection_accuracy": round(correct / total, 4),
         "false_out_of_distribution_warnings": results["false_out_of_distribution_warnings"],
     }
+
+
+def dice_by_family(results: dict) -> dict[str, dict[str, float]]:
+    """Mean Dice per ``joint/bone`` and protocol family (empty for generator 1.0)."""
+    table: dict[str, dict[str, float]] = {}
+    for joint, bones in results["metrics"].items():
+        for bone, values in bones.items():
+            families = sorted({v["protocol"] for v in values if v["protocol"] is not None})
+            table[f"{joint}/{bone}"] = {
+                family: float(np.mean([v["dice"] for v in values if v["protocol"] == family])) for family in families
+            }
+    return table
 
 
 def markdown(results: dict) -> str:
@@ -130,6 +178,17 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {joint} | {name} | {dice.mean():.1f} ± {dice.std():.1f} (min {dice.min():.1f}) "
                 f"| {assd.mean():.2f} ± {assd.std():.2f} |"
+            )
+    pooled = [v["dice"] for bones in results["metrics"].values() for values in bones.values() for v in values]
+    lines += ["", f"All bones pooled: mean Dice {100 * np.mean(pooled):.1f} %, worst {100 * np.min(pooled):.1f} %"]
+    by_family = dice_by_family(results)
+    families = results.get("protocols") or []
+    if families:
+        lines += ["", "Mean Dice (%) per protocol family", "", "| bone | " + " | ".join(families) + " |"]
+        lines.append("|---" * (len(families) + 1) + "|")
+        for bone, row in by_family.items():
+            lines.append(
+                f"| {bone} | " + " | ".join(f"{100 * row[f]:.1f}" if f in row else "-" for f in families) + " |"
             )
     lines += [
         "",
@@ -167,13 +226,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m pbseg_training.evaluate_model", description=__doc__.splitlines()[0]
     )
     parser.add_argument("model", nargs="?", type=Path, default=bundled_model_path())
-    parser.add_argument("--cases", type=int, default=10, help="held-out phantoms per joint (default 10)")
+    parser.add_argument(
+        "--cases", type=int, default=2, help="held-out phantoms per joint and protocol family (default 2)"
+    )
+    parser.add_argument("--protocols", nargs="+", choices=FAMILIES, default=FAMILIES, metavar="FAMILY")
+    parser.add_argument("--generator", choices=VERSIONS, default=GENERATOR_VERSION, help="phantom generator version")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--record", action="store_true", help="store the summary in the model's manifest")
     args = parser.parse_args(argv)
     loaded = load_model(args.model)
-    results = evaluate(loaded, args.cases, args.seed)
+    results = evaluate(loaded, args.cases, args.seed, args.generator, args.protocols)
     if args.record:
         loaded.manifest.provenance["metrics"] = summary(results)
         save_model(args.model, loaded.network, loaded.manifest, loaded.centroids)

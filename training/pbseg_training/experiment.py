@@ -90,7 +90,12 @@ def prepare_datasets(config: ExperimentConfig, out_dir: Path) -> dict[str, Path]
         folders[joint] = out_dir / "data" / joint
         if not folders[joint].exists():
             write_phantom_dataset(
-                joint, spec.cases, spec.seed + 100 * index, folders[joint], voxel_scale=spec.voxel_scale
+                joint,
+                spec.cases,
+                spec.seed + 100 * index,
+                folders[joint],
+                voxel_scale=spec.voxel_scale,
+                version=spec.generator_version,
             )
     return folders
 

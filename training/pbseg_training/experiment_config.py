@@ -23,6 +23,7 @@ class PhantomSpec:
     seed: int = 4000
     voxel_scale: float = 1.0
     joints: tuple[str, ...] = JOINT_KEYS
+    generator_version: str = "2.0"  # "1.0": the committed experiment's one-contrast-per-joint phantoms
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ def generate_phantom(
     voxel_scale: float = 1.0,
     version: str = GENERATOR_VERSION,
     protocol: str | None = None,
+    contrast: dict[str, float] | None = None,
 ) -> Phantom:
     """One phantom of ``joint``, fully determined by its arguments.
 
@@ -76,7 +77,9 @@ def generate_phantom(
     multiplies the voxel size (same anatomy, fewer voxels) for quick tests. ``version``: "2.0"
     draws a clinical protocol, anatomical variation and artefacts per case; "1.0" renders the
     original phantoms (one contrast per joint). ``protocol``: force a protocol family of
-    ``protocols.FAMILIES`` (2.0 only); everything else is drawn as without it."""
+    ``protocols.FAMILIES`` (2.0 only); everything else is drawn as without it. ``contrast``: relative
+    signal of every tissue of ``appearance.TISSUES`` (2.0 only), replacing the protocol's drawn
+    signals, e.g. a permuted table to test robustness to unseen contrasts."""
     joint_key = get_joint(joint).key
     if age_years is not None and not AGE_RANGE[0] <= age_years <= AGE_RANGE[1]:
         raise ValueError(f"age_years must be within {AGE_RANGE}, got {age_years}")
@@ -84,8 +87,10 @@ def generate_phantom(
         raise ValueError(f"voxel_scale must be within [0.25, 8], got {voxel_scale}")
     if version not in VERSIONS:
         raise ValueError(f"unknown generator version {version!r}; choose one of {', '.join(VERSIONS)}")
-    if protocol is not None and version == "1.0":
-        raise ValueError("generator 1.0 has one contrast per joint: a protocol needs version 2.0")
+    if (protocol is not None or contrast is not None) and version == "1.0":
+        raise ValueError("generator 1.0 has one contrast per joint: a protocol or contrast needs version 2.0")
+    if contrast is not None and set(contrast) != set(TISSUES):
+        raise ValueError(f"contrast must give the signal of exactly these tissues: {', '.join(TISSUES)}")
     rng = np.random.default_rng([_SALT, JOINT_KEYS.index(joint_key), int(seed)])
     drawn_age = float(rng.uniform(*AGE_RANGE))
     age = float(age_years) if age_years is not None else drawn_age
@@ -100,7 +105,7 @@ def generate_phantom(
         variation = None
     else:
         grid, protocol_drawn = _protocol_grid(joint_key, model, growth, side, voxel_scale, rng, protocol)
-        look = _Look.draw(protocol_drawn, grid, voxel_scale, rng)
+        look = _Look.draw(protocol_drawn, grid, voxel_scale, rng, contrast)
         variation = _Variation.draw(joint_key, model, growth, rng)
         parameters |= {"protocol": protocol_drawn.to_json()} | look.to_json() | variation.to_json(model)
     noise_rng = np.random.default_rng(rng.integers(2**63))
@@ -198,9 +203,17 @@ class _Look:
         return cls(appearance.signal, TEXTURE, grid.spacing[2], None, appearance)
 
     @classmethod
-    def draw(cls, protocol: Protocol, grid: ScannerGrid, voxel_scale: float, rng: np.random.Generator) -> _Look:
+    def draw(
+        cls,
+        protocol: Protocol,
+        grid: ScannerGrid,
+        voxel_scale: float,
+        rng: np.random.Generator,
+        contrast: dict[str, float] | None = None,
+    ) -> _Look:
         gain = float(rng.uniform(300.0, 1500.0))
-        signal = {tissue: gain * value for tissue, value in draw_signals(protocol.family, rng).items()}
+        relative = draw_signals(protocol.family, rng)
+        signal = {tissue: gain * float(value) for tissue, value in (contrast or relative).items()}
         texture = {"muscle": float(rng.uniform(0.04, 0.14)), "fat": float(rng.uniform(0.02, 0.08))}
         texture["marrow"] = float(rng.uniform(0.06, 0.22))  # trabecular texture
         artefacts = Artefacts.draw(noise_fraction(protocol, rng), rng)
