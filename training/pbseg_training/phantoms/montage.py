@@ -60,9 +60,10 @@ def save_montage(phantoms: Sequence[Phantom], path: str | Path, per_row: int = 1
         left.imshow(image, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
         right.imshow(_overlay(image, labels, phantom.joint), aspect=aspect, interpolation="nearest")
         if title:
-            left.set_title(
-                f"{phantom.joint}, {phantom.age_years:.1f} y, {phantom.side} (seed {phantom.seed})", fontsize=9
-            )
+            protocol = phantom.parameters.get("protocol")
+            acquired = f", {protocol['family']} {protocol['acquisition']} {protocol['plane']}" if protocol else ""
+            caption = f"{phantom.joint}, {phantom.age_years:.1f} y, {phantom.side}{acquired} (seed {phantom.seed})"
+            left.set_title(caption, fontsize=8)
     figure.tight_layout()
     try:
         with atomic_file(path) as temporary:
