@@ -51,6 +51,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"detection:  auto-detection on (scale {detection.scale}, threshold {detection.threshold})")
     else:
         print("detection:  none (give the joint with --joint)")
+    quality = loaded.manifest.quality
+    if quality is not None:
+        figures = quality.get("calibration", {}).get("cross_validated", {}).get("present", {})
+        measured = (
+            f"; cross-validated: {figures['bad_flagged']:.0%} of bones with Dice < 0.7 flagged, "
+            f"{figures['good_flagged']:.0%} of bones with Dice >= 0.85"
+            if {"bad_flagged", "good_flagged"} <= set(figures)
+            else ""
+        )
+        threshold = quality.get("threshold")
+        shown = f"{threshold:.3f}" if isinstance(threshold, float) else threshold
+        print(f"quality:    calibrated, threshold {shown}{measured}")
+    else:
+        print("quality:    not calibrated (the conservative default applies)")
     provenance = loaded.manifest.provenance
     if provenance:
         facts = ", ".join(

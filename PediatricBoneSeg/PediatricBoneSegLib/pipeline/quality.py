@@ -17,7 +17,9 @@ For each bone the network predicted, seven features (``FEATURES``) are measured:
 
 A ``QualityModel`` (logistic, stored in the model file's manifest as its ``quality`` section by
 ``pbseg_training.calibrate_quality``) turns them into a quality in [0, 1]; a bone is reliable when
-its quality reaches the model's threshold. A model file without a ``quality`` section gets
+its quality reaches the model's threshold and its largest piece holds at least half of it (a
+child's bone split by its growth plate is two pieces, the larger one at least half: more than half
+outside the largest piece is scattered patches, however confident). A model file without a ``quality`` section gets
 ``DEFAULT_QUALITY``: hand-set and conservative (it flags a bone unless the network is confident,
 the bone is in one piece and its volume is within the catalog's pediatric range). A missing bone
 has quality 0 and is never reliable. NumPy and SciPy only: the report writers import this.
@@ -90,9 +92,10 @@ class NetworkEvidence:
 class QualityModel:
     """Logistic model of a bone's reliability: quality = sigmoid(bias + sum of ``weights`` x
     (feature - ``means``) / ``scales``), all three in ``FEATURES`` order; reliable when quality >=
-    ``threshold``. ``volume_log_ml``: bone key -> (mean, std) of ln(volume in ml) in training-like
-    data (bones not listed: from the catalog's range). ``calibration``: the figures measured when it
-    was fitted (free-form, kept in the manifest)."""
+    ``threshold`` and ``outside_largest`` <= ``fragmented_above``. ``volume_log_ml``: bone key ->
+    (mean, std) of ln(volume in ml) in training-like data (bones not listed: from the catalog's
+    range). ``calibration``: the figures measured when it was fitted (free-form, kept in the
+    manifest)."""
 
     weights: tuple[float, ...]
     means: tuple[float, ...]
@@ -101,6 +104,7 @@ class QualityModel:
     threshold: float
     volume_log_ml: dict[str, tuple[float, float]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    fragmented_above: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("weights", "means", "scales"):
@@ -111,6 +115,8 @@ class QualityModel:
             raise ValueError("quality scales must be positive")
         if not _is_number(self.bias) or not _is_number(self.threshold) or not 0 < self.threshold < 1:
             raise ValueError("quality bias must be a number and threshold a number in (0, 1)")
+        if not _is_number(self.fragmented_above) or not 0 < self.fragmented_above <= 1:
+            raise ValueError("quality fragmented_above must be a number in (0, 1]")
         for bone, stats in self.volume_log_ml.items():
             if len(stats) != 2 or not all(_is_number(v) for v in stats) or stats[1] <= 0:
                 raise ValueError(f"quality volume_log_ml of {bone!r} must be [mean, positive std]")
@@ -125,6 +131,10 @@ class QualityModel:
         logit = self.bias + float(self.contributions(features).sum())
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
 
+    def reliable(self, features: dict[str, float]) -> bool:
+        """The verdict on one bone's ``FEATURES``: quality at the threshold or above, not fragmented."""
+        return self.score(features) >= self.threshold and features["outside_largest"] <= self.fragmented_above
+
     def volume_stats(self, bone: str, joint: str) -> tuple[float, float]:
         """(mean, std) of ln(volume in ml) of ``joint``'s ``bone``: calibrated, else the catalog's."""
         return self.volume_log_ml.get(bone) or catalog_volume_stats(bone, joint)
@@ -137,6 +147,7 @@ class QualityModel:
             "scales": list(self.scales),
             "bias": self.bias,
             "threshold": self.threshold,
+            "fragmented_above": self.fragmented_above,
             "volume_log_ml": {bone: list(stats) for bone, stats in self.volume_log_ml.items()},
             "calibration": self.calibration,
         }
@@ -155,6 +166,7 @@ class QualityModel:
                 scales=tuple(data["scales"]),
                 bias=data["bias"],
                 threshold=data["threshold"],
+                fragmented_above=data.get("fragmented_above", 0.5),
                 volume_log_ml={bone: tuple(stats) for bone, stats in data.get("volume_log_ml", {}).items()},
                 calibration=dict(data.get("calibration", {})),
             )
@@ -251,10 +263,11 @@ def assess_bones(
         if features is None:
             qualities[bone.key] = BoneQuality(0.0, False, reasons=("not found",))
             continue
-        score = model.score(features)
-        reliable = score >= model.threshold
+        score, reliable = model.score(features), model.reliable(features)
         reasons: tuple[str, ...] = ()
-        if not reliable:
+        if features["outside_largest"] > model.fragmented_above:
+            reasons = (f"fragmented: {features['outside_largest']:.0%} outside its largest piece",)
+        elif not reliable:
             terms = model.contributions(features)
             reasons = tuple(_REASONS[FEATURES[i]] for i in np.argsort(terms)[:2] if terms[i] < 0)
         qualities[bone.key] = BoneQuality(score, reliable, features, reasons)
