@@ -60,7 +60,14 @@ def pretrain_shape_prior(
     """Train on union label slices [N, H, W] of all joints (reconstruction cross-entropy), then freeze."""
     model = ShapeAutoencoder(size, latent)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    targets = F.interpolate(union_one_hot(union_labels, None), size=(size, size), mode="area").argmax(1)
+    # Downsampled in chunks: the one-hot of every slice at once needs N x classes x H x W floats
+    # (12 GB for the 10 000 slices of 3D acquisitions); the result is the same.
+    targets = torch.cat(
+        [
+            F.interpolate(union_one_hot(chunk, None), size=(size, size), mode="area").argmax(1)
+            for chunk in union_labels.split(256)
+        ]
+    )
     for _ in range(steps):
         index = torch.randint(len(targets), (min(batch, len(targets)),), generator=generator)
         masks = F.one_hot(targets[index], NUM_UNION_CLASSES).permute(0, 3, 1, 2).float()
