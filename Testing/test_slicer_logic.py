@@ -95,6 +95,9 @@ def test_segment_path_with_a_model_file(harness, knee, tiny_model):
     result = logic.segment(volume, joint="knee", modelPath=tiny_model, progress=lambda f, m: messages.append((f, m)))
     assert result.joint == "knee" and not result.autoDetected and result.jointConfidence is None
     assert self_test.check_result(result, volume, "knee", bones_required="any") == []
+    # an untrained network's labels are garbage: never reported as fine
+    assert result.unreliableBones and set(result.boneQuality) == {bone.key for bone in KNEE.bones}
+    assert f"Check: unreliable {', '.join(result.unreliableBones)}." in result.summary()
     fractions = [f for f, _ in messages]
     assert (
         fractions == sorted(fractions) and fractions[-1] >= 0.8 and messages[-1][1] == "Creating the morphometry table"
