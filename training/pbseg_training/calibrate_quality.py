@@ -1,7 +1,7 @@
 """Calibrate a model file's per-bone quality model on held-out phantoms and a failure set.
 
 ``python -m pbseg_training.calibrate_quality MODEL -o OUT_MODEL [--cases N] [--seed S]
-[--voxel-scale V] [--json FIGURES.json]``
+[--voxel-scale V] [--generator VERSION] [--json FIGURES.json]``
 
 Every phantom (N per joint, seeds from S, far from the training seeds) is segmented as it is and
 as a failure: forced to each other joint, with heavy Rician noise (three levels), cut by the field
@@ -106,8 +106,11 @@ def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def collect(loaded: LoadedModel, cases: int, seed: int, voxel_scale: float) -> list[Sample]:
-    """Segment every phantom and failure; one ``Sample`` per bone of the joint used."""
+def collect(
+    loaded: LoadedModel, cases: int, seed: int, voxel_scale: float, generator: str = GENERATOR_VERSION
+) -> list[Sample]:
+    """Segment every phantom (of phantom generator version ``generator``) and its failures; one
+    ``Sample`` per bone of the joint used."""
     torch.manual_seed(seed)
     untrained = LoadedModel(
         MultiDomainUNet(loaded.manifest.architecture).eval(), loaded.manifest, loaded.centroids, loaded.path
@@ -115,7 +118,8 @@ def collect(loaded: LoadedModel, cases: int, seed: int, voxel_scale: float) -> l
     samples = []
     for joint_index, joint in enumerate(loaded.manifest.joints):
         for case in range(cases):
-            phantom = generate_phantom(joint, case_seed(seed + joint_index, case), voxel_scale=voxel_scale)
+            seed_of_case = case_seed(seed + joint_index, case)
+            phantom = generate_phantom(joint, seed_of_case, voxel_scale=voxel_scale, version=generator)
             group = joint_index * cases + case
             runs = [(c, i, t, j, loaded) for c, i, t, j in failure_cases(phantom, loaded.manifest.joints, seed)]
             runs.append(("untrained network", phantom.image, phantom.labels, joint, untrained))
@@ -306,14 +310,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=8, help="held-out phantoms per joint (default 8)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help=f"phantom seed (default {HELD_OUT_SEED})")
     parser.add_argument("--voxel-scale", type=float, default=1.0, help="phantom voxel size factor (default 1)")
+    parser.add_argument(
+        "--generator", default=GENERATOR_VERSION, help=f"phantom generator version (default {GENERATOR_VERSION})"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures (and every bone's features) as JSON")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     loaded = load_model(args.model)
-    samples = collect(loaded, args.cases, args.seed, args.voxel_scale)
+    samples = collect(loaded, args.cases, args.seed, args.voxel_scale, args.generator)
     settings = {
         "phantoms": f"{args.cases} per joint, seed {args.seed}, voxel scale {args.voxel_scale:g}, "
-        f"generator {GENERATOR_VERSION}",
+        f"generator {args.generator}",
         "conditions": list(dict.fromkeys(s.condition for s in samples)),
         "bones": len(samples),
     }
