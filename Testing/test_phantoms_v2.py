@@ -201,3 +201,15 @@ def test_generator_1_still_renders_the_experiment_phantoms(joint: str) -> None:
     assert float(image.mean()) == pytest.approx(mean, rel=1e-3)
     assert float(image.std()) == pytest.approx(std, rel=1e-3)
     assert p.parameters["generator_version"] == "1.0" and "protocol" not in p.parameters
+
+
+def test_the_permutation_study_hands_every_tissue_another_signal() -> None:
+    from pbseg_training.permutation_study import permuted_contrast
+
+    signal = phantom("knee", 2, 12.0, "PD_FS").parameters["signal"]
+    permuted = permuted_contrast(signal, 5)
+    assert set(permuted) == set(TISSUES) and permuted["air"] == 0.0
+    others = [t for t in TISSUES if t != "air"]
+    assert sorted(permuted[t] for t in others) == sorted(signal[t] for t in others)
+    assert all(permuted[t] != signal[t] for t in others)
+    assert permuted == permuted_contrast(signal, 5) and permuted != permuted_contrast(signal, 6)
