@@ -108,7 +108,7 @@ def test_impossible_relative_position_is_warned_in_patient_axes() -> None:
 @pytest.mark.parametrize("joint", ["knee", "ankle", "shoulder"])
 def test_phantom_truth_passes_unchanged_and_without_warnings(joint: str) -> None:
     """Realistic anatomy (growth plates, thin bones, random pose): nothing removed, nothing flagged."""
-    phantom = generate_phantom(joint, seed=1, voxel_scale=2.0)
+    phantom = generate_phantom(joint, seed=1, voxel_scale=2.0, version="1.0")
     labels = sitk.GetArrayFromImage(phantom.labels)
     spacing_zyx = phantom.labels.GetSpacing()[::-1]
     cleaned, warnings = clean_labels(labels, spacing_zyx, joint, phantom.labels.GetDirection())
@@ -117,6 +117,28 @@ def test_phantom_truth_passes_unchanged_and_without_warnings(joint: str) -> None
     if joint == "shoulder":  # its humerus is split by the growth plate: both parts were kept
         humerus = labels == get_joint(joint).label_of("humerus")
         assert ndimage.label(humerus, structure=np.ones((3, 3, 3)))[1] >= 2
+
+
+@pytest.mark.parametrize("joint", ["knee", "ankle", "shoulder"])
+def test_generator_2_truth_in_any_protocol_and_pose_passes_unchanged(joint: str) -> None:
+    """Flexed, deformed, tilted anatomy in any plane (generator 2.0): the truth of the first cases
+    that show every bone at a plausible size is neither changed nor flagged."""
+    spec, checked = get_joint(joint), 0
+    for seed in range(1, 40):
+        phantom = generate_phantom(joint, seed, voxel_scale=1.25)
+        labels = sitk.GetArrayFromImage(phantom.labels)
+        voxel_ml = np.prod(phantom.labels.GetSpacing()) / 1000.0
+        volumes = [np.count_nonzero(labels == spec.label_of(bone.key)) * voxel_ml for bone in spec.bones]
+        if any(volume < bone.volume_range_ml[0] for volume, bone in zip(volumes, spec.bones)):
+            continue  # a bone (almost) outside the field of view is rightly reported
+        spacing, direction = phantom.labels.GetSpacing()[::-1], phantom.labels.GetDirection()
+        cleaned, warnings = clean_labels(labels, spacing, joint, direction)
+        np.testing.assert_array_equal(cleaned, labels)
+        assert warnings == [], (seed, phantom.parameters["protocol"], warnings)
+        checked += 1
+        if checked == 3:
+            return
+    pytest.fail(f"fewer than 3 {joint} phantoms with every bone in view")
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
