@@ -96,7 +96,9 @@ def write_case(
                         progress(done / (len(pending) + 1), f"wrote {pending[future]}")
                     check_cancelled(cancel)
             except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # nothing may write into staging after this
+                # Nothing may write into staging after this, even if another signal arrives meanwhile.
+                with deferred_interrupts():
+                    pool.shutdown(wait=True, cancel_futures=True)
                 raise
         timings = {**result.timings, "write": time.perf_counter() - start}
         files_written = [name for name, _ in files] + [QC_FILE, REPORT_FILE]
@@ -109,7 +111,8 @@ def write_case(
             placed = True
     except BaseException as error:
         if not placed and staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+            with deferred_interrupts():  # a second signal must not stop the clean-up half-way
+                shutil.rmtree(staging, ignore_errors=True)
         elif isinstance(error, KeyboardInterrupt):
             error.written_folder = target  # type: ignore[attr-defined]
         raise
