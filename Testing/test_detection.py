@@ -22,6 +22,8 @@ from PediatricBoneSegLib.resources import bundled_model_path
 
 MISMATCH = "was requested but the volume looks like"
 HELD_OUT_SEED = 90_000  # as the model card's evaluation: never used to train the bundled model
+# The bundled model was trained on generator 1.0's phantoms (one contrast per joint): its detection
+# is tested on those. Under generator 2.0's protocols it is not reliable (README, model card).
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_forced_joint_on_its_own_anatomy_is_not_warned(detection: tuple, joint: 
 
 def test_bundled_model_warns_a_knee_forced_to_another_joint(bundled: LoadedModel) -> None:
     """The user's case on the real model: a held-out knee phantom forced to ankle or shoulder."""
-    knee = generate_phantom("knee", case_seed(HELD_OUT_SEED + 1, 0)).image
+    knee = generate_phantom("knee", case_seed(HELD_OUT_SEED + 1, 0), version="1.0").image
     genuine = _choose(bundled, knee, "knee")
     assert set(genuine.distances) == {"ankle", "knee", "shoulder"}
     assert genuine.warnings == []
@@ -94,7 +96,7 @@ def test_bundled_model_warns_a_knee_forced_to_another_joint(bundled: LoadedModel
 @pytest.mark.parametrize("joint", ["ankle", "shoulder"])
 def test_bundled_model_does_not_warn_a_joint_forced_on_its_own_anatomy(bundled: LoadedModel, joint: str) -> None:
     index = bundled.manifest.joints.index(joint)
-    image = generate_phantom(joint, case_seed(HELD_OUT_SEED + index, 0)).image
+    image = generate_phantom(joint, case_seed(HELD_OUT_SEED + index, 0), version="1.0").image
     choice = _choose(bundled, image, joint)
     assert len(choice.distances) == 3 and choice.warnings == []
     assert _mismatches(_choose(bundled, image, "knee").warnings)
