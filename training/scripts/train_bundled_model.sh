@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Retrain the bundled model from scratch: generator-2.0 phantom datasets (fixed seeds) -> full-scheme training ->
-# model file in PediatricBoneSeg/PediatricBoneSegLib/resources/ (package data). Resumable: run it again after an interruption.
+# Train the candidate model 2 from scratch: generator-2.0 phantom datasets (fixed seeds) -> full-scheme training ->
+# candidate model file in training/results/model2/. Resumable: run it again after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
@@ -13,5 +13,6 @@ for joint in ankle knee shoulder; do
   fi
 done
 "$BIN/pbseg-train" training/configs/bundled.toml -o runs/bundled2 --resume
-cp runs/bundled2/model.safetensors PediatricBoneSeg/PediatricBoneSegLib/resources/pediatric_bones.safetensors
-"$BIN/pbseg" info PediatricBoneSeg/PediatricBoneSegLib/resources/pediatric_bones.safetensors
+# The candidate is not bundled until it detects joints as well as model 1 (README, "Candidate model 2").
+cp runs/bundled2/model.safetensors training/results/model2/pediatric_bones_2.safetensors
+"$BIN/pbseg" info training/results/model2/pediatric_bones_2.safetensors
