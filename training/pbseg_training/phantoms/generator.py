@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 
-from .anatomy import BoneModel, Bounds, Growth, JointModel
+from .anatomy import Bounds, Growth, JointModel
 from .ankle import build_ankle
 from .appearance import TEXTURE, TISSUES, Appearance, add_rician_noise, bias_field, texture_field
 from .artefacts import Artefacts, acquire
@@ -35,7 +35,6 @@ GENERATOR_VERSION = "2.0"
 VERSIONS = ("1.0", "2.0")  # 1.0: the committed experiment's phantoms, kept bit-for-bit reproducible
 AGE_RANGE = (2.0, 17.0)
 MAX_MATRIX = 384  # generator 1.0: in-plane acquisition matrix of the largest fields of view
-PLANES = {"ankle": "sagittal", "knee": "sagittal", "shoulder": "coronal"}
 BUILDERS: dict[str, Callable[[np.random.Generator, Growth], JointModel]] = {
     "ankle": build_ankle,
     "knee": build_knee,
@@ -70,6 +69,7 @@ def generate_phantom(
     version: str = GENERATOR_VERSION,
     protocol: str | None = None,
     contrast: dict[str, float] | None = None,
+    exclude_protocols: tuple[str, ...] = (),
 ) -> Phantom:
     """One phantom of ``joint``, fully determined by its arguments.
 
@@ -79,7 +79,8 @@ def generate_phantom(
     original phantoms (one contrast per joint). ``protocol``: force a protocol family of
     ``protocols.FAMILIES`` (2.0 only); everything else is drawn as without it. ``contrast``: relative
     signal of every tissue of ``appearance.TISSUES`` (2.0 only), replacing the protocol's drawn
-    signals, e.g. a permuted table to test robustness to unseen contrasts."""
+    signals, e.g. a permuted table to test robustness to unseen contrasts. ``exclude_protocols``
+    (2.0): a case that draws one of these families gets another, chosen from the rest by its seed."""
     joint_key = get_joint(joint).key
     if age_years is not None and not AGE_RANGE[0] <= age_years <= AGE_RANGE[1]:
         raise ValueError(f"age_years must be within {AGE_RANGE}, got {age_years}")
@@ -91,33 +92,73 @@ def generate_phantom(
         raise ValueError("generator 1.0 has one contrast per joint: a protocol or contrast needs version 2.0")
     if contrast is not None and set(contrast) != set(TISSUES):
         raise ValueError(f"contrast must give the signal of exactly these tissues: {', '.join(TISSUES)}")
-    rng = np.random.default_rng([_SALT, JOINT_KEYS.index(joint_key), int(seed)])
-    drawn_age = float(rng.uniform(*AGE_RANGE))
-    age = float(age_years) if age_years is not None else drawn_age
-    side = "left" if rng.random() < 0.5 else "right"
-    growth = Growth.draw(age, rng)
-    model = BUILDERS[joint_key](rng, growth)
-    parameters: dict = {"generator_version": version, "joint": joint_key, "seed": int(seed), "age_years": age}
-    parameters |= {"side": side, "voxel_scale": float(voxel_scale)}
-    if version == "1.0":
-        grid = _scanner_grid(joint_key, model, growth, side, voxel_scale, rng)
-        look = _Look.legacy(Appearance.draw(joint_key, rng), grid)
-        variation = None
-    else:
-        grid, protocol_drawn = _protocol_grid(joint_key, model, growth, side, voxel_scale, rng, protocol)
-        look = _Look.draw(protocol_drawn, grid, voxel_scale, rng, contrast)
-        variation = _Variation.draw(joint_key, model, growth, rng)
-        parameters |= {"protocol": protocol_drawn.to_json()} | look.to_json() | variation.to_json(model)
-    noise_rng = np.random.default_rng(rng.integers(2**63))
-    image, labels, tissues = _render(joint_key, model, grid, look, variation, noise_rng)
-    parameters |= {
+    allowed = _allowed_families(version, exclude_protocols)
+    case = _draw_case(joint_key, int(seed), age_years, voxel_scale, version, protocol, contrast)
+    if case.variation is not None and case.parameters["protocol"]["family"] in exclude_protocols:
+        # Drawing is cheap (no voxels yet): draw the case again with an allowed family.
+        family = allowed[int(seed) % len(allowed)]
+        case = _draw_case(joint_key, int(seed), age_years, voxel_scale, version, family, contrast)
+    image, labels, tissues = _render(joint_key, case.model, case.grid, case.look, case.variation, case.noise_rng)
+    grid = case.grid
+    parameters = case.parameters | {
         "size": list(grid.shape[::-1]),
         "spacing": list(grid.spacing),
         "direction": [float(v) for v in grid.direction.flatten()],
         "cut_bones": _cut_bones(labels, joint_key),
     }
     volumes = [_to_sitk(array, grid) for array in (image, labels, tissues)]
-    return Phantom(volumes[0], volumes[1], joint_key, age, side, int(seed), volumes[2], parameters)
+    return Phantom(volumes[0], volumes[1], joint_key, case.age, case.side, int(seed), volumes[2], parameters)
+
+
+def _allowed_families(version: str, exclude_protocols: tuple[str, ...]) -> list[str]:
+    allowed = [family for family in FAMILIES if family not in exclude_protocols]
+    if exclude_protocols and (version == "1.0" or not allowed or set(exclude_protocols) - set(FAMILIES)):
+        raise ValueError(f"exclude_protocols {exclude_protocols}: needs version 2.0 and known families, not all")
+    return allowed
+
+
+@dataclass
+class _Case:
+    """Everything drawn for a phantom before any voxel is rendered."""
+
+    age: float
+    side: str
+    model: JointModel
+    grid: ScannerGrid
+    look: _Look
+    variation: _Variation | None  # None: generator 1.0
+    noise_rng: np.random.Generator
+    parameters: dict
+
+
+def _draw_case(
+    joint: str,
+    seed: int,
+    age_years: float | None,
+    voxel_scale: float,
+    version: str,
+    protocol: str | None,
+    contrast: dict[str, float] | None,
+) -> _Case:
+    rng = np.random.default_rng([_SALT, JOINT_KEYS.index(joint), seed])
+    drawn_age = float(rng.uniform(*AGE_RANGE))
+    age = float(age_years) if age_years is not None else drawn_age
+    side = "left" if rng.random() < 0.5 else "right"
+    growth = Growth.draw(age, rng)
+    model = BUILDERS[joint](rng, growth)
+    parameters: dict = {"generator_version": version, "joint": joint, "seed": seed, "age_years": age}
+    parameters |= {"side": side, "voxel_scale": float(voxel_scale)}
+    if version == "1.0":
+        grid = _scanner_grid(joint, model, growth, side, voxel_scale, rng)
+        look = _Look.legacy(Appearance.draw(joint, rng), grid)
+        variation = None
+    else:
+        grid, protocol_drawn = _protocol_grid(joint, model, growth, side, voxel_scale, rng, protocol)
+        look = _Look.draw(protocol_drawn, grid, voxel_scale, rng, contrast)
+        variation = _Variation.draw(joint, model, growth, rng)
+        parameters |= {"protocol": protocol_drawn.to_json()} | look.to_json() | variation.to_json(model)
+    noise_rng = np.random.default_rng(rng.integers(2**63))
+    return _Case(age, side, model, grid, look, variation, noise_rng, parameters)
 
 
 def _cut_bones(labels: np.ndarray, joint: str) -> list[str]:
@@ -142,7 +183,7 @@ def _scanner_grid(
     n_slices = max(3, int(np.ceil(model.slab / spacing[2])))
     anatomy_center = np.asarray(model.fov_center) * axis_scale + shift
     return ScannerGrid.build(
-        PLANES[joint],
+        get_joint(joint).usual_plane,
         (n_slices, n_inplane, n_inplane),
         spacing,
         center,
@@ -373,30 +414,30 @@ def _render(
         if block is None:
             continue
         points = tuple(c[block] for c in coords)
+        cortex, shaft_cortex = bone.cortex, bone.shaft_cortex
         if variation is not None:
             if distal:
                 points = variation.hinge.rotate(points, variation.flexion)
             points = variation.bones[index](points)
-        cortex, shaft_cortex = bone.cortex, bone.shaft_cortex
-        if variation is not None:
             cortex, shaft_cortex = cortex * variation.cortex[index], shaft_cortex * variation.shaft_cortex[index]
         sdf = at(bone.sdf, points)
         inside = sdf < 0
         shaft = bone.shaft(points) if bone.shaft is not None else None
         inner = sdf + np.float32(cortex) + (shaft * np.float32(shaft_cortex) if shaft is not None else 0.0)
-        open_plates = [(at(ph.side, points), ph.thickness) for ph in bone.physes if ph.open]
+        sides = [at(ph.side, points) for ph in bone.physes]  # each plate's field, evaluated once
+        open_plates = [(side, ph.thickness) for side, ph in zip(sides, bone.physes) if ph.open]
         for side, thickness in open_plates:
             # 2.0 keeps the plate inside the bone's outline; 1.0 let it reach the cartilage surface.
             limit = sdf if variation is not None else sdf - bone.cartilage
             physes.append((block, np.maximum(np.abs(side) - thickness / 2, limit)))
             inside &= np.abs(side) > thickness / 2
         if variation is not None:
-            red = _red_marrow(bone, points, shaft, variation.marrow, s) + variation.marrow.patchiness * patches[block]
+            red = _red_marrow(sides, shaft, variation.marrow) + variation.marrow.patchiness * patches[block]
             red = np.clip(red, 0.0, 1.0)
             value = red * signal["red_marrow"] + (1.0 - red) * signal["marrow"]
             marrows.append((block, inner, "marrow", value * (1.0 + look.texture["marrow"] * fine[block])))
         elif bone.physes:
-            side = at(bone.physes[0].side, points)
+            side = sides[0]
             red = (1 - bone.red_marrow) * signal["marrow"] + bone.red_marrow * signal["red_marrow"]
             marrows.append((block, np.maximum(inner, side), "marrow", signal["marrow"]))
             marrows.append((block, np.maximum(inner, -side), "red_marrow", red))
@@ -451,15 +492,13 @@ def _without_specks(mask: np.ndarray) -> np.ndarray:
     return keep[components]
 
 
-def _red_marrow(
-    bone: BoneModel, points: tuple[np.ndarray, ...], shaft: np.ndarray | None, marrow: _Marrow, scale: float
-) -> np.ndarray | float:
-    """Red share of each voxel of a bone: epiphysis / metaphysis / diaphysis blend (round and flat
+def _red_marrow(sides: list[np.ndarray], shaft: np.ndarray | None, marrow: _Marrow) -> np.ndarray | float:
+    """Red share of each voxel of a bone, from its first growth plate's field (``sides[0]``, real
+    mm, negative on the epiphysis side): epiphysis / metaphysis / diaphysis blend (round and flat
     bones without a growth plate convert between epiphysis and metaphysis)."""
-    if not bone.physes:
+    if not sides:
         return 0.5 * (marrow.epiphysis + marrow.metaphysis)
-    side = bone.physes[0].side(points) * np.float32(scale)
-    epiphysis = np.clip(0.5 - side / np.float32(2.0), 0.0, 1.0)
+    epiphysis = np.clip(0.5 - sides[0] / np.float32(2.0), 0.0, 1.0)
     along = 0.0 if shaft is None else shaft
     metaphyseal = (1.0 - along) * marrow.metaphysis + along * marrow.diaphysis
     return epiphysis * marrow.epiphysis + (1.0 - epiphysis) * metaphyseal
@@ -497,17 +536,17 @@ def write_phantom_dataset(
 
     joint_key = get_joint(joint).key
 
-    allowed = [family for family in FAMILIES if family not in exclude_protocols]
-    if exclude_protocols and (version == "1.0" or not allowed or set(exclude_protocols) - set(FAMILIES)):
-        raise ValueError(f"exclude_protocols {exclude_protocols}: needs version 2.0 and known families, not all")
+    _allowed_families(version, exclude_protocols)  # refused before anything is written
 
     def cases():
         for index in range(n):
-            seed_i = case_seed(seed, index)
-            phantom = generate_phantom(joint_key, seed_i, voxel_scale=voxel_scale, version=version)
-            if version != "1.0" and phantom.parameters["protocol"]["family"] in exclude_protocols:
-                family = allowed[seed_i % len(allowed)]
-                phantom = generate_phantom(joint_key, seed_i, voxel_scale=voxel_scale, version=version, protocol=family)
+            phantom = generate_phantom(
+                joint_key,
+                case_seed(seed, index),
+                voxel_scale=voxel_scale,
+                version=version,
+                exclude_protocols=exclude_protocols,
+            )
             yield f"{joint_key}_{index:03d}", phantom.image, phantom.labels, phantom.tissues, phantom.parameters
 
     provenance = {

@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from PediatricBoneSegLib.catalog import get_joint
+
 from .appearance import TISSUES
+from .scanner import DIRECTIONS
 
 Range = tuple[float, float]
 
@@ -115,8 +118,6 @@ for _table in SIGNAL_RANGES.values():
     _table.update(_COMMON)
 FAMILIES = tuple(SIGNAL_RANGES)
 FAT_SUPPRESSED = frozenset({"T1_FS", "T2_FS", "PD_FS", "STIR"})
-PLANES = ("sagittal", "coronal", "axial")
-USUAL_PLANES = {"ankle": "sagittal", "knee": "sagittal", "shoulder": "coronal"}
 MAX_VOXELS = 8_000_000  # generation time and memory: a finer 3D grid gets larger voxels
 MAX_MATRIX = 512
 
@@ -158,8 +159,8 @@ def draw_protocol(
         raise ValueError(f"unknown protocol family {family!r}; choose one of {', '.join(FAMILIES)}")
     field_strength = 3.0 if rng.random() < 0.5 else 1.5
     three_d = rng.random() < (0.8 if family == "GRE" else 0.15)
-    usual = USUAL_PLANES[joint]
-    others = [p for p in PLANES if p != usual]
+    usual = get_joint(joint).usual_plane
+    others = [p for p in DIRECTIONS if p != usual]
     plane = usual if rng.random() < 0.6 else others[int(rng.integers(2))]
     tilt = np.clip(rng.normal(0.0, 6.0, 3), -15.0, 15.0) if rng.random() < 0.5 else np.zeros(3)
     if three_d:
