@@ -60,11 +60,16 @@ def out_of_distribution_volumes(seed: int) -> dict[str, sitk.Image]:
     return images
 
 
+def case_families(version: str, protocols: Sequence[str]) -> list[str | None]:
+    """The protocol family of each case in turn: generator 1.0 has none (one contrast per joint)."""
+    return [None] if version == "1.0" else list(protocols)
+
+
 def held_out_cases(cases: int, seed: int, version: str, protocols: Sequence[str], voxel_scale: float = 1.0):
     """(joint, protocol family or None, phantom) of the evaluation: ``cases`` per joint and family
     (generator 2.0) or per joint (1.0). Case i of a joint has seed ``case_seed(seed + joint, i)``."""
+    families = case_families(version, protocols)
     for joint_index, joint in enumerate(JOINT_KEYS):
-        families = list(protocols) if version != "1.0" else [None]
         for index in range(cases * len(families)):
             family = families[index % len(families)]
             seed_i = case_seed(seed + joint_index, index)
@@ -112,9 +117,9 @@ def evaluate(
         }
     return {
         "model": str(loaded.path),
-        "cases_per_joint": cases * (len(protocols) if version != "1.0" else 1),
+        "cases_per_joint": cases * len(case_families(version, protocols)),
         "generator_version": version,
-        "protocols": list(protocols) if version != "1.0" else [],
+        "protocols": [family for family in case_families(version, protocols) if family],
         "seed": seed,
         "threshold": loaded.manifest.detection.threshold,
         "metrics": {j: {b: values for b, values in bones.items()} for j, bones in metrics.items()},
