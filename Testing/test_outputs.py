@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,26 @@ def test_an_interrupt_during_the_overwrite_swap_waits_for_it(
     assert caught.value.written_folder == folder  # type: ignore[attr-defined]
     assert [p.name for p in tmp_path.iterdir()] == ["knee_case"]
     assert any(p.suffix == ".vtp" for p in folder.iterdir())
+
+
+def test_an_interrupt_while_the_writer_thread_starts_leaves_no_files(
+    tmp_path: Path, case: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C just as the writer thread has started (before the pool has registered it, so that a
+    pool shut down at that moment would not wait for it): no file is written after the clean-up,
+    no hidden folder stays."""
+    real_start = threading.Thread.start
+
+    def start_then_interrupt(thread: threading.Thread) -> None:
+        real_start(thread)
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _write(tmp_path, case)
+    assert [thread.name for thread in threading.enumerate() if thread.name.startswith("ThreadPoolExecutor")] == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cancelled_or_failed_writing_leaves_no_files(tmp_path: Path, case: dict[str, Any]) -> None:

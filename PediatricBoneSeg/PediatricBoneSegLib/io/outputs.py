@@ -86,7 +86,10 @@ def write_case(
         # thread, as VTK rendering requires.
         with ThreadPoolExecutor(max_workers=1) as pool:
             try:
-                pending = {pool.submit(write, staging / name): name for name, write in files}
+                # Held back while the pool starts its thread: interrupted before the pool registers it,
+                # the shutdown below would not wait for it, and it would write into the removed folder.
+                with deferred_interrupts():
+                    pending = {pool.submit(write, staging / name): name for name, write in files}
                 if progress is not None:
                     progress(0.0, f"writing {QC_FILE}")
                 write_qc_png(image, result.labels, result.joint, surfaces, staging / QC_FILE, title=case)
