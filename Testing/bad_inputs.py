@@ -65,6 +65,7 @@ def write_dicom_series(
                 "0008|0018": f"{series_uid}.{echo}.{index + 1}",
                 "0020|000d": "1.2.826.0.1.3680043.8.498.1",
                 "0020|000e": series_uid,
+                "0020|0052": "1.2.826.0.1.3680043.8.498.2",  # Frame of Reference (a DICOM SEG refers to it)
                 "0020|0011": str(series_number),
                 "0020|0013": str(index + 1 + echo * 100),
                 "0020|0032": f"{drift * index}\\0\\{2.5 * index}",

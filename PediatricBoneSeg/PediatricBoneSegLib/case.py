@@ -96,10 +96,12 @@ def write_case_folder(
     report_extra: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    dicom_seg_sources: tuple[str, ...] | None = None,
 ) -> Path:
     """Write ``OUTDIR/<case_folder_name(name)>/`` (every output file, atomically) and return it.
     ``image``: the input volume (for the QC picture); ``inputs``: the run's input paths, never
-    inside a replaced folder; ``report_extra``: more report.json fields (``input``)."""
+    inside a replaced folder; ``report_extra``: more report.json fields (``input``);
+    ``dicom_seg_sources``: see ``io.dicom_seg.dicom_seg_sources`` (None: no DICOM SEG)."""
     folder = case_folder_name(name)
     if if_exists is IfExists.NEW_NAME:
         number = 1
@@ -120,4 +122,5 @@ def write_case_folder(
         progress=progress,
         cancel=cancel,
         inputs=inputs,
+        dicom_seg_sources=dicom_seg_sources,
     )

@@ -2,7 +2,10 @@
 and write one output folder per case. A bad input prints one line and the batch goes on; the exit
 code is non-zero when any case failed. A failed or interrupted case (Ctrl-C: exit 130; SIGTERM from a
 scheduler or ``kill``: exit 143) leaves no files; a case folder is never written over anything but an
-earlier pbseg case folder, and only with ``--overwrite`` (see ``io.case_folder.check_case_target``)."""
+earlier pbseg case folder, and only with ``--overwrite`` (see ``io.case_folder.check_case_target``).
+``--skip-existing`` keeps every finished case (``io.case_folder.finished_case``) and redoes the
+others; ``--shard I/N`` segments one job's share of the sorted cases (``shards``); DICOM series
+inputs also get a DICOM SEG (``io.dicom_seg``)."""
 
 from __future__ import annotations
 
@@ -16,10 +19,19 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from ..catalog import JOINT_KEYS, get_joint
-from ..io.case_folder import OutputError, case_folder_name, check_case_target, check_output_root
+from ..io.case_folder import (
+    CaseFolderExistsError,
+    OutputError,
+    case_folder_name,
+    check_case_target,
+    check_output_root,
+    finished_case,
+)
+from ..io.dicom_seg import dicom_seg_sources
 from ..io.volumes import VolumeReadError, VolumeSource, discover_sources, read_volume
 from ..options import PRECISIONS, SURFACE_FORMATS, CaseOptions, IfExists, SegmentOptions
 from ..progress import sub_progress
+from ..shards import Shard, parse_shard
 from ..signals import exit_code, interrupts_as_exceptions
 
 if TYPE_CHECKING:
@@ -36,6 +48,7 @@ class CaseSummary:
     seconds: float = 0.0
     detail: str = ""
     unreliable: tuple[str, ...] = ()  # display names of the bones judged unreliable
+    skipped: bool = False  # finished earlier (--skip-existing): kept as it was
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -57,7 +70,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-surfaces", action="store_true", help="write no surface meshes")
     parser.add_argument("--smoothing", type=float, default=0.5, metavar="S", help="mesh smoothing in [0, 1] (0.5)")
     parser.add_argument("--surface-format", default="stl", choices=SURFACE_FORMATS, help="mesh format (default stl)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing case folders")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing case folders")
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="keep finished cases (resume a batch), redo unfinished ones"
+    )
+    parser.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="I/N",
+        help="segment job I's share (I from 0) of the sorted cases: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+    )
+    dicom_seg = parser.add_mutually_exclusive_group()
+    dicom_seg.add_argument(
+        "--dicom-seg",
+        dest="dicom_seg",
+        action="store_const",
+        const=True,
+        help="write a DICOM SEG for every case (default: for DICOM series inputs; other inputs get a new study)",
+    )
+    dicom_seg.add_argument(
+        "--no-dicom-seg", dest="dicom_seg", action="store_const", const=False, help="write no DICOM SEG"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -106,17 +140,21 @@ def _run(args: argparse.Namespace) -> int:
                 summaries.append(_failed(given, str(error)))
                 continue
             sources.extend(found.sources)
-            summaries.extend(_failed(str(problem.path), str(problem)) for problem in found.problems)
+            if _reports_problems(args.shard):
+                summaries.extend(_failed(str(problem.path), str(problem)) for problem in found.problems)
         # Never replace a folder that holds an input, whatever its case name.
         inputs = [*args.inputs, *(source.path for source in sources)]
-        seen: dict[str, VolumeSource] = {}
+        first_of: dict[str, VolumeSource] = {}  # over all cases, so that a shard judges names as the whole run does
         for source in sources:
+            first_of.setdefault(case_folder_name(source.name), source)
+        for source in _shard_sources(sources, args.shard):
             current = source.name
             folder = case_folder_name(source.name)
-            if folder in seen:
-                summaries.append(_failed(source.name, f"{source}: case name {folder} already used by {seen[folder]}"))
+            if first_of[folder] is not source:
+                summaries.append(
+                    _failed(source.name, f"{source}: case name {folder} already used by {first_of[folder]}")
+                )
                 continue
-            seen[folder] = source
             try:
                 summaries.append(_segment_case(source, args, options, model, inputs))
             except (VolumeReadError, OutputError, FileExistsError) as error:
@@ -146,11 +184,36 @@ def _segment_case(
     model: LoadedModel,
     inputs: list[str | Path],
 ) -> CaseSummary:
+    start = time.perf_counter()
+    target = Path(args.output) / case_folder_name(source.name)
+    if args.skip_existing and finished_case(target):
+        return CaseSummary(source.name, True, detail=f"{target} (finished earlier: kept)", skipped=True)
+    # --skip-existing redoes an unfinished case: it may replace that folder (only a pbseg one), never
+    # a folder that did not exist at the start (another run may be writing it: one of the two wins).
+    replace = args.overwrite or (args.skip_existing and target.exists())
+    if_exists = IfExists.REPLACE if replace else IfExists.FAIL
+    check_case_target(args.output, target.name, replace, inputs)  # before any work
+    try:
+        return _segment_new_case(source, args, options, model, inputs, if_exists, start)
+    except CaseFolderExistsError:
+        if args.skip_existing and finished_case(target):
+            return CaseSummary(
+                source.name, True, detail=f"{target} (finished by another run meanwhile: kept)", skipped=True
+            )
+        raise
+
+
+def _segment_new_case(
+    source: VolumeSource,
+    args: argparse.Namespace,
+    options: CaseOptions,
+    model: LoadedModel,
+    inputs: list[str | Path],
+    if_exists: IfExists,
+    start: float,
+) -> CaseSummary:
     from ..case import run_case, write_case_folder
 
-    start = time.perf_counter()
-    if_exists = IfExists.REPLACE if args.overwrite else IfExists.FAIL
-    check_case_target(args.output, case_folder_name(source.name), args.overwrite, inputs)  # before any work
     with tqdm(total=100, desc=source.name, unit="%", leave=False, disable=None, file=sys.stderr) as bar:
 
         def progress(fraction: float, message: str) -> None:
@@ -172,6 +235,7 @@ def _segment_case(
             inputs=inputs,
             report_extra={"input": str(source)},
             progress=sub_progress(progress, 0.9, 1.0),
+            dicom_seg_sources=dicom_seg_sources(source, args.dicom_seg),
         )
     result, measurements = case.inference, case.measurements
     for warning in result.warnings:
@@ -187,6 +251,18 @@ def _segment_case(
         detail=str(folder),
         unreliable=tuple(result.unreliable_bones()),
     )
+
+
+def _reports_problems(shard: Shard | None) -> bool:
+    """Inputs that cannot be segmented are reported once per run: by shard 0 of a sharded run."""
+    return shard is None or shard.index == 0
+
+
+def _shard_sources(sources: list[VolumeSource], shard: Shard | None) -> list[VolumeSource]:
+    """The cases this run segments: all, in the order given, or a shard's share of the sorted cases."""
+    if shard is None:
+        return sources
+    return shard.select(sources, key=lambda source: f"{case_folder_name(source.name)}\0{source}")
 
 
 def _failed(case: str, message: str) -> CaseSummary:
@@ -212,7 +288,9 @@ def _print_summary(summaries: list[CaseSummary]) -> None:
     for row in (header, *rows):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     failed = sum(not s.ok for s in summaries)
-    print(f"{len(summaries) - failed} case(s) segmented, {failed} failed")
+    skipped = sum(s.skipped for s in summaries)
+    kept = f", {skipped} skipped (finished earlier)" if skipped else ""
+    print(f"{len(summaries) - failed - skipped} case(s) segmented, {failed} failed{kept}")
     to_check = [s for s in summaries if _status(s) == "check"]
     if to_check:
         names = [s.case + (f" (unreliable: {', '.join(s.unreliable)})" if s.unreliable else "") for s in to_check]
@@ -225,4 +303,6 @@ def _status(summary: CaseSummary) -> str:
     model's threshold is not reported as ok: its result may be wrong."""
     if not summary.ok:
         return "FAILED"
+    if summary.skipped:
+        return "skipped"
     return "check" if summary.warnings or summary.unreliable else "ok"

@@ -73,6 +73,21 @@ def check_case_target(
     return target
 
 
+def finished_case(folder: str | Path) -> bool:
+    """Whether ``folder`` is a finished pbseg case: its ``report.json`` is a complete pbseg report
+    (it names the pbseg version and lists its files) and every file it lists is there.
+    ``--skip-existing`` keeps such a case and redoes any other."""
+    folder = Path(folder)
+    try:
+        report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
+        files = report["files"] if isinstance(report, dict) and "pbseg_version" in report else None
+    except (OSError, ValueError, KeyError):
+        return False
+    if not isinstance(files, list) or REPORT_FILE not in files:
+        return False
+    return all(isinstance(name, str) and (folder / name).is_file() for name in files)
+
+
 def _foreign_entries(folder: Path) -> list[str] | None:
     """Names in ``folder`` that its ``report.json`` does not list (None: no pbseg report)."""
     try:

@@ -32,6 +32,7 @@ from ..pipeline.results import InferenceResult
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..signals import deferred_interrupts
 from .case_folder import REPORT_FILE, CaseFolderExistsError, check_case_target
+from .dicom_seg import DICOM_SEG_FILE, write_dicom_seg
 from .qc import write_qc_png
 from .segmentation_file import write_segmentation_nrrd
 
@@ -54,13 +55,16 @@ def write_case(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     inputs: Sequence[str | Path] = (),
+    dicom_seg_sources: Sequence[str | Path] | None = None,
 ) -> Path:
     """Write all outputs of one case and return its folder. ``image``: the input volume (for the
     QC picture); ``report_extra``: more report.json fields (input path, model file, timings of
     stages run outside the pipeline); ``inputs``: the run's input paths, never inside a replaced
-    folder. Raises what ``check_case_target`` raises (before writing and again at the final move);
-    ``Cancelled`` when ``cancel`` is set (checked as files complete). A ``KeyboardInterrupt`` that
-    arrives once the folder is in place carries it as ``written_folder``."""
+    folder; ``dicom_seg_sources``: write a DICOM SEG too, referencing these DICOM files (the
+    input series; empty: a SEG of a new study), None: no SEG. Raises what ``check_case_target``
+    raises (before writing and again at the final move); ``Cancelled`` when ``cancel`` is set
+    (checked as files complete). A ``KeyboardInterrupt`` that arrives once the folder is in place
+    carries it as ``written_folder``."""
     if surface_format not in SURFACE_FORMATS:
         raise ValueError(f"unknown surface format {surface_format!r} ({', '.join(SURFACE_FORMATS)})")
     target = check_case_target(outdir, case, overwrite, inputs)
@@ -79,6 +83,11 @@ def write_case(
                 for bone, mesh in (surfaces or {}).items()
             ),
             (MORPHOMETRY_FILE, lambda p: write_morphometry_csv(measurements, p)),
+            *(
+                [(DICOM_SEG_FILE, lambda p: write_dicom_seg(result, p, dicom_seg_sources, case))]
+                if dicom_seg_sources is not None
+                else []
+            ),
         ]
         check_cancelled(cancel)
         # The files are written by one worker thread (compression and VTK writers release the GIL)
