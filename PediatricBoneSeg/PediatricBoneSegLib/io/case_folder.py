@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPORT_FILE = "report.json"
+MORPHOMETRY_FILE = "morphometry.csv"
+QC_FILE = "qc.png"
 
 
 def case_folder_name(name: str) -> str:

@@ -31,15 +31,13 @@ from ..pipeline.morphometry import COLUMNS, BoneMeasurement
 from ..pipeline.results import InferenceResult
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..signals import deferred_interrupts
-from .case_folder import REPORT_FILE, CaseFolderExistsError, check_case_target
+from .case_folder import MORPHOMETRY_FILE, QC_FILE, REPORT_FILE, CaseFolderExistsError, check_case_target
 from .dicom_seg import DICOM_SEG_FILE, write_dicom_seg
 from .qc import write_qc_png
 from .segmentation_file import write_segmentation_nrrd
 
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
 LABELS_FILE = "labels.nii.gz"
-MORPHOMETRY_FILE = "morphometry.csv"
-QC_FILE = "qc.png"
 
 
 def write_case(
