@@ -27,8 +27,11 @@ from PediatricBoneSegLib.pipeline.acceleration import (
     available_memory,
     batch_limit,
     cpu_computes_bf16,
+    device_settings,
     inference_threads,
     prepare_network,
+    slices_per_pass,
+    to_device,
 )
 from PediatricBoneSegLib.pipeline.inference import resolve_device, resolve_precision, segment_image
 from PediatricBoneSegLib.pipeline.preprocessing import slice_volume
@@ -149,8 +152,10 @@ def test_reduced_precision_segments_like_fp32(tmp_path: Path) -> None:
     phantom = generate_phantom("knee", 3, age_years=12, voxel_scale=2.0)
     model = _trained_knee_model(phantom.image, phantom.labels, tmp_path / "knee.safetensors")
     # bf16 runs even where emulated (slow, but a small volume); also what "auto" picks here when it
-    # is a reduced precision (fp16 on a GPU without bf16).
-    reduced = sorted({"bf16", resolve_precision("auto", resolve_device("auto"))} - {"fp32"})
+    # is a reduced precision (fp16 on a GPU without bf16), and fp16 on any GPU.
+    device = resolve_device("auto")
+    on_gpu = {"fp16"} if device.type == "cuda" else set()
+    reduced = sorted(({"bf16", resolve_precision("auto", device)} | on_gpu) - {"fp32"})
     results = {
         precision: sitk.GetArrayFromImage(
             segment_image(phantom.image, SegmentOptions(joint="knee", precision=precision), model=model).labels
@@ -173,6 +178,26 @@ def test_batch_limit_follows_the_memory_a_slice_needs() -> None:
         small, large = batch_limit(network, 0, 64, 0, cpu), batch_limit(network, 0, 1024, 0, cpu)
         assert small > large >= 1
         assert batch_limit(network, 0, 64, available_memory(cpu), cpu) == 1  # never below one slice
+
+
+def test_a_gpu_takes_the_whole_volume_when_it_fits_a_cpu_its_batch_size() -> None:
+    """The CUDA path's choices, checked on any machine: whole-volume passes on a GPU, bounded by
+    its memory; the requested batch on a CPU; host batches reach a GPU through pinned memory."""
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert slices_per_pass(gpu, 16, 160, 500) == 160  # the whole volume, one pass
+    assert slices_per_pass(gpu, 16, 160, 40) == 40  # as many as fit
+    assert slices_per_pass(cpu, 16, 160, 500) == 16
+    assert slices_per_pass(cpu, 16, 160, 4) == 4 and slices_per_pass(cpu, 16, 160, 0) == 1
+    batch = torch.zeros(2, 1, 8, 8)
+    moved = to_device(batch, resolve_device("auto"))  # CUDA where PyTorch sees a GPU
+    assert moved.device.type == resolve_device("auto").type
+    assert moved.is_contiguous(memory_format=torch.channels_last)
+    threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    with device_settings(gpu):
+        assert torch.backends.cudnn.benchmark
+    with device_settings(cpu):  # one thread per free physical core
+        assert 1 <= torch.get_num_threads() <= physical_cores()
+    assert (torch.get_num_threads(), torch.backends.cudnn.benchmark) == (threads, benchmark)
 
 
 def test_prepared_copy_is_reused_until_the_weights_change() -> None:

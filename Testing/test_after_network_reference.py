@@ -1,6 +1,7 @@
 """The stages after the network give the outputs they gave before they were made faster.
 
-Two phantoms (a generator-1.0 knee, a generator-2.0 shoulder) get deterministic network-like
+Two knees (the package's self-test phantom, and two ellipsoids on an oblique, mirrored grid from
+``pipeline_model``: no phantom generator, whose versions change) get deterministic network-like
 errors (islands far and near, a bone split by a slab, cavities, scattered holes, low-confidence
 voxels); post-processing, quality, surfaces, morphometry and the case folder are compared with
 ``after_network_reference.json``, written by the implementation before the bounding-box, shared
@@ -22,28 +23,41 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pipeline_model as pm
 import pytest
 import SimpleITK as sitk
 import vtk
 
-from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.case import finish_case, write_case_folder
 from PediatricBoneSegLib.catalog import get_joint
+from PediatricBoneSegLib.labelmaps import bone_boxes, tight_boxes
 from PediatricBoneSegLib.options import CaseOptions, SegmentOptions
+from PediatricBoneSegLib.pipeline.components import bone_components
 from PediatricBoneSegLib.pipeline.postprocess import clean_labels, plausibility_warnings
 from PediatricBoneSegLib.pipeline.quality import DEFAULT_QUALITY, NetworkEvidence, assess_bones
 from PediatricBoneSegLib.pipeline.results import InferenceResult
+from PediatricBoneSegLib.resources import self_test_case_paths
 
 REFERENCE = Path(__file__).with_name("after_network_reference.json")
-CASES = {"knee_1.0": ("knee", 3, "1.0"), "shoulder_2.0": ("shoulder", 4, "2.0")}
+CASES = {"self_test_knee": 3, "oblique_knee": 4}  # name: seed of its errors
 MESH_VOLUME_TOLERANCE = 1e-3  # relative
 
 
+def _case(case: str) -> tuple[sitk.Image, sitk.Image]:
+    """The image and its true labels."""
+    if case == "self_test_knee":
+        image, labels = self_test_case_paths()
+        return sitk.ReadImage(str(image)), sitk.ReadImage(str(labels))
+    rng = np.random.default_rng(1)
+    scene = pm.make_scene("knee", rng, pm.random_direction(rng), (0.8, 0.7, 1.5))
+    return scene.image, scene.labels
+
+
 def _network_like(case: str) -> tuple[sitk.Image, np.ndarray, NetworkEvidence, str]:
-    """The phantom's image, its labels with network-like errors and their evidence, the joint."""
-    joint, seed, version = CASES[case]
-    phantom = generate_phantom(joint, seed, age_years=9.0, voxel_scale=2.0, version=version)
-    truth = sitk.GetArrayFromImage(phantom.labels)
+    """The case's image, its labels with network-like errors and their evidence, the joint."""
+    joint, seed = "knee", CASES[case]
+    image, labels = _case(case)
+    truth = sitk.GetArrayFromImage(labels)
     rng = np.random.default_rng(seed)
     predicted = truth.copy()
     confidence = rng.integers(235, 256, truth.shape, dtype=np.uint8)
@@ -64,7 +78,7 @@ def _network_like(case: str) -> tuple[sitk.Image, np.ndarray, NetworkEvidence, s
     holes = (rng.random(truth.shape) < 0.01) & (truth > 0)
     predicted[holes] = 0  # scattered holes
     confidence[holes] = 100
-    return phantom.image, predicted, NetworkEvidence(predicted, confidence), joint
+    return image, predicted, NetworkEvidence(predicted, confidence), joint
 
 
 def _digest(array: np.ndarray) -> str:
@@ -85,12 +99,17 @@ def outputs_of(case: str, folder: Path) -> dict[str, Any]:
     """What the stages after the network produce for ``case`` (the case folder is written in ``folder``)."""
     image, predicted, evidence, joint = _network_like(case)
     spacing = tuple(image.GetSpacing())[::-1]
-    cleaned, warnings = clean_labels(predicted, spacing, joint, image.GetDirection())
-    unprocessed_warnings = plausibility_warnings(predicted, spacing, joint, image.GetDirection())
-    quality = assess_bones(predicted, cleaned, evidence, spacing, joint, DEFAULT_QUALITY, 0.3)
+    # As segment_image runs them: one component pass and one set of boxes for every step.
+    components = bone_components(predicted, get_joint(joint).num_classes)
+    boxes = [None if parts is None else parts.box for parts in components]
+    cleaned, warnings = clean_labels(predicted, spacing, joint, image.GetDirection(), components)
+    unprocessed_warnings = plausibility_warnings(predicted, spacing, joint, image.GetDirection(), boxes)
+    quality = assess_bones(predicted, cleaned, evidence, spacing, joint, DEFAULT_QUALITY, 0.3, components)
     labels = sitk.GetImageFromArray(cleaned)
     labels.CopyInformation(image)
-    inference = InferenceResult(labels, joint, False, None, warnings, {}, "reference", "0", quality=quality)
+    inference = InferenceResult(
+        labels, joint, False, None, warnings, {}, "reference", "0", quality=quality, boxes=tight_boxes(cleaned, boxes)
+    )
     options = CaseOptions(SegmentOptions(joint=joint))
     result = finish_case(inference, options)
     written = write_case_folder(folder, case, image, result, options)
@@ -144,6 +163,20 @@ def test_outputs_match_the_reference(case: str, tmp_path: Path) -> None:
     assert set(found["stl_volumes_mm3"]) == set(expected["stl_volumes_mm3"])
     for bone, volume in expected["stl_volumes_mm3"].items():
         assert _close(found["stl_volumes_mm3"][bone], volume), bone
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_shared_components_and_boxes_change_nothing(case: str) -> None:
+    """Each step alone (finding its own components and boxes) gives what the shared ones give."""
+    image, predicted, evidence, joint = _network_like(case)
+    spacing, direction = tuple(image.GetSpacing())[::-1], image.GetDirection()
+    components = bone_components(predicted, get_joint(joint).num_classes)
+    shared, shared_warnings = clean_labels(predicted, spacing, joint, direction, components)
+    alone, alone_warnings = clean_labels(predicted, spacing, joint, direction)
+    assert np.array_equal(shared, alone) and shared_warnings == alone_warnings
+    assert tight_boxes(alone, [None if c is None else c.box for c in components]) == bone_boxes(alone, 5)
+    with_parts = assess_bones(predicted, alone, evidence, spacing, joint, DEFAULT_QUALITY, 0.3, components)
+    assert with_parts == assess_bones(predicted, alone, evidence, spacing, joint, DEFAULT_QUALITY, 0.3)
 
 
 if __name__ == "__main__":

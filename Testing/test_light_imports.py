@@ -31,11 +31,13 @@ LIGHT_MODULES = [
     "PediatricBoneSegLib.pipeline.results",
     "PediatricBoneSegLib.pipeline.quality",
     "PediatricBoneSegLib.pipeline.postprocess",
+    "PediatricBoneSegLib.pipeline.components",
     "PediatricBoneSegLib.pipeline.surfaces",
     "PediatricBoneSegLib.pipeline.morphometry",
     "PediatricBoneSegLib.slicer.parameters",
     "PediatricBoneSegLib.slicer.dependencies",
     "PediatricBoneSegLib.cli",
+    "PediatricBoneSegLib.cli.batch",
 ]
 
 

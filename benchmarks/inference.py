@@ -21,6 +21,13 @@ saved as int16 NIfTI. Each timing is the median of ``--repeats`` runs after a wa
   ``FlopCounterMode``) / the measured bf16 matrix-product rate; the fp32 fraction is printed too.
 - ``peak_rss_gb``: ``ru_maxrss`` of a child process running ``pbseg segment`` on the 512x512x400
   volume (joint auto-detected, surfaces written).
+- ``cli_wall_s``: wall time of a whole ``pbseg segment`` process (start-up and imports included) of
+  the standard volume with the bundled model (or ``--model``), as a user waits for it.
+- ``batch_cases_per_min``: 10 copies of the standard volume in one ``pbseg segment`` process.
+- ``after_network_s`` (and ``adult_after_network_s``): post-process + surfaces + morphometry + write
+  of the standard volume (and of the same grid through an adult-sized knee, the phantom at 17 years).
+
+``--segment-only`` measures only the whole-command figures (no ResNet-50, MONAI or matrix products).
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ LARGE = ((512, 512, 400), (0.3, 0.3, 0.3))
 QUICK_STANDARD = ((96, 96, 12), (1.46, 1.46, 9.0))
 QUICK_LARGE = ((128, 128, 100), (1.2, 1.2, 1.2))
 PHANTOM_SEED = 11
+ADULT_AGE = 17.0  # the phantom generator's oldest age: adult-sized bones
+BATCH_CASES = 10
+AFTER_NETWORK = ("postprocess", "surfaces", "morphometry", "write")
 STAGES = (
     "read",
     "load_model",
@@ -82,10 +92,10 @@ BATCH = 16
 ROI = (256, 256)
 
 
-def knee_volume(size: tuple[int, int, int], spacing: tuple[float, float, float]) -> sitk.Image:
+def knee_volume(size: tuple[int, int, int], spacing: tuple[float, float, float], age_years: float = 12) -> sitk.Image:
     """The knee phantom resampled onto ``size`` voxels of ``spacing`` mm, same orientation and
     centre as the phantom's own scan, as int16 (what scanners write)."""
-    source = generate_phantom("knee", PHANTOM_SEED, age_years=12).image
+    source = generate_phantom("knee", PHANTOM_SEED, age_years=age_years).image
     centre = np.asarray(source.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in source.GetSize()]))
     direction = np.asarray(source.GetDirection()).reshape(3, 3)
     origin = centre - direction @ (np.asarray(spacing) * (np.asarray(size) - 1) / 2)
@@ -137,6 +147,39 @@ def segment_end_to_end(volume: Path, outdir: Path, model: str | None, repeats: i
     median_time(run, repeats)
     timed = reports[1:]
     return {key: statistics.median(r.get(key, 0.0) for r in timed) for key in (*STAGES, "total")}
+
+
+def pbseg_process(inputs: list[Path], outdir: Path, model: str | None) -> list[str]:
+    """The command line of a whole ``pbseg segment`` process."""
+    command = [sys.executable, "-c", "import sys; from PediatricBoneSegLib.cli import main; sys.exit(main())"]
+    return [
+        *command,
+        "segment",
+        *map(str, inputs),
+        "-o",
+        str(outdir),
+        "--overwrite",
+        *(["--model", model] if model else []),
+    ]
+
+
+def process_wall_time(inputs: list[Path], outdir: Path, model: str | None, repeats: int) -> float:
+    """Median wall time of a whole ``pbseg segment`` process of ``inputs`` (after a warm-up run)."""
+
+    def run() -> None:
+        completed = subprocess.run(pbseg_process(inputs, outdir, model), capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            raise RuntimeError(f"pbseg segment failed:\n{completed.stdout[-2000:]}{completed.stderr[-2000:]}")
+
+    return median_time(run, repeats)[0]
+
+
+def batch_folder(volume: Path, folder: Path, count: int) -> Path:
+    """``count`` copies of ``volume`` in ``folder`` (one case each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        shutil.copyfile(volume, folder / f"case{index:02d}.nii.gz")
+    return folder
 
 
 def resnet50_model(path: Path) -> LoadedModel:
@@ -238,8 +281,7 @@ def ablation(loaded: LoadedModel, sliced: SlicedVolume, label: str, rounds: int)
 def peak_rss_gb(volume: Path, outdir: Path, model: str | None) -> float:
     """Peak resident memory of ``pbseg segment`` in a child process (a small wrapper process waits
     for it, so nothing of this process's memory is counted)."""
-    command = [sys.executable, "-c", "import sys; from PediatricBoneSegLib.cli import main; sys.exit(main())"]
-    command += ["segment", str(volume), "-o", str(outdir), "--overwrite", *(["--model", model] if model else [])]
+    command = pbseg_process([volume], outdir, model)
     wrapper = (
         "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if code == 0 else -1)"
@@ -261,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (after a warm-up)")
     parser.add_argument("--quick", action="store_true", help="small volumes, one repeat: a smoke run")
     parser.add_argument("--ablation", action="store_true", help="also time each fast-path trick alone")
+    parser.add_argument("--segment-only", action="store_true", help="only the whole-command figures (no ResNet-50)")
     parser.add_argument("--workdir", type=Path, help="keep the volumes and outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
     if args.model is None and not bundled_model_path().is_file():
@@ -269,28 +312,40 @@ def main(argv: list[str] | None = None) -> int:
     standard, large = (QUICK_STANDARD, QUICK_LARGE) if args.quick else (STANDARD, LARGE)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pbseg-benchmark-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, float] = {}
     try:
         print(f"volumes: standard {standard[0]} @ {standard[1]} mm, large {large[0]} @ {large[1]} mm; {workdir}")
         image = knee_volume(*standard)
-        sitk.WriteImage(image, str(workdir / "standard.nii.gz"), useCompression=True)
-        step("whole pbseg segment of the standard volume")
-        e2e = segment_end_to_end(workdir / "standard.nii.gz", workdir / "out", args.model, repeats)
+        volume = workdir / "standard.nii.gz"
+        sitk.WriteImage(image, str(volume), useCompression=True)
+        sitk.WriteImage(knee_volume(*standard, age_years=ADULT_AGE), str(workdir / "adult.nii.gz"), useCompression=True)
+        step("whole pbseg segment of the standard volume (in this process)")
+        e2e = segment_end_to_end(volume, workdir / "out", args.model, repeats)
+        step("the same of an adult-sized knee")
+        adult = segment_end_to_end(workdir / "adult.nii.gz", workdir / "out", args.model, repeats)
+        step("whole pbseg segment process of the standard volume")
+        figures["cli_wall_s"] = process_wall_time([volume], workdir / "out", args.model, repeats)
+        step(f"{BATCH_CASES} standard volumes in one pbseg segment process")
+        batch = batch_folder(volume, workdir / "batch", BATCH_CASES)
+        batch_seconds = process_wall_time([batch], workdir / "batch_out", args.model, max(1, repeats - 1))
+        figures["batch_cases_per_min"] = 60 * BATCH_CASES / batch_seconds
 
-        r50 = resnet50_model(workdir / "r50.safetensors")
-        sliced = sliced_knee(image, r50)
-        step("ResNet-50 network stage, fast path")
-        ours, flops, threads = network_stage(r50, sliced, repeats)
-        step("ResNet-50 through MONAI SliceInferer (the longest part)")
-        baseline = monai_baseline(r50, sliced, threads, repeats)
-        step("ResNet-50, plain fp32 on the same inputs")
-        same_work = plain_fp32(r50, sliced, threads, repeats)
-        if args.ablation:
-            step("ablation")
-            bundled = load_model(args.model or bundled_model_path())
-            ablation(bundled, sliced_knee(image, bundled), "bundled", 3 * repeats)
-            ablation(r50, sliced, "resnet50", repeats)
-        step("matrix-product rates")
-        fp32_rate, bf16_rate = matmul_rate(torch.float32, threads), matmul_rate(torch.bfloat16, threads)
+        if not args.segment_only:
+            r50 = resnet50_model(workdir / "r50.safetensors")
+            sliced = sliced_knee(image, r50)
+            step("ResNet-50 network stage, fast path")
+            ours, flops, threads = network_stage(r50, sliced, repeats)
+            step("ResNet-50 through MONAI SliceInferer (the longest part)")
+            baseline = monai_baseline(r50, sliced, threads, repeats)
+            step("ResNet-50, plain fp32 on the same inputs")
+            same_work = plain_fp32(r50, sliced, threads, repeats)
+            if args.ablation:
+                step("ablation")
+                bundled = load_model(args.model or bundled_model_path())
+                ablation(bundled, sliced_knee(image, bundled), "bundled", 3 * repeats)
+                ablation(r50, sliced, "resnet50", repeats)
+            step("matrix-product rates")
+            fp32_rate, bf16_rate = matmul_rate(torch.float32, threads), matmul_rate(torch.bfloat16, threads)
 
         step("peak memory of pbseg segment on the large volume")
         sitk.WriteImage(knee_volume(*large), str(workdir / "large.nii"))
@@ -299,23 +354,51 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    slices, achieved = len(sliced.slices), flops / ours
-    print(f"\nwhole segment of the standard volume ({'bundled model' if args.model is None else args.model}):")
-    for stage in STAGES:
-        print(f"  {stage:12s} {e2e[stage]:8.3f} s")
-    print(f"  {'total':12s} {e2e['total']:8.3f} s  (wall time of pbseg segment)")
-    print(f"\nResNet-50 U-Net network stage, {slices} slices, {threads} thread(s), batch {BATCH}:")
-    print(f"  fast path (predict_slices)   {ours:8.3f} s  {slices / ours:6.1f} slices/s  {achieved / 1e9:6.1f} GFLOP/s")
-    print(f"  MONAI SliceInferer baseline  {baseline:8.3f} s  (roi {ROI}, overlap 0.25, fp32 NCHW)")
-    print(f"  plain fp32 NCHW, same work   {same_work:8.3f} s  (same-work speedup {same_work / ours:.2f}x)")
-    print(f"  FLOPs {flops / 1e9:.1f} G ({flops / slices / 1e9:.2f} G/slice)")
-    rates = f"fp32 {fp32_rate / 1e9:.1f} GFLOP/s, bf16 {bf16_rate / 1e9:.2f} GFLOP/s"
-    print(f"\nmatrix products ({threads} thread(s)): {rates}")
-    print(f"  network stage / fp32 rate = {achieved / fp32_rate:.3f}; / bf16 rate = {achieved / bf16_rate:.3f}")
-    print(f"peak RSS of pbseg segment on {large[0]}: {rss:.2f} GB")
     print(
-        f"speedup_vs_baseline={baseline / ours:.2f} end_to_end_s={e2e['total']:.2f} r50_network_s={ours:.2f} "
-        f"bf16_peak_fraction={achieved / bf16_rate:.3f} peak_rss_gb={rss:.2f}"
+        f"\nwhole segment ({'bundled model' if args.model is None else args.model}), seconds, standard / adult-sized:"
+    )
+    for stage in STAGES:
+        print(f"  {stage:12s} {e2e[stage]:8.3f} {adult[stage]:8.3f}")
+    print(f"  {'total':12s} {e2e['total']:8.3f} {adult['total']:8.3f}  (in this process, model already loaded)")
+    figures["after_network_s"] = sum(e2e[stage] for stage in AFTER_NETWORK)
+    figures["adult_after_network_s"] = sum(adult[stage] for stage in AFTER_NETWORK)
+    print(
+        f"  after the network ({' + '.join(AFTER_NETWORK)}): {figures['after_network_s']:.3f} "
+        f"{figures['adult_after_network_s']:.3f}"
+    )
+    print(
+        f"whole pbseg segment process: {figures['cli_wall_s']:.3f} s; {BATCH_CASES} cases in one process: "
+        f"{batch_seconds:.1f} s ({figures['batch_cases_per_min']:.1f} cases/min)"
+    )
+    if not args.segment_only:
+        slices, achieved = len(sliced.slices), flops / ours
+        print(f"\nResNet-50 U-Net network stage, {slices} slices, {threads} thread(s), batch {BATCH}:")
+        print(
+            f"  fast path (predict_slices)   {ours:8.3f} s  {slices / ours:6.1f} slices/s  "
+            f"{achieved / 1e9:6.1f} GFLOP/s"
+        )
+        print(f"  MONAI SliceInferer baseline  {baseline:8.3f} s  (roi {ROI}, overlap 0.25, fp32 NCHW)")
+        print(f"  plain fp32 NCHW, same work   {same_work:8.3f} s  (same-work speedup {same_work / ours:.2f}x)")
+        print(f"  FLOPs {flops / 1e9:.1f} G ({flops / slices / 1e9:.2f} G/slice)")
+        print(f"  whole command vs the MONAI network pass alone: {baseline / figures['cli_wall_s']:.2f}x")
+        rates = f"fp32 {fp32_rate / 1e9:.1f} GFLOP/s, bf16 {bf16_rate / 1e9:.2f} GFLOP/s"
+        print(f"\nmatrix products ({threads} thread(s)): {rates}")
+        print(f"  network stage / fp32 rate = {achieved / fp32_rate:.3f}; / bf16 rate = {achieved / bf16_rate:.3f}")
+        figures = {
+            "speedup_vs_baseline": baseline / ours,
+            "end_to_end_s": e2e["total"],
+            "r50_network_s": ours,
+            "bf16_peak_fraction": achieved / bf16_rate,
+            **figures,
+        }
+    else:
+        figures = {"end_to_end_s": e2e["total"], **figures}
+    print(f"peak RSS of pbseg segment on {large[0]}: {rss:.2f} GB")
+    figures["peak_rss_gb"] = rss
+    print(
+        " ".join(
+            f"{name}={value:.3f}" if "fraction" in name else f"{name}={value:.2f}" for name, value in figures.items()
+        )
     )
     return 0
 

@@ -75,14 +75,22 @@ def finish_case(
     if options.surfaces:
         report(0.0, "building the bone surfaces")
         begin = time.perf_counter()
-        surfaces = bone_surfaces(inference.labels, inference.joint, smoothing_iterations=options.smoothing_iterations)
+        surfaces = bone_surfaces(
+            inference.labels, inference.joint, options.smoothing_iterations, boxes=inference.bone_boxes()
+        )
         inference.timings["surfaces"] = time.perf_counter() - begin
     report(0.8, "measuring the bones")
     begin = time.perf_counter()
-    measurements = measure_bones(inference.labels, inference.joint, surfaces or None)
+    measurements = measure_bones(inference.labels, inference.joint, surfaces or None, inference.bone_boxes())
     inference.timings["morphometry"] = time.perf_counter() - begin
     report(1.0, "case done")
     return CaseResult(inference, surfaces, measurements, model_file)
+
+
+def report_fields(case: CaseResult, options: CaseOptions) -> dict[str, Any]:
+    """The report.json fields that the case workflow adds to the pipeline's: the model file that
+    ran and whether post-processing did."""
+    return {"model_file": case.model_file, "postprocess": options.segment.postprocess}
 
 
 def write_case_folder(
@@ -108,7 +116,7 @@ def write_case_folder(
         while (Path(outdir) / folder).exists():
             number += 1
             folder = f"{case_folder_name(name)}_{number}"
-    extra = {"model_file": case.model_file, "postprocess": options.segment.postprocess, **(report_extra or {})}
+    extra = {**report_fields(case, options), **(report_extra or {})}
     return write_case(
         outdir,
         folder,

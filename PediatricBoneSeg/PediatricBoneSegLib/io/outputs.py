@@ -74,7 +74,7 @@ def write_case(
         with deferred_interrupts():
             staging = staging_folder(target)
         files = [
-            (SEGMENTATION_FILE, lambda p: write_segmentation_nrrd(result.labels, result.joint, p)),
+            (SEGMENTATION_FILE, lambda p: write_segmentation_nrrd(result.labels, result.joint, p, result.bone_boxes())),
             (LABELS_FILE, lambda p: sitk.WriteImage(result.labels, str(p), useCompression=True)),
             *(
                 (f"{bone}.{surface_format}", lambda p, mesh=mesh: write_surface(mesh, p))

@@ -8,6 +8,7 @@ so Slicer (``vtkMRMLSegmentationStorageNode``) loads one named, colored segment 
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,15 @@ from ..labelmaps import bone_boxes
 SOURCE_REPRESENTATION = "Binary labelmap"
 
 
-def write_segmentation_nrrd(labels: sitk.Image, joint: str, path: str | Path) -> Path:
+def write_segmentation_nrrd(
+    labels: sitk.Image, joint: str, path: str | Path, boxes: Sequence[tuple[slice, ...] | None] | None = None
+) -> Path:
     """``labels``: the joint's label volume (any integer type, values = catalog labels); one
-    segment per bone present. Written atomically, gzip-encoded."""
+    segment per bone present; ``boxes``: each bone's exact bounding box (``labelmaps.bone_boxes``)
+    when already known. Written atomically, gzip-encoded."""
     spec = get_joint(joint)
     array = np.ascontiguousarray(sitk.GetArrayViewFromImage(labels), dtype=np.uint8)
-    boxes = bone_boxes(array, spec.num_classes)
+    boxes = boxes if boxes is not None else bone_boxes(array, spec.num_classes)
     fields = {
         "Segmentation_ContainedRepresentationNames": f"{SOURCE_REPRESENTATION}|Closed surface|",
         "Segmentation_ConversionParameters": "",

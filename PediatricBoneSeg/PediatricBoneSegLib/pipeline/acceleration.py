@@ -1,6 +1,8 @@
 """The fast inference path: the precision the hardware computes natively, a network copy prepared
 for one domain, thread settings and a slice batch sized to the available memory (the host's CPU,
-core and memory facts come from ``host``).
+core and memory facts come from ``host``). On a CUDA GPU (chosen by ``--device auto`` when there is
+one): bf16 autocast (fp16 on GPUs without bf16), channels-last, the whole volume in one batch when
+it fits in the GPU's free memory, pinned-memory transfers.
 
 Reduced precision is used only where the hardware computes it natively: a CPU without AVX-512-BF16
 or AMX emulates bf16 (measured on an AVX2 EPYC: a bf16 matrix product ~250x slower than fp32), so
@@ -158,6 +160,41 @@ def batch_limit(network: nn.Module, domain: int, input_size: int, output_bytes: 
             hook.remove()
     per_slice = sum(sizes) * (input_size / _PROBE_SIZE) ** 2 + output_bytes
     return max(1, int(MEMORY_FRACTION * available_memory(device) // per_slice))
+
+
+def slices_per_pass(device: torch.device, requested: int, count: int, limit: int) -> int:
+    """Slices per forward pass of a volume of ``count`` slices when ``limit`` fit in memory
+    (``batch_limit``): on a CUDA GPU the whole volume in one pass if it fits, else as many as fit (a
+    GPU is fastest with its batches full); elsewhere ``requested`` (``--batch-size``), at most
+    ``limit``."""
+    if device.type == "cuda":
+        return max(1, min(count, limit))
+    return max(1, min(requested, limit))
+
+
+@contextmanager
+def device_settings(device: torch.device) -> Iterator[None]:
+    """The block's network passes on ``device``: CPU, ``inference_threads``; CUDA, cuDNN picks the
+    fastest convolution algorithms for the batch's shape (one shape for a whole volume), restored
+    afterwards."""
+    if device.type == "cpu":
+        with inference_threads():
+            yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``batch`` (on the host) on ``device``, channels-last. To a CUDA GPU through page-locked
+    (pinned) memory, asynchronously: the copy overlaps the GPU's work on the previous batch."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True, memory_format=torch.channels_last)
+    return batch.to(device, memory_format=torch.channels_last)
 
 
 def available_memory(device: torch.device) -> int:

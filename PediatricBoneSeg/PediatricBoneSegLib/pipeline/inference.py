@@ -19,11 +19,21 @@ import torch
 
 from ..catalog import NUM_UNION_CLASSES, get_joint
 from ..image_checks import check_volume
+from ..labelmaps import tight_boxes
 from ..network.modelfile import LoadedModel, ModelFileError, load_model
 from ..options import SegmentOptions
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from ..resources import bundled_model_path
-from .acceleration import REDUCED_PRECISIONS, auto_precision, batch_limit, inference_threads, prepare_network
+from .acceleration import (
+    REDUCED_PRECISIONS,
+    auto_precision,
+    batch_limit,
+    device_settings,
+    prepare_network,
+    slices_per_pass,
+    to_device,
+)
+from .components import bone_components
 from .detection import choose_joint
 from .orientation import CanonicalTransform
 from .postprocess import clean_labels, plausibility_warnings
@@ -117,7 +127,7 @@ def segment_image(
         check_cancelled(cancel)
         report(0.5, "detecting the joint" if options.joint == "auto" else "checking the joint")
         start = time.perf_counter()
-        with inference_threads() if device.type == "cpu" else nullcontext():
+        with device_settings(device):
             choice = choose_joint(loaded, options.joint.lower(), sliced_for, device)
         sliced = sliced_for(choice.joint)
         timings["detect_joint"] = time.perf_counter() - start
@@ -142,19 +152,24 @@ def segment_image(
     report(0.0, "anatomical post-processing" if options.postprocess else "checking the result")
     start = time.perf_counter()
     spacing_zyx = tuple(image.GetSpacing())[::-1]
+    # One connected-component pass per bone, inside its box: the post-processing keeps pieces by
+    # it, the quality measures the fragmentation by it.
+    components = bone_components(evidence.labels, get_joint(choice.joint).num_classes)
+    predicted_boxes = [None if parts is None else parts.box for parts in components]
     if options.postprocess:
-        labels, warnings = clean_labels(evidence.labels, spacing_zyx, choice.joint, image.GetDirection())
+        labels, warnings = clean_labels(evidence.labels, spacing_zyx, choice.joint, image.GetDirection(), components)
     else:
         labels = evidence.labels
-        warnings = plausibility_warnings(labels, spacing_zyx, choice.joint, image.GetDirection())
+        warnings = plausibility_warnings(labels, spacing_zyx, choice.joint, image.GetDirection(), predicted_boxes)
     output = sitk.GetImageFromArray(labels.astype(np.uint8, copy=False))
     output.CopyInformation(image)
+    boxes = tight_boxes(labels, predicted_boxes)
     timings["postprocess"] = time.perf_counter() - start
     start = time.perf_counter()
     threshold = loaded.manifest.detection.threshold
     distance = choice.distances.get(choice.joint, 0.0) / threshold if threshold else 0.0
-    quality = assess_bones(evidence.labels, labels, evidence, spacing_zyx, choice.joint, scoring, distance)
-    del evidence, labels
+    quality = assess_bones(evidence.labels, labels, evidence, spacing_zyx, choice.joint, scoring, distance, components)
+    del evidence, labels, components
     timings["quality"] = time.perf_counter() - start
     report(1.0, "done")
     return InferenceResult(
@@ -170,6 +185,7 @@ def segment_image(
         device=str(device),
         precision=precision,
         quality=quality,
+        boxes=boxes,
     )
 
 
@@ -197,8 +213,9 @@ def predict_slices(
     their confidence [N, H, W] uint8 (the argmax's softmax probability x 255).
     Runs the fast path (``acceleration.prepare_network``: a BN-folded channels-last copy for this
     domain, one thread per free physical core, ``precision``'s autocast), ``batch_size`` slices at
-    a time or fewer if memory is short. Logits of one batch at a time are resampled to the slice
-    grid and reduced to their argmax and its probability."""
+    a time or fewer if memory is short (on a CUDA GPU: the whole volume at once when it fits,
+    ``acceleration.slices_per_pass``; inputs through pinned memory). Logits of one batch at a time
+    are resampled to the slice grid and reduced to their argmax and its probability."""
     domain = loaded.domain_of(joint)
     union = _union_lookup(loaded, joint, domain)
     count, height, width = sliced.slices.shape
@@ -208,13 +225,13 @@ def predict_slices(
     output_bytes = 2 * 4 * network.config.classes_per_domain[network.config.head_of(domain)] * height * width
     dtype = REDUCED_PRECISIONS.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    threads = inference_threads() if device.type == "cpu" else nullcontext()
-    with torch.inference_mode(), autocast, threads:
-        batch_size = min(batch_size, batch_limit(network, domain, sliced.resampler.size, output_bytes, device))
+    with torch.inference_mode(), autocast, device_settings(device):
+        limit = batch_limit(network, domain, sliced.resampler.size, output_bytes, device)
+        batch_size = slices_per_pass(device, batch_size, count, limit)
         for begin in range(0, count, batch_size):
             check_cancelled(cancel)
             stop = min(begin + batch_size, count)
-            batch = sliced.network_input(begin, stop).to(device, memory_format=torch.channels_last)
+            batch = to_device(sliced.network_input(begin, stop), device)
             logits = network(batch, domain).logits[domain]
             if union is not None:
                 logits = logits[:, union]

@@ -8,6 +8,7 @@ bone's second moments (a solid ellipsoid of semi-axis a has variance a²/5 along
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,13 +66,17 @@ COLUMNS: tuple[str, ...] = (
 
 
 def measure_bones(
-    labels: sitk.Image, joint: str, surfaces: dict[str, vtk.vtkPolyData] | None = None
+    labels: sitk.Image,
+    joint: str,
+    surfaces: dict[str, vtk.vtkPolyData] | None = None,
+    boxes: Sequence[tuple[slice, ...] | None] | None = None,
 ) -> list[BoneMeasurement]:
     """One measurement per bone present in ``labels`` (catalog order); ``surfaces`` from
-    ``surfaces.bone_surfaces`` add the mesh volume and area."""
+    ``surfaces.bone_surfaces`` add the mesh volume and area; ``boxes``: each bone's bounding box
+    (``labelmaps.bone_boxes``) when already known."""
     spec = get_joint(joint)
     array = sitk.GetArrayViewFromImage(labels)
-    boxes = bone_boxes(array, spec.num_classes)
+    boxes = boxes if boxes is not None else bone_boxes(array, spec.num_classes)
     spacing_xyz = np.asarray(labels.GetSpacing(), dtype=float)
     # index (x, y, z) -> LPS: origin + D @ (spacing * index)
     linear = np.asarray(labels.GetDirection(), dtype=float).reshape(3, 3) * spacing_xyz

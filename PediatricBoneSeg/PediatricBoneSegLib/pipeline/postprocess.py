@@ -16,10 +16,10 @@ from scipy import ndimage
 
 from ..catalog import RELATIVE_POSITIONS, Joint, get_joint
 from ..labelmaps import bone_boxes
+from .components import BoneComponents, bone_components
 
 MAX_FRAGMENT_GAP_MM = 6.0  # centre-to-centre: a physis is 1-4 mm thick (thinner on MR as it closes)
 MIN_FRAGMENT_FRACTION = 0.01  # of the main body's volume: smaller fragments near it are noise
-_FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
@@ -28,57 +28,59 @@ def clean_labels(
     spacing_zyx: Sequence[float],
     joint: str,
     direction: Sequence[float] | None = None,
+    components: Sequence[BoneComponents | None] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """``labels``: [z, y, x] integer array in the joint's label space; ``spacing_zyx``: mm per
     voxel along the array axes; ``direction``: the image's ITK direction cosines (identity when
-    None), used only to check relative positions. Returns the cleaned uint8 labels (one label per
-    voxel, values outside the joint's labels removed) and the plausibility warnings."""
+    None), used only to check relative positions; ``components``: the pieces of each bone of
+    ``labels`` (``components.bone_components``) when already found. Returns the cleaned uint8
+    labels (one label per voxel, values outside the joint's labels removed) and the plausibility
+    warnings."""
     spec = get_joint(joint)
     spacing = np.asarray(spacing_zyx, dtype=float)
     cleaned = np.zeros(labels.shape, dtype=np.uint8)
     # Work in each bone's bounding box: memory and time scale with the bone, not the volume. The
     # boxes of the input also contain each cleaned bone (cleaning only removes voxels, and fills
     # holes inside the bone), so they serve every later step.
-    boxes = bone_boxes(labels, spec.num_classes)
-    for value, box in enumerate(boxes, start=1):
-        if box is not None:
-            cleaned[box][keep_main_body(labels[box] == value, spacing)] = value
+    components = components if components is not None else bone_components(labels, spec.num_classes)
+    boxes = [None if parts is None else parts.box for parts in components]
+    for value, parts in enumerate(components, start=1):
+        if parts is not None:
+            cleaned[parts.box][kept_pieces(parts, spacing)[parts.labels]] = value
     for value, box in enumerate(boxes, start=1):
         if box is not None:
             _fill_holes(cleaned[box], value)
     return cleaned, plausibility_warnings(cleaned, spacing, spec.key, direction, boxes)
 
 
-def keep_main_body(mask: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
-    """The largest 3D component of ``mask`` and the components of at least
-    ``MIN_FRAGMENT_FRACTION`` of its size within ``MAX_FRAGMENT_GAP_MM`` of it (bool, same shape)."""
-    components, count = ndimage.label(mask, structure=_FULL_CONNECTIVITY)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    main = int(np.argmax(sizes))
-    candidates = [
-        label for label in range(1, count + 1) if label != main and sizes[label] >= MIN_FRAGMENT_FRACTION * sizes[main]
-    ]
-    keep = np.zeros(count + 1, dtype=bool)
+def kept_pieces(parts: BoneComponents, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """[count + 1] bool, per piece of ``parts``: kept (the largest piece, and the pieces of at least
+    ``MIN_FRAGMENT_FRACTION`` of its size within ``MAX_FRAGMENT_GAP_MM`` of it); index 0 is False."""
+    sizes, main = parts.sizes, parts.main
+    keep = np.zeros(parts.count + 1, dtype=bool)
     keep[main] = True
+    candidates = [
+        label
+        for label in range(1, parts.count + 1)
+        if label != main and sizes[label] >= MIN_FRAGMENT_FRACTION * sizes[main]
+    ]
     if candidates:
         spacing = np.asarray(spacing_zyx, dtype=float)
         margin = np.ceil(MAX_FRAGMENT_GAP_MM / spacing).astype(int)
-        boxes = ndimage.find_objects(components)
+        boxes = ndimage.find_objects(parts.labels)
         for label in candidates:
             # Distances within the fragment's box widened by the gap: a main-body voxel outside it
             # is farther than the gap, so the decision is exact, and memory scales with the fragment.
             region = tuple(
-                slice(max(0, s.start - m), min(n, s.stop + m)) for s, m, n in zip(boxes[label - 1], margin, mask.shape)
+                slice(max(0, s.start - m), min(n, s.stop + m))
+                for s, m, n in zip(boxes[label - 1], margin, parts.labels.shape)
             )
-            crop = components[region]
+            crop = parts.labels[region]
             main_body = crop == main
             if main_body.any():
                 distance = ndimage.distance_transform_edt(~main_body, sampling=spacing)
                 keep[label] = float(distance[crop == label].min()) <= MAX_FRAGMENT_GAP_MM
-    return keep[components]  # a lookup: no sorting, no int64 copies of the volume
+    return keep
 
 
 def _fill_holes(crop: np.ndarray, value: int) -> None:
@@ -115,7 +117,11 @@ def plausibility_warnings(
     ``boxes``: per bone, a box that contains it (``bone_boxes``), when already known."""
     spec = get_joint(joint)
     spacing = np.asarray(spacing_zyx, dtype=float)
-    counts = np.bincount(labels.ravel(), minlength=spec.num_classes)
+    boxes = boxes if boxes is not None else bone_boxes(labels, spec.num_classes)
+    counts = np.zeros(spec.num_classes, dtype=np.int64)
+    for value, box in enumerate(boxes, start=1):
+        if box is not None:
+            counts[value] = np.count_nonzero(labels[box] == value)
     warnings = []
     for value, bone in enumerate(spec.bones, start=1):
         volume_ml = counts[value] * float(np.prod(spacing)) / 1000.0
@@ -137,13 +143,12 @@ def _position_warnings(
     spec: Joint,
     counts: np.ndarray,
     direction: Sequence[float],
-    boxes: Sequence[tuple[slice, ...] | None] | None,
+    boxes: Sequence[tuple[slice, ...] | None],
 ) -> list[str]:
     rules = RELATIVE_POSITIONS.get(spec.key, ())
     present = [value for value in range(1, spec.num_classes) if counts[value]]
     if not rules or len(present) < 2:
         return []
-    boxes = boxes if boxes is not None else bone_boxes(labels, spec.num_classes)
     matrix = np.asarray(direction, dtype=float).reshape(3, 3)
     # index (z, y, x) -> physical LPS offset: D @ (spacing_xyz * index_xyz)
     physical = {value: matrix @ (_centroid(labels, value, boxes[value - 1])[::-1] * spacing[::-1]) for value in present}

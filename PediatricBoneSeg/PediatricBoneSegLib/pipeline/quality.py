@@ -33,15 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..catalog import get_joint
-from ..labelmaps import bone_boxes
+from .components import BoneComponents, bone_components
 from .postprocess import MIN_FRAGMENT_FRACTION
 
 FEATURES = ("confidence", "uncertain", "outside_largest", "components", "removed", "volume_z", "joint_distance")
 UNCERTAIN_BELOW = 0.5  # probability of the bone's label under which a voxel counts as uncertain
-_FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 _REASONS = {
     "confidence": "low network confidence",
     "uncertain": "many uncertain voxels",
@@ -81,11 +79,15 @@ class NetworkEvidence:
         confidence = np.rint(255 * np.max(probabilities, axis=0)).astype(np.uint8)
         return cls(labels, confidence)
 
-    def label_probability(self, box: tuple[slice, ...], value: int) -> np.ndarray:
+    def label_probability(self, box: tuple[slice, ...], value: int, mask: np.ndarray | None = None) -> np.ndarray:
         """Probability (float32, [0, 1]) of label ``value`` in ``box``: the confidence where it is the
-        argmax, else 1 - confidence (an upper bound: what the argmax leaves to the other labels)."""
-        confidence = self.confidence[box].astype(np.float32) / 255.0
-        return np.where(self.labels[box] == value, confidence, 1.0 - confidence)
+        argmax, else 1 - confidence (an upper bound: what the argmax leaves to the other labels).
+        ``mask``: [box shape] bool, only those voxels (1D, in array order)."""
+        confidence, labels = self.confidence[box], self.labels[box]
+        if mask is not None:
+            confidence, labels = confidence[mask], labels[mask]
+        confidence = confidence.astype(np.float32) / 255.0
+        return np.where(labels == value, confidence, 1.0 - confidence)
 
 
 @dataclass(frozen=True)
@@ -208,27 +210,35 @@ def bone_features(
     joint: str,
     model: QualityModel,
     joint_distance: float = 0.0,
+    components: Sequence[BoneComponents | None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """``predicted``: [z, y, x] labels before post-processing (the network's argmax, or any mask to
     judge); ``final``: the labels reported (after post-processing; ``predicted`` when there was
     none); ``evidence``: the network's output on the same grid; ``spacing_zyx``: mm per voxel;
-    ``joint_distance``: the case's ``joint_distance`` feature. Returns, for every bone present in
-    ``final``, its ``FEATURES`` and ``volume_ml``."""
+    ``joint_distance``: the case's ``joint_distance`` feature; ``components``: the pieces of each
+    bone of ``predicted`` (``components.bone_components``) when already found: then each bone of
+    ``final`` must lie within its box of ``predicted`` (true of the post-processing's output).
+    Returns, for every bone present in ``final``, its ``FEATURES`` and ``volume_ml``."""
     spec = get_joint(joint)
     voxel_ml = float(np.prod(np.asarray(spacing_zyx, dtype=float))) / 1000.0
-    predicted_boxes = bone_boxes(predicted, spec.num_classes)
-    final_counts = np.bincount(final.ravel(), minlength=spec.num_classes)
+    if components is None:
+        components = bone_components(predicted, spec.num_classes)
+        final_counts = np.bincount(final.ravel(), minlength=spec.num_classes)
+    else:
+        final_counts = np.zeros(spec.num_classes, dtype=np.int64)
+        for value, parts in enumerate(components, start=1):
+            if parts is not None:
+                final_counts[value] = np.count_nonzero(final[parts.box] == value)
     result = {}
     for value, bone in enumerate(spec.bones, start=1):
-        box = predicted_boxes[value - 1]
-        if box is None or final_counts[value] == 0:
+        parts = components[value - 1]
+        if parts is None or final_counts[value] == 0:
             continue
-        mask = predicted[box] == value
-        count = int(mask.sum())
-        probability = evidence.label_probability(box, value)[mask]
-        components, _ = ndimage.label(mask, structure=_FULL_CONNECTIVITY)
-        sizes = np.bincount(components.ravel())[1:]
-        largest = int(sizes.max())
+        box = parts.box
+        mask = parts.labels != 0
+        count = parts.voxels
+        probability = evidence.label_probability(box, value, mask)
+        largest = parts.largest
         kept = int(np.count_nonzero(mask & (final[box] == value)))
         volume_ml = float(final_counts[value]) * voxel_ml
         mean, std = model.volume_stats(bone.key, joint)
@@ -236,7 +246,7 @@ def bone_features(
             "confidence": float(probability.mean()),
             "uncertain": float(np.mean(probability < UNCERTAIN_BELOW)),
             "outside_largest": 1.0 - largest / count,
-            "components": math.log1p(int(np.count_nonzero(sizes >= MIN_FRAGMENT_FRACTION * largest))),
+            "components": math.log1p(int(np.count_nonzero(parts.sizes[1:] >= MIN_FRAGMENT_FRACTION * largest))),
             "removed": 1.0 - kept / count,
             "volume_z": abs(math.log(volume_ml) - mean) / std,
             "joint_distance": joint_distance,
@@ -253,10 +263,11 @@ def assess_bones(
     joint: str,
     model: QualityModel = DEFAULT_QUALITY,
     joint_distance: float = 0.0,
+    components: Sequence[BoneComponents | None] | None = None,
 ) -> dict[str, BoneQuality]:
     """``BoneQuality`` of every bone of ``joint`` (arguments as ``bone_features``); a bone missing
     from ``final`` gets quality 0, not reliable."""
-    measured = bone_features(predicted, final, evidence, spacing_zyx, joint, model, joint_distance)
+    measured = bone_features(predicted, final, evidence, spacing_zyx, joint, model, joint_distance, components)
     qualities = {}
     for bone in get_joint(joint).bones:
         features = measured.get(bone.key)

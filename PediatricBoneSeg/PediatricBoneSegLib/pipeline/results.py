@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import SimpleITK as sitk
 
+from ..catalog import get_joint
+from ..labelmaps import bone_boxes
 from .quality import BoneQuality, unreliable_bones
 
 
@@ -16,7 +18,8 @@ class InferenceResult:
     values from the catalog (the joint's label space). ``timings``: seconds per stage.
     ``joint_distances``: embedding distance of the volume to each compared joint's centroid.
     ``quality``: bone key -> ``BoneQuality`` from the network's evidence (empty when the labels
-    did not come from the network)."""
+    did not come from the network). ``boxes``: each bone's bounding box in ``labels`` (array axes,
+    None where absent; ``bone_boxes()`` finds them when not given), shared by every later step."""
 
     labels: sitk.Image
     joint: str
@@ -30,6 +33,14 @@ class InferenceResult:
     device: str = "cpu"
     precision: str = "fp32"
     quality: dict[str, BoneQuality] = field(default_factory=dict)
+    boxes: list[tuple[slice, ...] | None] | None = None
+
+    def bone_boxes(self) -> list[tuple[slice, ...] | None]:
+        """``boxes``, found from ``labels`` the first time when the result did not bring them."""
+        if self.boxes is None:
+            array = sitk.GetArrayViewFromImage(self.labels)
+            self.boxes = bone_boxes(array, get_joint(self.joint).num_classes)
+        return self.boxes
 
     def unreliable_bones(self) -> list[str]:
         """Display names of the bones judged unreliable (missing ones included), in catalog order."""

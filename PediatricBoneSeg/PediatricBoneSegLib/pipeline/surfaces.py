@@ -1,6 +1,7 @@
 """Closed bone surfaces from a label volume with VTK, in patient LPS millimetres.
 
-Per bone: discrete flying edges on the bone's padded bounding box, windowed-sinc smoothing,
+Per bone: discrete flying edges on the bone's padded bounding box (VTK's multi-threaded SMP path:
+``use_vtk_threads``), windowed-sinc smoothing,
 optional quadric decimation (off by default, as in Slicer's closed-surface conversion; kept only if
 the mesh stays closed), then a volume correction: an isosurface
 cuts the corners of the voxel staircase, which on thin bones and thick slices loses several percent
@@ -13,6 +14,7 @@ carried through the offset and the transform.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,14 +30,20 @@ SMOOTHING_PASS_BAND = 0.1  # windowed-sinc pass band: lower smooths more
 
 
 def bone_surfaces(
-    labels: sitk.Image, joint: str, smoothing_iterations: int = 15, decimation: float = 0.0
+    labels: sitk.Image,
+    joint: str,
+    smoothing_iterations: int = 15,
+    decimation: float = 0.0,
+    boxes: Sequence[tuple[slice, ...] | None] | None = None,
 ) -> dict[str, vtk.vtkPolyData]:
     """``labels``: the joint's label volume. Returns bone key -> closed triangle mesh (LPS mm),
-    skipping absent bones. ``decimation``: fraction of triangles to remove (0 keeps all). Bones are
+    skipping absent bones. ``decimation``: fraction of triangles to remove (0 keeps all);
+    ``boxes``: each bone's bounding box (``labelmaps.bone_boxes``) when already known. Bones are
     meshed in parallel threads (VTK releases the GIL), the largest first."""
     spec = get_joint(joint)
+    use_vtk_threads()
     array = sitk.GetArrayViewFromImage(labels)
-    boxes = bone_boxes(array, spec.num_classes)
+    boxes = boxes if boxes is not None else bone_boxes(array, spec.num_classes)
     spacing = np.asarray(labels.GetSpacing(), dtype=float)
     to_patient = _patient_transform(labels)
     present = [(value, box) for value, box in enumerate(boxes, start=1) if box is not None]
@@ -52,6 +60,14 @@ def bone_surfaces(
     with ThreadPoolExecutor(max_workers=max(1, min(len(present), physical_cores()))) as pool:
         meshes = {value: pool.submit(build, (value, box)) for value, box in largest_first}
     return {spec.bones[value - 1].key: meshes[value].result() for value, _ in present}
+
+
+def use_vtk_threads() -> None:
+    """Let VTK's multi-threaded filters (flying edges, windowed-sinc smoothing, normals, transforms)
+    use threads: VTK's wheels start on its sequential SMP backend. A VTK built with TBB or OpenMP
+    (Slicer's) keeps its own backend."""
+    if vtk.vtkSMPTools.GetBackend() == "Sequential":
+        vtk.vtkSMPTools.SetBackend("STDThread")
 
 
 def open_edge_count(mesh: vtk.vtkPolyData) -> int:

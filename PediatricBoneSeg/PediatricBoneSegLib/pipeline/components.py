@@ -1,0 +1,65 @@
+"""The 3D connected components of each bone of a label volume, found once per case: the
+post-processing decides from them which pieces to keep, the quality how fragmented the network's
+prediction is. NumPy and SciPy only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..labelmaps import bone_boxes
+
+FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connected: a bone touching at a corner is one piece
+
+
+@dataclass
+class BoneComponents:
+    """One bone's pieces inside its bounding box. ``box``: the bone's bounding box in the label
+    volume (array axes); ``labels``: [box shape] int32, the piece of each voxel (1..count; 0: not
+    this bone); ``sizes``: [count + 1] voxels per piece (``sizes[0]`` is 0)."""
+
+    box: tuple[slice, ...]
+    labels: np.ndarray
+    sizes: np.ndarray
+
+    @classmethod
+    def of_mask(cls, mask: np.ndarray, box: tuple[slice, ...] | None = None) -> BoneComponents:
+        """The pieces of a [z, y, x] bool ``mask`` (``box``: where it lies; default: all of it)."""
+        labels, _ = ndimage.label(mask, structure=FULL_CONNECTIVITY)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        return cls(box if box is not None else tuple(slice(0, n) for n in mask.shape), labels, sizes)
+
+    @property
+    def count(self) -> int:
+        """Number of pieces."""
+        return len(self.sizes) - 1
+
+    @property
+    def voxels(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def main(self) -> int:
+        """Index of the largest piece (the first of equal ones)."""
+        return int(np.argmax(self.sizes))
+
+    @property
+    def largest(self) -> int:
+        """Voxels of the largest piece."""
+        return int(self.sizes.max())
+
+
+def bone_components(
+    labels: np.ndarray, num_classes: int, boxes: Sequence[tuple[slice, ...] | None] | None = None
+) -> list[BoneComponents | None]:
+    """Per label 1..num_classes-1 of the [z, y, x] ``labels``, its pieces (None where absent).
+    ``boxes``: the labels' bounding boxes (``labelmaps.bone_boxes``) when already known."""
+    boxes = boxes if boxes is not None else bone_boxes(labels, num_classes)
+    return [
+        None if box is None else BoneComponents.of_mask(labels[box] == value, box)
+        for value, box in enumerate(boxes, start=1)
+    ]
