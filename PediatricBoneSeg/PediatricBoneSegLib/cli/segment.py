@@ -30,11 +30,15 @@ from ..io.case_folder import (
 from ..io.dicom_seg import dicom_seg_sources
 from ..io.volumes import VolumeReadError, VolumeSource, discover_sources, read_volume
 from ..options import PRECISIONS, SURFACE_FORMATS, CaseOptions, IfExists, SegmentOptions
-from ..progress import sub_progress
+from ..progress import CancelToken
 from ..shards import Shard, parse_shard
 from ..signals import exit_code, interrupts_as_exceptions
+from .batch import Done, run_pipelined
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+    from ..case import CaseResult
     from ..network.modelfile import LoadedModel
 
 
@@ -147,110 +151,138 @@ def _run(args: argparse.Namespace) -> int:
         first_of: dict[str, VolumeSource] = {}  # over all cases, so that a shard judges names as the whole run does
         for source in sources:
             first_of.setdefault(case_folder_name(source.name), source)
-        for source in _shard_sources(sources, args.shard):
-            current = source.name
-            folder = case_folder_name(source.name)
-            if first_of[folder] is not source:
-                summaries.append(
-                    _failed(source.name, f"{source}: case name {folder} already used by {first_of[folder]}")
-                )
-                continue
-            try:
-                summaries.append(_segment_case(source, args, options, model, inputs))
-            except (VolumeReadError, OutputError, FileExistsError) as error:
-                summaries.append(_failed(source.name, str(error)))
-            except KeyboardInterrupt:
-                raise
-            except Exception as error:  # one bad case must not stop the batch
-                summaries.append(_failed(source.name, f"{source}: {error}"))
+        batch = _Batch(args, options, model, inputs, first_of)
+        start = time.perf_counter()
+        run_pipelined(
+            _shard_sources(sources, args.shard),
+            batch.prepare,
+            batch.compute,
+            batch.write,
+            _case_failed,
+            summaries.append,
+        )
+        batch_seconds = time.perf_counter() - start
     except KeyboardInterrupt as interruption:
-        written = getattr(interruption, "written_folder", None)
-        if written is not None:
-            print(f"interrupted: {current} was written to {written}; the run stopped there", file=sys.stderr)
-            summaries.append(CaseSummary(current, True, detail=f"{written} (then interrupted)"))
-        else:
+        unfinished = getattr(interruption, "unfinished", None)  # set by the batch: its cases in progress
+        if unfinished is None or (not unfinished and not summaries):
             print(f"interrupted: {current or 'the run'} was not written", file=sys.stderr)
             summaries.append(CaseSummary(current, False, detail="interrupted"))
+        elif not unfinished:  # the case in progress was written before the interrupt could stop it
+            print(
+                f"interrupted: {summaries[-1].case} was written to {summaries[-1].detail}; the run stopped there",
+                file=sys.stderr,
+            )
+        for source in unfinished or ():
+            print(f"interrupted: {source.name} was not written", file=sys.stderr)
+            summaries.append(CaseSummary(source.name, False, detail="interrupted"))
         _print_summary(summaries)
         return exit_code(interruption)
     _print_summary(summaries)
+    _print_throughput(summaries, batch_seconds)
     return 0 if summaries and all(summary.ok for summary in summaries) else 1
 
 
-def _segment_case(
-    source: VolumeSource,
-    args: argparse.Namespace,
-    options: CaseOptions,
-    model: LoadedModel,
-    inputs: list[str | Path],
-) -> CaseSummary:
-    start = time.perf_counter()
-    target = Path(args.output) / case_folder_name(source.name)
-    if args.skip_existing and finished_case(target):
-        return CaseSummary(source.name, True, detail=f"{target} (finished earlier: kept)", skipped=True)
-    # --skip-existing redoes an unfinished case: it may replace that folder (only a pbseg one), never
-    # a folder that did not exist at the start (another run may be writing it: one of the two wins).
-    replace = args.overwrite or (args.skip_existing and target.exists())
-    if_exists = IfExists.REPLACE if replace else IfExists.FAIL
-    check_case_target(args.output, target.name, replace, inputs)  # before any work
-    try:
-        return _segment_new_case(source, args, options, model, inputs, if_exists, start)
-    except CaseFolderExistsError:
+@dataclass
+class _Prepared:
+    """A case read and ready to compute: its volume, how its folder may be written, when it began."""
+
+    image: sitk.Image
+    target: Path
+    if_exists: IfExists
+    start: float
+    read_seconds: float
+
+
+@dataclass
+class _Batch:
+    """What every case of the run shares, and its three stages (``batch.run_pipelined``): prepare on
+    the reader thread, compute on the main thread, write on the writer thread."""
+
+    args: argparse.Namespace
+    options: CaseOptions
+    model: LoadedModel
+    inputs: list[str | Path]
+    first_of: dict[str, VolumeSource]
+
+    def prepare(self, source: VolumeSource) -> _Prepared | Done[CaseSummary]:
+        """Check the case's name and folder before any work, then read its volume."""
+        start = time.perf_counter()
+        folder, args = case_folder_name(source.name), self.args
+        if self.first_of[folder] is not source:
+            raise OutputError(f"{source}: case name {folder} already used by {self.first_of[folder]}")
+        target = Path(args.output) / folder
         if args.skip_existing and finished_case(target):
-            return CaseSummary(
-                source.name, True, detail=f"{target} (finished by another run meanwhile: kept)", skipped=True
-            )
-        raise
-
-
-def _segment_new_case(
-    source: VolumeSource,
-    args: argparse.Namespace,
-    options: CaseOptions,
-    model: LoadedModel,
-    inputs: list[str | Path],
-    if_exists: IfExists,
-    start: float,
-) -> CaseSummary:
-    from ..case import run_case, write_case_folder
-
-    with tqdm(total=100, desc=source.name, unit="%", leave=False, disable=None, file=sys.stderr) as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            bar.n = round(100 * fraction)
-            bar.set_postfix_str(message, refresh=True)
-
-        progress(0.0, "reading")
+            return Done(CaseSummary(source.name, True, detail=f"{target} (finished earlier: kept)", skipped=True))
+        # --skip-existing redoes an unfinished case: it may replace that folder (only a pbseg one), never
+        # a folder that did not exist at the start (another run may be writing it: one of the two wins).
+        replace = args.overwrite or (args.skip_existing and target.exists())
+        check_case_target(args.output, target.name, replace, self.inputs)  # before any work
         image = read_volume(source)
-        read_seconds = time.perf_counter() - start
-        case = run_case(image, options, model, sub_progress(progress, 0.05, 0.9))
-        case.inference.timings = {"read": read_seconds, **case.inference.timings}
-        folder = write_case_folder(
-            args.output,
+        if_exists = IfExists.REPLACE if replace else IfExists.FAIL
+        return _Prepared(image, target, if_exists, start, time.perf_counter() - start)
+
+    def compute(self, source: VolumeSource, prepared: _Prepared) -> CaseResult:
+        from ..case import run_case
+
+        with tqdm(total=100, desc=source.name, unit="%", leave=False, disable=None, file=sys.stderr) as bar:
+
+            def progress(fraction: float, message: str) -> None:
+                bar.n = round(100 * fraction)
+                bar.set_postfix_str(message, refresh=True)
+
+            case = run_case(prepared.image, self.options, self.model, progress)
+        case.inference.timings = {"read": prepared.read_seconds, **case.inference.timings}
+        return case
+
+    def write(self, source: VolumeSource, prepared: _Prepared, case: CaseResult, cancel: CancelToken) -> CaseSummary:
+        from ..case import write_case_folder
+
+        try:
+            folder = write_case_folder(
+                self.args.output,
+                source.name,
+                prepared.image,
+                case,
+                self.options,
+                prepared.if_exists,
+                inputs=self.inputs,
+                report_extra={"input": str(source)},
+                cancel=cancel,
+                dicom_seg_sources=dicom_seg_sources(source, self.args.dicom_seg),
+            )
+        except CaseFolderExistsError:
+            if self.args.skip_existing and finished_case(prepared.target):
+                detail = f"{prepared.target} (finished by another run meanwhile: kept)"
+                return CaseSummary(source.name, True, detail=detail, skipped=True)
+            raise
+        result, measurements = case.inference, case.measurements
+        for warning in result.warnings:
+            tqdm.write(f"warning: {source.name}: {warning}", file=sys.stderr)
+        joint = result.joint + (f" (auto {result.joint_confidence:.2f})" if result.joint_confidence is not None else "")
+        return CaseSummary(
             source.name,
-            image,
-            case,
-            options,
-            if_exists,
-            inputs=inputs,
-            report_extra={"input": str(source)},
-            progress=sub_progress(progress, 0.9, 1.0),
-            dicom_seg_sources=dicom_seg_sources(source, args.dicom_seg),
+            True,
+            joint=joint,
+            bones=f"{len(measurements)}/{len(get_joint(result.joint).bones)}",
+            warnings=len(result.warnings),
+            seconds=time.perf_counter() - prepared.start,
+            detail=str(folder),
+            unreliable=tuple(result.unreliable_bones()),
         )
-    result, measurements = case.inference, case.measurements
-    for warning in result.warnings:
-        tqdm.write(f"warning: {source.name}: {warning}", file=sys.stderr)
-    joint = result.joint + (f" (auto {result.joint_confidence:.2f})" if result.joint_confidence is not None else "")
-    return CaseSummary(
-        source.name,
-        True,
-        joint=joint,
-        bones=f"{len(measurements)}/{len(get_joint(result.joint).bones)}",
-        warnings=len(result.warnings),
-        seconds=time.perf_counter() - start,
-        detail=str(folder),
-        unreliable=tuple(result.unreliable_bones()),
-    )
+
+
+def _case_failed(source: VolumeSource, error: Exception) -> CaseSummary:
+    """A case that could not be read, segmented or written: one line, and the batch goes on."""
+    if isinstance(error, (VolumeReadError, OutputError, FileExistsError)):
+        return _failed(source.name, str(error))
+    return _failed(source.name, f"{source}: {error}")
+
+
+def _print_throughput(summaries: list[CaseSummary], seconds: float) -> None:
+    """Cases segmented per minute of the batch (from its first read to its last write)."""
+    segmented = sum(s.ok and not s.skipped for s in summaries)
+    if segmented and seconds > 0:
+        print(f"{segmented} case(s) in {seconds:.1f} s: {60 * segmented / seconds:.1f} cases per minute")
 
 
 def _reports_problems(shard: Shard | None) -> bool:
