@@ -63,7 +63,7 @@ def test_cohort_page_is_self_contained(cohort: Path) -> None:
     assert len(re.findall(r'src="data:image/png;base64,', page)) == len(AGES)  # the unfinished one has none
     assert not re.search(r'(?:src|href)="(?:https?:)?//', page)  # nothing fetched from a network
     assert page.count("<figure>") == 4 and page.count("<svg") == 2  # a figure per knee bone, plots of the found
-    assert "Femur: volume vs age (3 cases with an age)" in page and "Patella: volume vs age (0 cases" in page
+    assert "Femur: volume vs age, 3 cases" in page and "Patella: volume vs age, 0 cases" in page
     assert page.index("knee_broken") < min(page.index(f">{name}<") for name in AGES)
 
 

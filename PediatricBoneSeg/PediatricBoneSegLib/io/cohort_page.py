@@ -23,7 +23,7 @@ from .cohort import STATUS_ORDER, CohortCase, cohort_bones
 
 THUMBNAIL_PX = 220
 GENERATOR = "pbseg report"  # in the page's generator meta tag: marks a page this command may replace
-_PLOT_W, _PLOT_H, _MARGIN = 300, 190, 38
+_PLOT_W, _PLOT_H, _MARGIN = 270, 180, 38
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.2em;color:#222}
 h1{font-size:1.4em;margin:0 0 .2em} .meta{color:#666;margin-bottom:1em}
@@ -34,7 +34,7 @@ th{background:#eee;cursor:pointer;user-select:none;position:sticky;top:0}
 th[aria-sort=ascending]::after{content:" \\25B2"} th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right} tr.unfinished{background:#fde2e2} tr.check{background:#fff4d6}
 .status{font-weight:700} .unreliable{color:#b00020} img{display:block}
-ul{margin:0;padding-left:1.1em;max-width:32em}
+td.warnings{min-width:30em;font-size:12px} ul{margin:0;padding-left:1.1em}
 """
 _SCRIPT = """
 const table = document.getElementById('cases');
@@ -112,6 +112,7 @@ def _row(case: CohortCase, bones: list[str]) -> str:
         _cell(
             "<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>" if warnings else "",
             len(warnings),
+            "warnings",
         ),
         _cell(f'<span class="unreliable">{html.escape(", ".join(case.unreliable))}</span>', len(case.unreliable)),
     ]
@@ -131,8 +132,9 @@ def _status_rank(case: CohortCase) -> str:
     return f"{STATUS_ORDER.index(case.status) * 100 + 99 - min(len(case.unreliable), 99)}"
 
 
-def _cell(content: str, sort: object) -> str:
-    return f'<td data-sort="{html.escape(str(sort))}">{content}</td>'
+def _cell(content: str, sort: object, kind: str = "") -> str:
+    style = f' class="{kind}"' if kind else ""
+    return f'<td{style} data-sort="{html.escape(str(sort))}">{content}</td>'
 
 
 def _number_cell(value: float | None, digits: int, unreliable: bool = False) -> str:
@@ -163,9 +165,9 @@ def _bone_plot(bone: str, cases: list[CohortCase], with_age: bool) -> str:
     name = get_bone(bone).display_name
     if with_age:
         dated = [(age, volume, bad) for age, volume, bad in points if age is not None]
-        svg, caption = _scatter(dated), f"{name}: volume vs age ({len(dated)} cases with an age)"
+        svg, caption = _scatter(dated), f"{name}: volume vs age, {len(dated)} cases"
     else:
-        svg, caption = _histogram(points), f"{name}: volume ({len(points)} cases)"
+        svg, caption = _histogram(points), f"{name}: volume, {len(points)} cases"
     return f"<figure><figcaption>{html.escape(caption)}</figcaption>{svg}</figure>"
 
 
