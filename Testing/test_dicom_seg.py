@@ -90,11 +90,17 @@ def _seg_labels_on_grid(seg: hd.seg.Segmentation, labels: sitk.Image) -> np.ndar
     return result
 
 
-def test_a_dicom_series_gets_a_seg_of_its_study_that_matches_the_labels(tmp_path: Path, model: Path) -> None:  # noqa: F811 (the imported fixture)
-    files = _write_series(_oblique_knee(), tmp_path / "knee_mr")
-    out = tmp_path / "out"
-    assert _segment([tmp_path / "knee_mr"], out, model, "--no-surfaces") == 0
-    case = out / "knee_mr"
+@pytest.fixture(scope="module")
+def dicom_case(tmp_path_factory: pytest.TempPathFactory, model: Path) -> tuple[Path, list[Path]]:  # noqa: F811 (the imported fixture)
+    """The case folder of an oblique, flipped DICOM series segmented by ``pbseg segment``, and its files."""
+    folder = tmp_path_factory.mktemp("dicom")
+    files = _write_series(_oblique_knee(), folder / "knee_mr")
+    assert _segment([folder / "knee_mr"], folder / "out", model, "--no-surfaces") == 0
+    return folder / "out" / "knee_mr", files
+
+
+def test_a_dicom_series_gets_a_seg_of_its_study_that_matches_the_labels(dicom_case: tuple[Path, list[Path]]) -> None:
+    case, files = dicom_case
     report = json.loads((case / "report.json").read_text())
     assert DICOM_SEG_FILE in report["files"] and {p.name for p in case.iterdir()} == CASE_FILES | {DICOM_SEG_FILE}
 
@@ -154,24 +160,22 @@ def test_other_inputs_get_a_seg_of_a_new_study_only_when_asked(tmp_path: Path, m
 
 
 @pytest.mark.skipif(SEGIMAGE2ITKIMAGE is None, reason="dcmqi is not installed")
-def test_dcmqi_reads_the_seg_into_a_slicer_segmentation(tmp_path: Path, model: Path) -> None:  # noqa: F811 (the imported fixture)
+def test_dcmqi_reads_the_seg_into_a_slicer_segmentation(tmp_path: Path, dicom_case: tuple[Path, list[Path]]) -> None:
     """What Slicer's DICOM SEG import does (QuantitativeReporting's plugin): dcmqi's
     segimage2itkimage decodes the SEG into one volume per segment with its metadata, imported
     into a segmentation node; the node's labelmap equals labels.nii.gz."""
-    _write_series(_oblique_knee(), tmp_path / "knee_mr")
-    out = tmp_path / "out"
-    assert _segment([tmp_path / "knee_mr"], out, model, "--no-surfaces") == 0
+    case = dicom_case[0]
     decoded = tmp_path / "decoded"
     decoded.mkdir()
     subprocess.run(
-        [SEGIMAGE2ITKIMAGE, "--inputDICOM", str(out / "knee_mr" / DICOM_SEG_FILE), "--outputDirectory", str(decoded)],
+        [SEGIMAGE2ITKIMAGE, "--inputDICOM", str(case / DICOM_SEG_FILE), "--outputDirectory", str(decoded)],
         check=True,
         capture_output=True,
     )
     meta = json.loads((decoded / "meta.json").read_text())
     attributes = [segment for group in meta["segmentAttributes"] for segment in group]
     knee = get_joint("knee")
-    labels = _labels(out / "knee_mr")
+    labels = _labels(case)
     present = {knee.bones[label - 1].key for label in np.unique(sitk.GetArrayFromImage(labels)) if label}
     assert {"femur", "tibia"} <= present
     assert [a["SegmentedPropertyTypeCodeSequence"]["CodeValue"] for a in attributes] == [
@@ -195,7 +199,7 @@ def test_dcmqi_reads_the_seg_into_a_slicer_segmentation(tmp_path: Path, model: P
     assert [name.split(" (")[0] for name in names] == [bone.display_name for bone in knee.bones if bone.key in present]
     reference = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(out / "knee_mr" / "labels.nii.gz"))
+    storage.SetFileName(str(case / "labels.nii.gz"))
     assert storage.ReadData(reference) == 1
     merged = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     assert segmentations_logic.ExportVisibleSegmentsToLabelmapNode(node, merged, reference)
