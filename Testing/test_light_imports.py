@@ -26,6 +26,10 @@ LIGHT_MODULES = [
     "PediatricBoneSegLib.io.segmentation_file",
     "PediatricBoneSegLib.io.qc",
     "PediatricBoneSegLib.io.outputs",
+    "PediatricBoneSegLib.io.dicom_seg",
+    "PediatricBoneSegLib.io.cohort",
+    "PediatricBoneSegLib.io.cohort_page",
+    "PediatricBoneSegLib.shards",
     "PediatricBoneSegLib.pipeline",
     "PediatricBoneSegLib.pipeline.orientation",
     "PediatricBoneSegLib.pipeline.results",
@@ -38,6 +42,7 @@ LIGHT_MODULES = [
     "PediatricBoneSegLib.slicer.dependencies",
     "PediatricBoneSegLib.cli",
     "PediatricBoneSegLib.cli.batch",
+    "PediatricBoneSegLib.cli.report",
 ]
 
 
