@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -111,12 +112,21 @@ def test_two_shard_processes_into_one_folder_cover_the_cohort_once(
     assert _entries(out) == {f"knee_{i}" for i in range(5)}  # no staging folder left, nothing twice
     for case in out.iterdir():
         assert finished_case(case) and json.loads((case / "report.json").read_text())["case"] == case.name
-    # a rerun of every shard with --skip-existing does nothing
-    again = subprocess.run(
-        [*PBSEG, *_arguments([tmp_path / "in"], out, model, "--shard", "1/2", "--skip-existing")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert again.returncode == 0
-    assert _status_of(again.stdout) == {"knee_0": "skipped", "knee_2": "skipped", "knee_4": "skipped"}
+    # a requeued job: shard 1 twice at once, resuming, after one of its cases was removed; each case
+    # is written once, the other copy keeps it (skipped), and both jobs succeed
+    shutil.rmtree(out / "knee_2")
+    resumed = [
+        subprocess.Popen(
+            [*PBSEG, *_arguments([tmp_path / "in"], out, model, "--no-surfaces", "--shard", "1/2", "--skip-existing")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [(process.wait(timeout=300), *process.communicate()) for process in resumed]
+    assert [code for code, _, _ in results] == [0, 0], results
+    statuses = [_status_of(stdout) for _, stdout, _ in results]
+    assert all(status["knee_0"] == status["knee_4"] == "skipped" for status in statuses)
+    assert sorted(status["knee_2"] for status in statuses) == ["check", "skipped"]
+    assert _entries(out) == {f"knee_{i}" for i in range(5)} and finished_case(out / "knee_2")
