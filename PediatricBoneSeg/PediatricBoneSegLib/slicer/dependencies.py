@@ -23,7 +23,10 @@ def requirements() -> dict[str, str]:
 
 
 TORCH_REQUIREMENT = requirements()[TORCH][len(TORCH) :]  # the version specifier, for the PyTorch extension
-PIP_REQUIREMENTS: dict[str, str] = {"safetensors": requirements()["safetensors"]}  # import name -> pip requirement
+PIP_REQUIREMENTS: dict[str, str] = {  # import name -> pip requirement
+    "safetensors": requirements()["safetensors"],
+    "skimage": requirements()["scikit-image"],
+}
 REQUIRED: tuple[str, ...] = (TORCH, *PIP_REQUIREMENTS, "numpy", "scipy", "SimpleITK", "vtkmodules")
 
 

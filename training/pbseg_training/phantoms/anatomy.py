@@ -9,7 +9,7 @@ are in the same adult millimetres; the generator converts them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +63,9 @@ class JointModel:
 
     ``body``: skin surface. ``fov_center``: centre of the field of view (adult frame).
     ``fov_inplane``: real-mm in-plane field of view; ``slab``: real-mm coverage along the slices.
+    ``landmarks`` (generator 2.0): name -> (index of the bone in ``bones``, (N, 3) points of that
+    bone's frame) from which the ground truth of the measurements is computed; ``hinge_center``:
+    the joint's hinge turns about this point instead of its default centre (the subluxed head).
     """
 
     bones: tuple[BoneModel, ...]
@@ -75,6 +78,8 @@ class JointModel:
     slab: float
     slice_thickness: tuple[float, float]
     pixel_spacing: tuple[float, float]
+    landmarks: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)
+    hinge_center: tuple[float, float, float] | None = None
 
 
 def bounds_around(center: tuple[float, float, float], half: tuple[float, float, float]) -> Bounds:

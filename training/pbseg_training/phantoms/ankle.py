@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .anatomy import BoneModel, Growth, JointModel, Physis, SoftStructure, bounds_around
-from .shapes import Points, box, capsule, ellipsoid, flat_capsule, half_space, smooth_union, subtract
+from .morphology import AnkleMorphology, axis_rotation
+from .shapes import Points, box, capsule, ellipsoid, flat_capsule, half_space, rotated, smooth_union, subtract
 
 
 def _tendon(p: Points, points: list[tuple[float, float, float]], radius: float) -> np.ndarray:
@@ -19,7 +20,8 @@ def _tendon(p: Points, points: list[tuple[float, float, float]], radius: float) 
     return out
 
 
-def build_ankle(rng: np.random.Generator, growth: Growth) -> JointModel:
+def build_ankle(rng: np.random.Generator, growth: Growth, morphology: AnkleMorphology | None = None) -> JointModel:
+    """``morphology`` None: generator 1.0's calcaneus; else it is turned about the subtalar joint."""
     c = growth.cartilage
     up = growth.joint_shift(4.0)  # tibia and fibula move up
     down = growth.joint_shift(3.5)  # calcaneus and cuboid move down
@@ -59,8 +61,19 @@ def build_ankle(rng: np.random.Generator, growth: Growth) -> JointModel:
         out = capsule(q, (-25, 9, 400), (-24, 11, -19), 6.5, 8.5)
         return subtract(subtract(out, talus(p), 2.5), tibia(p), 2.0)
 
+    turn = None
+    if morphology is not None:
+        pitch = axis_rotation("x", morphology.calcaneus_pitch_deg)
+        turn = axis_rotation("z", morphology.calcaneus_divergence_deg) @ pitch
+    subtalar = (0.0, 10.0, -45.0 - down)
+    pad = 0 if turn is None else 10  # room for the turned calcaneus
+
+    def turned(p: Points) -> Points:
+        return p if turn is None else rotated(p, subtalar, turn)
+
     def calcaneus_full(p: Points) -> np.ndarray:
-        q = (p[0], p[1], p[2] + down)
+        r = turned(p)
+        q = (r[0], r[1], r[2] + down)
         body = ellipsoid(q, (-2, 14, -54), (15, 36, 17))
         tuberosity = ellipsoid(q, (-1, 30 + 14 * heel, -58), (16, 14 * heel, 20))
         anterior = capsule(q, (-5, -6, -50), (-9, -30, -48), 11.0, 10.0)
@@ -71,11 +84,11 @@ def build_ankle(rng: np.random.Generator, growth: Growth) -> JointModel:
     apophysis_y = 28.0 + 14.0 * heel
 
     def calcaneus_apophysis(p: Points) -> np.ndarray:
-        return apophysis_y - p[1]
+        return apophysis_y - turned(p)[1]
 
     def calcaneus(p: Points) -> np.ndarray:
         full = calcaneus_full(p)
-        return full if apophysis_ossified else np.maximum(full, p[1] - (apophysis_y - 1.5))
+        return full if apophysis_ossified else np.maximum(full, turned(p)[1] - (apophysis_y - 1.5))
 
     def navicular(p: Points) -> np.ndarray:
         out = ellipsoid(p, (6, -50 - forward, -24), (16, 6.5, 14))
@@ -109,7 +122,7 @@ def build_ankle(rng: np.random.Generator, growth: Growth) -> JointModel:
         BoneModel(
             key="calcaneus",
             sdf=calcaneus,
-            bounds=((-20, -45, -80 - down), (24, 50 + 14 * heel, -32 - down)),
+            bounds=((-20 - pad, -45 - pad, -80 - down - pad), (24 + pad, 50 + 14 * heel + pad, -32 - down + pad)),
             cortex=0.9,
             cartilage=min(c, 3.0),
             articular=lambda p: p[2] - (-40.0 - down),
@@ -134,11 +147,11 @@ def build_ankle(rng: np.random.Generator, growth: Growth) -> JointModel:
         SoftStructure(
             "cartilage",
             lambda p: (
-                np.maximum(calcaneus_full(p), apophysis_y - 1.5 - p[1])
+                np.maximum(calcaneus_full(p), apophysis_y - 1.5 - turned(p)[1])
                 if not apophysis_ossified
                 else np.full_like(p[0], 1e3)
             ),
-            ((-20, 20, -82 - down), (20, 52 + 14 * heel, -36 - down)),
+            ((-20 - pad, 20 - pad, -82 - down - pad), (20 + pad, 52 + 14 * heel + pad, -36 - down + pad)),
         ),
         SoftStructure(
             "tendon",

@@ -12,7 +12,7 @@ growth plates cut out, so a young long bone is two 3D components (epiphysis, met
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +27,18 @@ from .appearance import TEXTURE, TISSUES, Appearance, add_rician_noise, bias_fie
 from .artefacts import Artefacts, acquire
 from .deformation import HINGES, Hinge, SmoothWarp
 from .knee import build_knee
+from .morphology import Morphology, draw_morphology
+from .morphology import to_json as morphology_json
 from .protocols import FAMILIES, Protocol, draw_protocol, draw_signals, noise_fraction
 from .scanner import ScannerGrid, rotation_matrix
 from .shoulder import build_shoulder
+from .truth import ground_truth
 
 GENERATOR_VERSION = "2.0"
 VERSIONS = ("1.0", "2.0")  # 1.0: the committed experiment's phantoms, kept bit-for-bit reproducible
 AGE_RANGE = (2.0, 17.0)
 MAX_MATRIX = 384  # generator 1.0: in-plane acquisition matrix of the largest fields of view
-BUILDERS: dict[str, Callable[[np.random.Generator, Growth], JointModel]] = {
+BUILDERS: dict[str, Callable[[np.random.Generator, Growth, Morphology | None], JointModel]] = {
     "ankle": build_ankle,
     "knee": build_knee,
     "shoulder": build_shoulder,
@@ -106,6 +109,8 @@ def generate_phantom(
         "direction": [float(v) for v in grid.direction.flatten()],
         "cut_bones": _cut_bones(labels, joint_key),
     }
+    if case.variation is not None:
+        parameters["truth"] = ground_truth(joint_key, case.model, case.grid, case.variation)
     volumes = [_to_sitk(array, grid) for array in (image, labels, tissues)]
     return Phantom(volumes[0], volumes[1], joint_key, case.age, case.side, int(seed), volumes[2], parameters)
 
@@ -145,7 +150,10 @@ def _draw_case(
     age = float(age_years) if age_years is not None else drawn_age
     side = "left" if rng.random() < 0.5 else "right"
     growth = Growth.draw(age, rng)
-    model = BUILDERS[joint](rng, growth)
+    morphology = None
+    if version != "1.0":  # a stream of its own: the case's other draws are unchanged by it
+        morphology = draw_morphology(joint, np.random.default_rng([_SALT, JOINT_KEYS.index(joint), seed, 2]))
+    model = BUILDERS[joint](rng, growth, morphology)
     parameters: dict = {"generator_version": version, "joint": joint, "seed": seed, "age_years": age}
     parameters |= {"side": side, "voxel_scale": float(voxel_scale)}
     if version == "1.0":
@@ -157,6 +165,7 @@ def _draw_case(
         look = _Look.draw(protocol_drawn, grid, voxel_scale, rng, contrast)
         variation = _Variation.draw(joint, model, growth, rng)
         parameters |= {"protocol": protocol_drawn.to_json()} | look.to_json() | variation.to_json(model)
+        parameters["morphology"] = morphology_json(morphology)
     noise_rng = np.random.default_rng(rng.integers(2**63))
     return _Case(age, side, model, grid, look, variation, noise_rng, parameters)
 
@@ -305,7 +314,7 @@ class _Variation:
 
     @classmethod
     def draw(cls, joint: str, model: JointModel, growth: Growth, rng: np.random.Generator) -> _Variation:
-        hinge = HINGES[joint]
+        hinge = HINGES[joint] if model.hinge_center is None else replace(HINGES[joint], center=model.hinge_center)
         n = len(model.bones)
         return cls(
             hinge=hinge,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .anatomy import BoneModel, Growth, JointModel, Physis, SoftStructure, bounds_around
+from .morphology import KneeMorphology, axis_rotation
 from .shapes import (
     Points,
     box,
@@ -15,6 +16,7 @@ from .shapes import (
     ellipsoid,
     flat_capsule,
     half_space,
+    rotated,
     smooth_subtract,
     smooth_union,
     subtract,
@@ -26,7 +28,29 @@ def _vary(rng: np.random.Generator, spread: float = 0.06) -> float:
     return float(rng.uniform(1.0 - spread, 1.0 + spread))
 
 
-def build_knee(rng: np.random.Generator, growth: Growth) -> JointModel:
+_TROCHLEA = ((0.0, -13.0, 34.0), (30.0, 16.0, 20.0))  # generator 2.0: centre and radii of its front
+
+
+def _facet_normals(morphology: KneeMorphology) -> tuple[np.ndarray, np.ndarray]:
+    """Outward (anterior) unit normals of the lateral (-x) and medial (+x) trochlear facets."""
+    lateral, medial = np.radians(morphology.lateral_facet_deg), np.radians(morphology.medial_facet_deg)
+    return np.array([np.sin(lateral), -np.cos(lateral), 0.0]), np.array([-np.sin(medial), -np.cos(medial), 0.0])
+
+
+def _facet_peak(groove: np.ndarray, slope_deg: float, towards: float) -> np.ndarray:
+    """Where a facet line from the groove (in the axial section through the trochlea's centre)
+    leaves the trochlear ellipsoid: the facet's summit. ``towards``: -1 lateral, +1 medial."""
+    (cx, cy, cz), (rx, ry, _) = _TROCHLEA
+    d = np.array([towards * np.cos(np.radians(slope_deg)), -np.sin(np.radians(slope_deg))])
+    q = np.array([(groove[0] - cx) / rx, (groove[1] - cy) / ry])
+    e = d / np.array([rx, ry])
+    a, b, c = e @ e, 2 * q @ e, q @ q - 1.0
+    t = (-b + np.sqrt(b * b - 4 * a * c)) / (2 * a)
+    return np.array([groove[0] + t * d[0], groove[1] + t * d[1], cz])
+
+
+def build_knee(rng: np.random.Generator, growth: Growth, morphology: KneeMorphology | None = None) -> JointModel:
+    """``morphology`` None: generator 1.0's trochlea, tubercle and patella."""
     c = growth.cartilage
     shift = growth.joint_shift(6.0)  # tibia and fibula move down by this much
     condyle = (_vary(rng), _vary(rng), _vary(rng))
@@ -45,12 +69,17 @@ def build_knee(rng: np.random.Generator, growth: Growth) -> JointModel:
         medial = ellipsoid(p, (21, 6, 22 * condyle[0]), (15 * condyle[1], 28 * condyle[2], 22 * condyle[0]))
         lateral = ellipsoid(p, (-21, 7, 23 * condyle[1]), (15 * condyle[0], 27 * condyle[2], 23 * condyle[1]))
         out = smooth_union(out, np.minimum(medial, lateral), 7.0)
-        trochlea = ellipsoid(p, (0, -13, 34), (30, 14, 20))
-        out = smooth_union(out, trochlea, 7.0)
+        if morphology is None:
+            trochlea = ellipsoid(p, (0, -13, 34), (30, 14, 20))
+            out = smooth_union(out, trochlea, 7.0)
+        else:  # two planar facets meeting at the groove, cut into the trochlea's front
+            facets = np.minimum(half_space(p, groove, -facet_normals[0]), half_space(p, groove, -facet_normals[1]))
+            out = smooth_union(out, np.maximum(ellipsoid(p, *_TROCHLEA), facets), 2.0)
         epicondyles = np.minimum(ellipsoid(p, (33, 4, 28), (7, 11, 10)), ellipsoid(p, (-33, 5, 28), (6, 10, 9)))
         out = smooth_union(out, epicondyles, 5.0)
-        groove = capsule(p, (0, -31, 14), (0, -30, 56), 5.0)
-        out = smooth_subtract(out, groove, 3.0)
+        if morphology is None:
+            groove_1 = capsule(p, (0, -31, 14), (0, -30, 56), 5.0)
+            out = smooth_subtract(out, groove_1, 3.0)
         return smooth_subtract(out, notch(p), 3.0)
 
     def notch(p: Points) -> np.ndarray:
@@ -63,6 +92,12 @@ def build_knee(rng: np.random.Generator, growth: Growth) -> JointModel:
     def femur_physis(p: Points) -> np.ndarray:
         return p[2] - (24.0 + physis_wave * np.cos(p[0] / 12.0) + 0.05 * p[1])
 
+    if morphology is not None:
+        front = _TROCHLEA[0][1] - _TROCHLEA[1][1]
+        groove = np.array([1.0, front + morphology.groove_depth, _TROCHLEA[0][2]])
+        facet_normals = _facet_normals(morphology)
+    tubercle_x = 0.0 if morphology is None else -morphology.tubercle_lateral_mm
+
     def tibia(p: Points) -> np.ndarray:
         z = p[2] + shift
         q = (p[0], p[1], z)
@@ -73,7 +108,7 @@ def build_knee(rng: np.random.Generator, growth: Growth) -> JointModel:
         out = smooth_union(out, metaphysis, 8.0)
         shaft = capsule(q, (0, 6, -45), (0, 10, -400), 13.0)
         out = smooth_union(out, shaft, 15.0)
-        bump = ellipsoid(q, (0, -20, -45), (11 * tubercle, 8 * tubercle, 16))
+        bump = ellipsoid(q, (tubercle_x, -20, -45), (11 * tubercle, 8 * tubercle, 16))
         return smooth_union(out, bump, 6.0)
 
     def tibia_physis(p: Points) -> np.ndarray:
@@ -97,16 +132,22 @@ def build_knee(rng: np.random.Generator, growth: Growth) -> JointModel:
     patella_center = (0.0, -42.0 - patella_shift, patella_height)
     patella_radii = (22.0 * ossified, 10.0 * ossified, 23.0 * ossified)
 
+    tilt = None if morphology is None else axis_rotation("z", -morphology.patellar_tilt_deg)  # medial edge forward
+
+    def tilted(p: Points) -> Points:
+        return p if tilt is None else rotated(p, patella_center, tilt)
+
     def patella(p: Points) -> np.ndarray:
+        p = tilted(p)
         body = ellipsoid(p, patella_center, patella_radii)
         flat_front = half_space(p, (0, patella_center[1] - 7.0 * ossified, 0), (0, 1, 0))
         return np.maximum(body, flat_front)
 
     def patella_cartilage(p: Points) -> np.ndarray:
-        return ellipsoid(p, patella_center, (22.0, 10.0, 23.0))
+        return ellipsoid(tilted(p), patella_center, (22.0, 10.0, 23.0))
 
     def patella_back(p: Points) -> np.ndarray:
-        return half_space(p, patella_center, (0, 1, 0))
+        return half_space(tilted(p), patella_center, (0, 1, 0))
 
     bones = (
         BoneModel(
@@ -227,6 +268,23 @@ def build_knee(rng: np.random.Generator, growth: Growth) -> JointModel:
         calf = ellipsoid(p, (0, 22, -130), (50, 44, 95))
         return smooth_union(smooth_union(out, front, 10.0), calf, 20.0)
 
+    landmarks = {}
+    if morphology is not None:
+        lateral_peak = _facet_peak(groove, morphology.lateral_facet_deg, -1.0)
+        medial_peak = _facet_peak(groove, morphology.medial_facet_deg, 1.0)
+        medial_axis = tilt @ np.array([1.0, 0.0, 0.0])
+        plateau_z = -14.0 - shift
+        landmarks = {
+            "posterior_condyles": (
+                0,
+                np.array([(21, 6 + 28 * condyle[2], 22 * condyle[0]), (-21, 7 + 27 * condyle[2], 23 * condyle[1])]),
+            ),
+            "trochlea": (0, np.array([groove, lateral_peak, medial_peak])),
+            "epicondyles": (0, np.array([(40.0, 4.0, 28.0), (-39.0, 5.0, 28.0)])),
+            "tubercle": (1, np.array([(tubercle_x, -20.0 - 8.0 * tubercle, -45.0 - shift)])),
+            "plateau": (1, np.array([(38.0, 4.0, plateau_z), (-38.0, 4.0, plateau_z)])),
+            "patella_axis": (2, np.asarray(patella_center) + np.outer([-10.0, 10.0], medial_axis)),
+        }
     return JointModel(
         bones=bones,
         soft=soft,
@@ -238,4 +296,5 @@ def build_knee(rng: np.random.Generator, growth: Growth) -> JointModel:
         slab=95.0 * growth.scale + float(rng.uniform(15.0, 30.0)),
         slice_thickness=(3.0, 4.0),
         pixel_spacing=(0.4, 0.6),
+        landmarks=landmarks,
     )

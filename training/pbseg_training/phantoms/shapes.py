@@ -100,3 +100,21 @@ def union(*fields: np.ndarray) -> np.ndarray:
 def subtract(a: np.ndarray, b: np.ndarray, gap: float = 0.0) -> np.ndarray:
     """``a`` minus ``b`` dilated by ``gap`` mm (keeps two bones a joint space apart)."""
     return np.maximum(a, gap - b)
+
+
+def oriented_ellipsoid(p: Points, center: Vec, axes: np.ndarray, radii: Vec) -> np.ndarray:
+    """Ellipsoid whose semi-axes ``radii`` lie along the rows of ``axes`` (orthonormal)."""
+    q = [p[i] - np.float32(center[i]) for i in range(3)]
+    a = np.asarray(axes, dtype=np.float32)
+    local = tuple(q[0] * a[k, 0] + q[1] * a[k, 1] + q[2] * a[k, 2] for k in range(3))
+    return ellipsoid(local, (0.0, 0.0, 0.0), radii)  # type: ignore[arg-type]
+
+
+def rotated(p: Points, center: Vec, rotation: np.ndarray) -> Points:
+    """Coordinates at which to evaluate a shape so that it appears turned by ``rotation`` (3x3)
+    about ``center``: the inverse rotation applied to the points."""
+    r = np.asarray(rotation, dtype=np.float32)
+    q = [p[i] - np.float32(center[i]) for i in range(3)]
+    return tuple(  # type: ignore[return-value]
+        np.float32(center[k]) + q[0] * r[0, k] + q[1] * r[1, k] + q[2] * r[2, k] for k in range(3)
+    )

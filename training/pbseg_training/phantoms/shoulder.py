@@ -9,33 +9,71 @@ from __future__ import annotations
 import numpy as np
 
 from .anatomy import BoneModel, Growth, JointModel, Physis, SoftStructure, bounds_around
-from .shapes import Points, box, capsule, ellipsoid, flat_capsule, half_space, smooth_subtract, smooth_union, subtract
+from .morphology import ShoulderMorphology
+from .shapes import (
+    Points,
+    box,
+    capsule,
+    ellipsoid,
+    flat_capsule,
+    half_space,
+    oriented_ellipsoid,
+    smooth_subtract,
+    smooth_union,
+    subtract,
+)
 
 # Scapular plane: blade axes (medial-posterior, superior, normal) anchored at the glenoid neck.
 _U = np.array([0.85, 0.53, 0.0]) / np.linalg.norm([0.85, 0.53, 0.0])
 _V = np.array([0.0, 0.0, 1.0])
 _W = np.cross(_U, _V)
 _BLADE_ORIGIN = np.array([22.0, 6.0, 0.0])
+_FACE_DEPTH = 4.0  # generator 2.0: the glenoid ellipsoid is cut flat this deep (its articular face)
 
 
 def _on_blade(a: float, b: float, c: float = 0.0) -> tuple[float, float, float]:
     return tuple(_BLADE_ORIGIN + a * _U + b * _V + c * _W)  # type: ignore[return-value]
 
 
-def build_shoulder(rng: np.random.Generator, growth: Growth) -> JointModel:
+def _glenoid_axes(morphology: ShoulderMorphology) -> np.ndarray:
+    """Rows: the glenoid face normal (towards the head), its anteroposterior axis (posterior) and
+    its superoinferior axis, from the drawn version (about the blade's vertical) and inclination."""
+    v, i = np.radians(morphology.version_deg), np.radians(morphology.inclination_deg)
+    horizontal = np.cos(v) * -_U + np.sin(v) * _W  # _W points anterior: positive version = anteversion
+    normal = np.cos(i) * horizontal + np.sin(i) * _V
+    posterior = np.cross(_V, horizontal)
+    posterior = posterior if posterior[1] > 0 else -posterior
+    return np.stack([normal, posterior, np.cross(normal, posterior)])
+
+
+def build_shoulder(
+    rng: np.random.Generator, growth: Growth, morphology: ShoulderMorphology | None = None
+) -> JointModel:
+    """``morphology`` None: generator 1.0's glenoid (facing straight lateral) and centred head."""
     c = growth.cartilage
     out_shift = growth.joint_shift(5.0)  # the humerus moves laterally (-x)
     head_radius = 23.0 * float(rng.uniform(0.93, 1.07))
     head_center = (-24.0 - out_shift, 2.0, 2.0)
+    move = np.zeros(3)  # generator 2.0: translation of the whole humerus (version, subluxation)
+    if morphology is not None:
+        axes = _glenoid_axes(morphology)
+        glenoid_center = np.array([9.0, 2.0, 0.0])
+        face = glenoid_center + (9.0 - _FACE_DEPTH) * axes[0]  # centre of the flat articular face
+        seated = face + (head_radius + 1.0 + _FACE_DEPTH + out_shift) * axes[0]  # head centred on it
+        shift = morphology.subluxation * head_radius
+        head_center = tuple(seated + shift * axes[1] + 0.75 * shift * axes[0])  # rides over the posterior rim
+        move = np.asarray(head_center) - np.array([-24.0 - out_shift, 2.0, 2.0])
     tuberosity = float(rng.uniform(0.88, 1.12))
     blade_length = float(rng.uniform(0.9, 1.1))
     acromion_height = float(rng.uniform(-3.0, 3.0))
     facing = np.array([1.0, 0.15, 0.75]) / np.linalg.norm([1.0, 0.15, 0.75])  # articular surface direction
 
     def humerus(p: Points) -> np.ndarray:
+        p = _moved(p, move)
+        head_center_ = np.asarray(head_center) - move
         x0 = -out_shift
-        head = ellipsoid(p, head_center, (head_radius,) * 3)
-        head = np.maximum(head, half_space(p, tuple(np.asarray(head_center) - 8.0 * facing), facing))
+        head = ellipsoid(p, head_center_, (head_radius,) * 3)
+        head = np.maximum(head, half_space(p, tuple(head_center_ - 8.0 * facing), facing))
         metaphysis = ellipsoid(p, (x0 - 32, 2, -18), (19, 18, 26))
         out = smooth_union(head, metaphysis, 8.0)
         greater = ellipsoid(p, (x0 - 44, 0, 2), (10 * tuberosity, 14, 13 * tuberosity))
@@ -48,11 +86,16 @@ def build_shoulder(rng: np.random.Generator, growth: Growth) -> JointModel:
 
     def humerus_physis(p: Points) -> np.ndarray:
         # Tent-shaped plate: apex under the head centre, limbs down medially and laterally.
+        p = _moved(p, move)
         height = -8.0 - 0.45 * np.abs(p[0] + 30.0 + out_shift) - 0.05 * p[1]
         return (height - p[2]) / np.float32(np.sqrt(1.0 + 0.45**2 + 0.05**2))  # distance along the normal
 
     def scapula(p: Points) -> np.ndarray:
-        glenoid = ellipsoid(p, (9, 2, 0), (9, 14, 19))
+        if morphology is None:
+            glenoid = ellipsoid(p, (9, 2, 0), (9, 14, 19))
+        else:
+            glenoid = oriented_ellipsoid(p, glenoid_center, axes, (9, 14, 19))
+            glenoid = np.maximum(glenoid, half_space(p, tuple(face), tuple(-axes[0])))  # the face plane
         neck = capsule(p, (12, 3, 0), (26, 6, -4), 11.0)
         out = smooth_union(glenoid, neck, 5.0)
         plate = box(p, _on_blade(48, -45 * blade_length), (40, 55 * blade_length, 2.2), np.stack([_U, _V, _W]), 1.5)
@@ -79,7 +122,7 @@ def build_shoulder(rng: np.random.Generator, growth: Growth) -> JointModel:
         BoneModel(
             key="humerus",
             sdf=humerus,
-            bounds=((-75 - out_shift, -30, -400), (5 - out_shift, 30, 30)),
+            bounds=_moved_bounds(((-75 - out_shift, -30, -400), (5 - out_shift, 30, 30)), move),
             cortex=1.0,
             cartilage=c,
             articular=humerus_physis,
@@ -141,6 +184,15 @@ def build_shoulder(rng: np.random.Generator, growth: Growth) -> JointModel:
         neck = ellipsoid(p, (95, 20, 60), (60, 50, 60))
         return smooth_union(smooth_union(smooth_union(torso, arm, 25.0), cap, 20.0), neck, 20.0)
 
+    landmarks = {}
+    if morphology is not None:
+        ring = [np.cos(t) * axes[1] + np.sin(t) * axes[2] for t in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+        blade = [_on_blade(a, b * blade_length) for a in (15.0, 40.0, 65.0) for b in (-80.0, -45.0, -10.0)]
+        landmarks = {
+            "glenoid_face": (1, np.array([face, *(face + 7.0 * np.asarray(ring))])),
+            "blade": (1, np.array(blade)),
+            "head": (0, np.array([head_center, *(np.asarray(head_center) + head_radius * np.eye(3))])),
+        }
     return JointModel(
         bones=bones,
         soft=soft,
@@ -152,4 +204,17 @@ def build_shoulder(rng: np.random.Generator, growth: Growth) -> JointModel:
         slab=85.0 * growth.scale + float(rng.uniform(15.0, 30.0)),
         slice_thickness=(3.0, 4.0),
         pixel_spacing=(0.4, 0.6),
+        landmarks=landmarks,
+        hinge_center=None if morphology is None else head_center,
     )
+
+
+def _moved(p: Points, move: np.ndarray) -> Points:
+    """Coordinates at which to evaluate a shape so that it appears translated by ``move``."""
+    if not move.any():
+        return p
+    return tuple(p[a] - np.float32(move[a]) for a in range(3))  # type: ignore[return-value]
+
+
+def _moved_bounds(bounds, move: np.ndarray):
+    return tuple(tuple(float(v) for v in np.asarray(corner) + move) for corner in bounds)

@@ -1,0 +1,100 @@
+"""Ankle: talocalcaneal angles in the sagittal and axial planes, talar dome width.
+
+Each bone's long axis is its first principal axis (the inertia frame of its voxels), oriented
+forwards; the angles are between the two axes projected on the patient's sagittal and axial
+planes, as on lateral and dorsoplantar radiographs. The talar dome is the top of the talus.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ANTERIOR, SUPERIOR, Definition, angle_deg, project, unit
+from .geometry import LabelVolume
+
+_REF = "Vanderwilde R et al., J Bone Joint Surg Am 1988;70:407-15 (talocalcaneal angles in children)"
+_LEFT = np.array([1.0, 0.0, 0.0])  # LPS +x: the normal of the sagittal plane
+_DOME_SHARE = 0.15  # top share of the talus height read as the dome
+
+DEFINITIONS = (
+    Definition(
+        "talocalcaneal_angle_sagittal",
+        "ankle",
+        "Talocalcaneal angle (sagittal)",
+        "deg",
+        "Angle between the talar and calcaneal long (first principal) axes projected on the sagittal plane "
+        "(lateral view; children ~25-50 deg).",
+        _REF,
+        ("talus", "calcaneus"),
+        ("talus", "calcaneus"),
+        needs=("talar_axis", "calcaneal_axis"),
+    ),
+    Definition(
+        "talocalcaneal_angle_axial",
+        "ankle",
+        "Talocalcaneal angle (axial)",
+        "deg",
+        "Angle between the talar and calcaneal long axes projected on the axial plane (dorsoplantar view; "
+        "children ~20-50 deg).",
+        _REF,
+        ("talus", "calcaneus"),
+        ("talus", "calcaneus"),
+        needs=("talar_axis", "calcaneal_axis"),
+    ),
+    Definition(
+        "talar_dome_width",
+        "ankle",
+        "Talar dome width",
+        "mm",
+        "Mediolateral width of the talar dome (the top 15 % of the talus), perpendicular to the talar axis "
+        "in the axial plane.",
+        "Hayes A et al., Foot Ankle Int 2006;27:1099 (talar dimensions)",
+        ("talus",),
+        ("talus",),
+        needs=("talar_axis", "dome"),
+    ),
+)
+
+
+def long_axis(points: np.ndarray) -> np.ndarray:
+    """First principal axis of (N, 3) points, pointing forwards."""
+    _, _, rows = np.linalg.svd(points - points.mean(0), full_matrices=False)
+    return rows[0] if rows[0] @ ANTERIOR > 0 else -rows[0]
+
+
+def landmarks_from_points(talus: np.ndarray, calcaneus: np.ndarray | None, pad: float) -> dict[str, np.ndarray]:
+    """Axes (two points each) and dome ends from the bones' interior points (LPS); ``pad``: half
+    a sample's extent added to each end of the width; no calcaneal axis without a calcaneus."""
+    talar = long_axis(talus)
+    width_axis = unit(np.cross(SUPERIOR, talar))
+    height = talus @ SUPERIOR
+    dome = talus[height > height.max() - _DOME_SHARE * np.ptp(height)]
+    along = dome @ width_axis
+    ends = np.stack([dome[np.argmin(along)] - pad * width_axis, dome[np.argmax(along)] + pad * width_axis])
+    out = {"talar_axis": np.stack([talus.mean(0), talus.mean(0) + 20.0 * talar]), "dome": ends}
+    if calcaneus is not None:
+        out["calcaneal_axis"] = np.stack([calcaneus.mean(0), calcaneus.mean(0) + 20.0 * long_axis(calcaneus)])
+    return out
+
+
+def values(landmarks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Measures from the landmarks of ``landmarks_from_points`` (the generator's truth uses the
+    same function)."""
+    talar = np.diff(landmarks["talar_axis"], axis=0)[0]
+    width_axis = unit(np.cross(SUPERIOR, talar))
+    out = {"talar_dome_width": float(abs(np.diff(landmarks["dome"] @ width_axis)[0]))}
+    if "calcaneal_axis" in landmarks:
+        calcaneal = np.diff(landmarks["calcaneal_axis"], axis=0)[0]
+        out["talocalcaneal_angle_sagittal"] = angle_deg(project(talar, _LEFT), project(calcaneal, _LEFT))
+        out["talocalcaneal_angle_axial"] = angle_deg(project(talar, SUPERIOR), project(calcaneal, SUPERIOR))
+    return out
+
+
+def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:
+    """The landmarks of ``values`` from a label map (raises ``NotMeasurable``)."""
+    talus = volume.bone("talus").points
+    calcaneus = volume.bone("calcaneus").points if volume.has("calcaneus") else None
+    talar = long_axis(talus)
+    width_axis = unit(np.cross(SUPERIOR, talar))
+    pad = 0.5 * float(np.abs(volume.direction.T @ width_axis) @ volume.spacing)
+    return landmarks_from_points(talus, calcaneus, pad)

@@ -1,0 +1,89 @@
+"""What a clinical measurement is: its definition (sentence, reference, units), its value or the
+reason it could not be measured, and the landmarks it was computed from (patient LPS mm), so the
+viewer can show where it comes from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One measure. ``bones``: the bones it needs (catalog keys); ``complete``: those of them that
+    must lie wholly inside the field of view (a long bone only needs its joint end); ``needs``:
+    the landmarks (names in its joint module) it is computed from."""
+
+    key: str
+    joint: str | None  # None: measured for every long bone (growth plates)
+    name: str
+    unit: str
+    definition: str
+    reference: str
+    bones: tuple[str, ...]
+    complete: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+
+
+@dataclass
+class Measurement:
+    """A measure of one case. ``value`` None means not measurable, and ``reason`` says why (bone
+    missing, cut by the field of view, unreliable segmentation, not found). ``landmarks``: name ->
+    (N, 3) LPS mm points used (one point, a line's two ends, an angle's three points); ``bone``:
+    the long bone of a growth-plate measure."""
+
+    definition: Definition
+    value: float | None
+    reason: str = ""
+    landmarks: dict[str, np.ndarray] = field(default_factory=dict)
+    bone: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.definition.key if self.bone is None else f"{self.bone}_{self.definition.key}"
+
+    @property
+    def measurable(self) -> bool:
+        return self.value is not None
+
+    def to_json(self) -> dict:
+        d = self.definition
+        return {
+            "key": self.key,
+            "name": d.name if self.bone is None else f"{d.name} ({self.bone})",
+            "value": None if self.value is None else round(float(self.value), 3),
+            "unit": d.unit,
+            "status": "ok" if self.measurable else "not measurable",
+            "reason": self.reason,
+            "definition": d.definition,
+            "reference": d.reference,
+            "landmarks_lps_mm": {name: np.round(points, 2).tolist() for name, points in self.landmarks.items()},
+        }
+
+
+class NotMeasurable(Exception):  # noqa: N818 - a verdict, not a failure of the program
+    """Raised by a landmark finder: the reason becomes the measurement's ``reason``."""
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    if norm < 1e-9:
+        raise NotMeasurable("degenerate geometry (zero-length axis)")
+    return np.asarray(vector, float) / norm
+
+
+def project(vector: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """``vector`` projected on the plane of unit ``normal``."""
+    vector = np.asarray(vector, float)
+    return vector - float(vector @ normal) * normal
+
+
+def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """Unsigned angle between two vectors, degrees."""
+    cos = float(unit(a) @ unit(b))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+SUPERIOR = np.array([0.0, 0.0, 1.0])  # LPS: +z is the patient's head
+ANTERIOR = np.array([0.0, -1.0, 0.0])  # LPS: +y is posterior

@@ -1,0 +1,230 @@
+"""A label volume in patient coordinates and the fits the landmark finders share: bone voxels and
+surface points (with outward normals) in LPS mm, principal frames (scikit-image regionprops),
+robust sphere and plane fits (scikit-image RANSAC), growth-plate components (scikit-image
+morphology)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from skimage import measure, morphology
+
+from ...catalog import get_joint
+from .base import NotMeasurable, unit
+
+
+@dataclass
+class LabelVolume:
+    """``labels``: numpy (k, j, i) catalog labels of ``joint``; ``spacing`` (i, j, k) mm;
+    ``direction`` 3x3 (columns = index axes in LPS); ``origin`` LPS mm of voxel (0, 0, 0)."""
+
+    labels: np.ndarray
+    joint: str
+    spacing: np.ndarray
+    direction: np.ndarray
+    origin: np.ndarray
+
+    @classmethod
+    def from_image(cls, image: sitk.Image, joint: str) -> LabelVolume:
+        return cls(
+            sitk.GetArrayFromImage(image),
+            get_joint(joint).key,
+            np.asarray(image.GetSpacing(), float),
+            np.asarray(image.GetDirection(), float).reshape(3, 3),
+            np.asarray(image.GetOrigin(), float),
+        )
+
+    def to_lps(self, kji: np.ndarray) -> np.ndarray:
+        """(N, 3) numpy (k, j, i) indices (fractional allowed) -> (N, 3) LPS mm."""
+        ijk = np.asarray(kji, float)[:, ::-1]
+        return self.origin + (ijk * self.spacing) @ self.direction.T
+
+    def mask(self, bone: str) -> np.ndarray:
+        return self.labels == get_joint(self.joint).label_of(bone)
+
+    def has(self, bone: str) -> bool:
+        return bool(self.mask(bone).any())
+
+    def touches_border(self, bone: str) -> bool:
+        return touches_border(self.mask(bone))
+
+    def bone(self, bone: str) -> BoneGeometry:
+        mask = self.mask(bone)
+        if not mask.any():
+            raise NotMeasurable(f"{bone} missing")
+        return BoneGeometry(self, bone, mask)
+
+    def near_border(self, points: np.ndarray, margin_mm: float) -> bool:
+        """Whether any LPS point lies within ``margin_mm`` of a face of the volume."""
+        ijk = (np.asarray(points, float) - self.origin) @ self.direction / self.spacing
+        size = np.array(self.labels.shape[::-1]) - 1
+        margin = margin_mm / self.spacing
+        return bool(np.any(ijk < margin) or np.any(ijk > size - margin))
+
+
+@dataclass
+class BoneGeometry:
+    """One bone of a ``LabelVolume``."""
+
+    volume: LabelVolume
+    key: str
+    mask: np.ndarray
+
+    @property
+    def voxel_ml(self) -> float:
+        return float(np.prod(self.volume.spacing)) / 1000.0
+
+    @cached_property
+    def points(self) -> np.ndarray:
+        """(N, 3) LPS mm of the bone's voxel centres."""
+        return self.volume.to_lps(np.argwhere(self.mask))
+
+    @cached_property
+    def surface(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sub-voxel surface points (N, 3) LPS and outward unit normals (N, 3): marching cubes
+        (scikit-image) on the mask smoothed over about half a voxel, which evens out the steps
+        of thick slices."""
+        box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in ndimage.find_objects(self.mask.astype(np.uint8))[0])
+        spacing_kji = self.volume.spacing[::-1]
+        sigma_mm = max(1.0, 0.5 * float(spacing_kji.max()))
+        smooth = ndimage.gaussian_filter(self.mask[box].astype(np.float32), sigma=sigma_mm / spacing_kji)
+        smooth = np.pad(smooth, 1)
+        if smooth.max() <= 0.5:
+            raise NotMeasurable(f"{self.key} too thin for a surface")
+        vertices, _, normals, _ = measure.marching_cubes(
+            smooth, 0.5, spacing=tuple(spacing_kji), gradient_direction="ascent"
+        )
+        start = np.array([s.start for s in box]) - 1
+        kji = vertices / spacing_kji + start
+        outward = normals[:, ::-1] @ self.volume.direction.T  # physical (k, j, i) components -> LPS
+        return self.volume.to_lps(kji), outward / np.linalg.norm(outward, axis=1, keepdims=True)
+
+    def principal_axes(self, points: np.ndarray | None = None) -> np.ndarray:
+        """Rows: unit principal axes (LPS), longest first. Whole bone: scikit-image regionprops'
+        inertia tensor of the voxel mask (index space, mapped to LPS with the spacing and
+        direction; exact for a near-isotropic grid, re-done on the points otherwise)."""
+        if points is None and np.ptp(self.volume.spacing) < 1e-3:
+            props = measure.regionprops(self.mask.astype(np.uint8))[0]
+            values, vectors = np.linalg.eigh(props.inertia_tensor)
+            axes_kji = vectors[:, np.argsort(values)].T  # smallest inertia = longest axis
+            return np.array([unit(self.volume.direction @ (a[::-1])) for a in axes_kji])
+        centred = (self.points if points is None else points) - (self.points if points is None else points).mean(0)
+        _, _, rows = np.linalg.svd(centred, full_matrices=False)
+        return rows
+
+
+class _Fitted:
+    """scikit-image's model protocol (0.26): ``from_estimate`` returns the model, or something
+    falsy when the fit fails."""
+
+    params = None
+
+    @classmethod
+    def from_estimate(cls, points: np.ndarray):
+        model = cls()
+        return model if model.estimate(points) else None
+
+
+def touches_border(mask: np.ndarray) -> bool:
+    """Whether a 3D mask reaches a face of its volume (cut by the field of view)."""
+    faces = (mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1])
+    return any(face.any() for face in faces)
+
+
+class SphereModel(_Fitted):
+    """A sphere for ``skimage.measure.ransac``: ``params`` = (cx, cy, cz, r); linear least squares
+    (|p|² = 2 c·p + r² − |c|²)."""
+
+    def estimate(self, points: np.ndarray) -> bool:
+        design = np.column_stack([2 * points, np.ones(len(points))])
+        target = (points**2).sum(1)
+        solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+        radius_sq = solution[3] + solution[:3] @ solution[:3]
+        if not np.isfinite(radius_sq) or radius_sq <= 0:
+            return False
+        self.params = np.array([*solution[:3], np.sqrt(radius_sq)])
+        return True
+
+    def residuals(self, points: np.ndarray) -> np.ndarray:
+        return np.abs(np.linalg.norm(points - self.params[:3], axis=1) - self.params[3])
+
+
+def fit_sphere(points: np.ndarray, tolerance_mm: float, seed: int = 0) -> tuple[np.ndarray, float, np.ndarray]:
+    """Robust sphere through ``points``: centre, radius and the inlier mask."""
+    if len(points) < 20:
+        raise NotMeasurable("too few surface points for a sphere fit")
+    model, _ = measure.ransac(
+        _subset(points, seed), SphereModel, min_samples=8, residual_threshold=tolerance_mm, max_trials=300, rng=seed
+    )
+    inliers = None if model is None else model.residuals(points) < tolerance_mm
+    if model is None or inliers.sum() < 20:
+        raise NotMeasurable("no sphere fits the surface")
+    refit = SphereModel()
+    refit.estimate(points[inliers])
+    return refit.params[:3], float(refit.params[3]), inliers
+
+
+def plane_normal(points: np.ndarray) -> np.ndarray:
+    """Unit normal of the least-squares plane through ``points`` (N >= 3)."""
+    if len(points) < 3:
+        raise NotMeasurable("too few points for a plane")
+    _, _, rows = np.linalg.svd(points - points.mean(0), full_matrices=False)
+    return rows[2]
+
+
+class PlaneModel(_Fitted):
+    """A plane for ``skimage.measure.ransac``: ``params`` = (point, unit normal)."""
+
+    def estimate(self, points: np.ndarray) -> bool:
+        normal = plane_normal(points)
+        if not np.all(np.isfinite(normal)):
+            return False
+        self.params = (points.mean(0), normal)
+        return True
+
+    def residuals(self, points: np.ndarray) -> np.ndarray:
+        return np.abs((points - self.params[0]) @ self.params[1])
+
+
+def fit_plane(
+    points: np.ndarray, tolerance_mm: float, seed: int = 0, valid: Callable | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust plane through ``points`` (scikit-image RANSAC): a point on it and its unit normal.
+    ``valid(point, normal)``: only planes it accepts are considered."""
+    if len(points) < 30:
+        raise NotMeasurable("too few points for a plane fit")
+    accept = None if valid is None else (lambda model, *_: valid(*model.params))
+    model, _ = measure.ransac(
+        _subset(points, seed),
+        PlaneModel,
+        min_samples=3,
+        residual_threshold=tolerance_mm,
+        max_trials=300,
+        rng=seed,
+        is_model_valid=accept,
+    )
+    inliers = None if model is None else model.residuals(points) < tolerance_mm
+    if model is None or inliers.sum() < 30:
+        raise NotMeasurable("no plane fits the points")
+    return points[inliers].mean(0), plane_normal(points[inliers])
+
+
+def _subset(points: np.ndarray, seed: int, size: int = 4000) -> np.ndarray:
+    """At most ``size`` of the points (a fixed random choice): RANSAC needs no more."""
+    if len(points) <= size:
+        return points
+    return points[np.random.default_rng(seed).choice(len(points), size, replace=False)]
+
+
+def components(mask: np.ndarray, min_share: float) -> list[np.ndarray]:
+    """3D components (26-connected) of ``mask`` holding at least ``min_share`` of it, largest
+    first, after scikit-image's small-object removal."""
+    kept = morphology.remove_small_objects(mask, max_size=max(1, int(min_share * mask.sum())), connectivity=3)
+    labelled = measure.label(kept, connectivity=3)
+    sizes = np.bincount(labelled.ravel())[1:]
+    return [labelled == index + 1 for index in np.argsort(sizes)[::-1] if sizes[index] > 0]

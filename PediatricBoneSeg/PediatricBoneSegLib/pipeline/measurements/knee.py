@@ -1,0 +1,251 @@
+"""Knee: trochlear morphology (sulcus angle, trochlear depth, lateral trochlear inclination),
+TT-TG distance, patellar tilt, bicondylar and tibial plateau widths.
+
+Femoral frame: the posterior condylar line (posterior-most points of the medial and lateral
+condyles) gives the mediolateral axis, in the patient's axial plane; anterior is perpendicular to
+it. The trochlea is read on the axial section through its most anterior point (the facets'
+summit): the femur's anterior profile there, a line fitted to each facet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import find_peaks
+
+from .base import ANTERIOR, SUPERIOR, Definition, NotMeasurable, angle_deg, project, unit
+from .geometry import LabelVolume
+
+_REF_DEJOUR = "Dejour H et al., Knee Surg Sports Traumatol Arthrosc 1994;2:19-26"
+_REF_PFIRRMANN = "Pfirrmann CWA et al., Radiology 2000;216:858-64"
+_ALL = ("femur", "tibia", "fibula")
+_TROCHLEA = ("posterior_condyles", "trochlea")
+
+DEFINITIONS = (
+    Definition(
+        "sulcus_angle",
+        "knee",
+        "Sulcus angle",
+        "deg",
+        "Angle between the lateral and medial trochlear facets (lines fitted to the femur's anterior profile) "
+        "on the axial section through the trochlear summit; higher = flatter (dysplasia above ~145 deg).",
+        "Brattstrom H, Acta Orthop Scand Suppl 1964;68; " + _REF_DEJOUR,
+        _ALL,
+        needs=_TROCHLEA,
+    ),
+    Definition(
+        "trochlear_depth",
+        "knee",
+        "Trochlear depth",
+        "mm",
+        "Mean anteroposterior height of the lateral and medial facet summits above the groove, perpendicular "
+        "to the posterior condylar line (dysplasia below ~3 mm in adults).",
+        _REF_PFIRRMANN,
+        _ALL,
+        needs=_TROCHLEA,
+    ),
+    Definition(
+        "lateral_trochlear_inclination",
+        "knee",
+        "Lateral trochlear inclination",
+        "deg",
+        "Angle between the lateral facet and the posterior condylar line on the trochlear section "
+        "(dysplasia below ~11 deg).",
+        "Carrillon Y et al., Radiology 2000;216:582-5",
+        _ALL,
+        needs=_TROCHLEA,
+    ),
+    Definition(
+        "tt_tg",
+        "knee",
+        "TT-TG distance",
+        "mm",
+        "Mediolateral distance, along the posterior condylar line, from the deepest point of the trochlear "
+        "groove to the tibial tubercle's apex; positive = tubercle lateral.",
+        "Goutallier D et al., Rev Chir Orthop 1978;64:423-8; Schoettle PB et al., Knee 2006;13:26-31",
+        _ALL,
+        needs=(*_TROCHLEA, "tubercle"),
+    ),
+    Definition(
+        "patellar_tilt",
+        "knee",
+        "Patellar tilt",
+        "deg",
+        "Angle between the patella's transverse (mediolateral principal) axis in the axial plane and the "
+        "posterior condylar line; positive = lateral tilt (medial edge anterior).",
+        "Grelsamer RP et al., J Bone Joint Surg Br 1993;75:822-4",
+        (*_ALL, "patella"),
+        ("patella",),
+        needs=("posterior_condyles", "patella_axis"),
+    ),
+    Definition(
+        "bicondylar_width",
+        "knee",
+        "Bicondylar (epicondylar) width",
+        "mm",
+        "Largest extent of the distal femur along the posterior condylar line.",
+        "Hoshino Y et al., Knee Surg Sports Traumatol Arthrosc 2012 (femoral width)",
+        _ALL,
+        needs=("posterior_condyles", "epicondyles"),
+    ),
+    Definition(
+        "tibial_plateau_width",
+        "knee",
+        "Tibial plateau width",
+        "mm",
+        "Largest extent of the proximal tibia along the posterior condylar line.",
+        "Erkocak OF et al., Knee 2016 (tibial plateau dimensions)",
+        _ALL,
+        needs=("posterior_condyles", "plateau"),
+    ),
+)
+
+
+def frame(posterior_condyles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Medial and anterior unit axes in the axial plane from (medial, lateral) condyle points."""
+    medial = unit(project(posterior_condyles[0] - posterior_condyles[1], SUPERIOR))
+    anterior = np.cross(SUPERIOR, medial)
+    return medial, anterior if anterior @ ANTERIOR > 0 else -anterior
+
+
+def values(landmarks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Measures from the landmarks (LPS): ``posterior_condyles`` (medial, lateral), ``trochlea``
+    (groove, lateral summit, medial summit), ``tubercle`` (apex), ``patella_axis`` (two points),
+    ``epicondyles`` and ``plateau`` (the two ends of each width); a measure whose landmarks are
+    absent is left out. The generator's ground truth uses
+    this same function on its analytic landmarks."""
+    medial, anterior = frame(landmarks["posterior_condyles"])
+    out = {
+        "bicondylar_width": float(abs(np.diff(landmarks["epicondyles"] @ medial)[0])),
+        "tibial_plateau_width": float(abs(np.diff(landmarks["plateau"] @ medial)[0])),
+    }
+    if "trochlea" in landmarks:
+        groove, lateral_peak, medial_peak = landmarks["trochlea"]
+        to_lateral, to_medial = lateral_peak - groove, medial_peak - groove
+        out["sulcus_angle"] = angle_deg(project(to_lateral, SUPERIOR), project(to_medial, SUPERIOR))
+        out["trochlear_depth"] = float((to_lateral @ anterior + to_medial @ anterior) / 2.0)
+        out["lateral_trochlear_inclination"] = float(
+            np.degrees(np.arctan2(to_lateral @ anterior, -(to_lateral @ medial)))
+        )
+        if "tubercle" in landmarks:
+            out["tt_tg"] = float((groove - landmarks["tubercle"][0]) @ medial)
+    if "patella_axis" in landmarks:
+        axis = landmarks["patella_axis"][1] - landmarks["patella_axis"][0]
+        axis = axis if axis @ medial > 0 else -axis
+        out["patellar_tilt"] = float(np.degrees(np.arctan2(axis @ anterior, axis @ medial)))
+    return out
+
+
+def _extent_pad(volume: LabelVolume, direction: np.ndarray) -> float:
+    """Half a voxel's extent along ``direction``: the surface lies beyond the outer voxel centres."""
+    return 0.5 * float(np.abs(volume.direction.T @ direction) @ volume.spacing)
+
+
+def _width_ends(points: np.ndarray, medial: np.ndarray, pad: float) -> np.ndarray:
+    along = points @ medial
+    return np.stack([points[np.argmin(along)] - pad * medial, points[np.argmax(along)] + pad * medial])
+
+
+def landmarks(volume: LabelVolume) -> dict[str, np.ndarray | NotMeasurable]:
+    """The landmarks of ``values`` from a label map: a landmark that cannot be found holds the
+    ``NotMeasurable`` saying why (raises it when the femoral frame itself fails)."""
+    femur, tibia, fibula = (volume.bone(key).points for key in _ALL)
+    medial0 = unit(project(tibia.mean(0) - fibula.mean(0), SUPERIOR))  # the fibula is lateral
+    posterior = -unit(project(ANTERIOR, SUPERIOR))
+    condyles = None
+    for _ in range(3):
+        centre = femur @ medial0
+        middle = np.median(centre)
+        sides = []
+        for half in (centre > middle, centre <= middle):
+            depth = femur[half] @ posterior
+            sides.append(femur[half][depth > depth.max() - 1.0].mean(0))
+        condyles = np.stack(sides)
+        medial0, anterior = frame(condyles)
+        posterior = -anterior
+    medial, anterior = medial0, -posterior
+    out: dict[str, np.ndarray | NotMeasurable] = {
+        "posterior_condyles": condyles,
+        "epicondyles": _width_ends(femur, medial, _extent_pad(volume, medial)),
+        "plateau": _width_ends(tibia, medial, _extent_pad(volume, medial)),
+    }
+    for name, finder in (("trochlea", _trochlea), ("tubercle", _tubercle)):
+        try:
+            out[name] = finder(volume, femur if name == "trochlea" else tibia, medial, anterior)
+        except NotMeasurable as error:
+            out[name] = error
+    if volume.has("patella"):
+        patella = volume.bone("patella").points
+        flat = patella - np.outer(patella @ SUPERIOR, SUPERIOR)
+        centred = flat - flat.mean(0)
+        _, _, rows = np.linalg.svd(centred, full_matrices=False)
+        centre = patella.mean(0)
+        out["patella_axis"] = np.stack([centre - 10 * rows[0], centre + 10 * rows[0]])
+    return out
+
+
+def _trochlea(volume: LabelVolume, femur: np.ndarray, medial: np.ndarray, anterior: np.ndarray) -> np.ndarray:
+    """Groove and facet summits (LPS) on the axial section through the femur's most anterior point."""
+    front = femur @ anterior
+    summit = femur[front > front.max() - 1.0].mean(0)
+    if volume.near_border(summit[None], 3.0):
+        raise NotMeasurable("trochlea cut by the field of view")
+    half = _extent_pad(volume, SUPERIOR) + 0.3
+    section = femur[np.abs((femur - summit) @ SUPERIOR) <= half]
+    along, height = section @ medial, section @ anterior
+    step = max(0.5, 2.0 * _extent_pad(volume, medial))
+    bins = np.floor((along - along.min()) / step).astype(int)
+    profile = np.full(bins.max() + 1, -np.inf)
+    np.maximum.at(profile, bins, height)
+    filled = np.isfinite(profile)
+    positions = along.min() + (np.arange(len(profile)) + 0.5) * step
+    positions, profile = positions[filled], profile[filled]
+    apart = max(1, int(0.2 * np.ptp(femur @ medial) / step))  # the two facet summits are far apart
+    peaks, _ = find_peaks(np.concatenate([[-np.inf], profile, [-np.inf]]), prominence=0.3, distance=apart)
+    peaks -= 1
+    if len(peaks) < 2:
+        raise NotMeasurable("no trochlear groove between two facets")
+    top = np.sort(peaks[np.argsort(profile[peaks])[-2:]])
+    groove = top[0] + int(np.argmin(profile[top[0] : top[1] + 1]))
+    lines = []
+    for start, stop in ((top[0], groove), (groove, top[1])):
+        x, y = positions[start : stop + 1], profile[start : stop + 1]
+        lines.append(np.polyfit(x, y, 1) if len(x) >= 2 else None)
+    if any(line is None for line in lines):
+        raise NotMeasurable("trochlear facet too small to fit")
+    (slope_a, icpt_a), (slope_b, icpt_b) = lines
+    if abs(slope_a - slope_b) < 1e-6:
+        raise NotMeasurable("flat trochlea: the facets do not meet")
+    apex_m = (icpt_b - icpt_a) / (slope_a - slope_b)
+    base = summit - (summit @ medial) * medial - (summit @ anterior) * anterior
+
+    def point(m: float, line: np.ndarray) -> np.ndarray:
+        return base + m * medial + float(np.polyval(line, m)) * anterior
+
+    groove_point = point(apex_m, lines[0])
+    low_summit, high_summit = point(positions[top[0]], lines[0]), point(positions[top[1]], lines[1])
+    return np.stack([groove_point, low_summit, high_summit])  # lower m = lateral first
+
+
+def _tubercle(volume: LabelVolume, tibia: np.ndarray, medial: np.ndarray, anterior: np.ndarray) -> np.ndarray:
+    """Apex of the tibial tubercle: the most anterior tibia point below the plateau, anterior taken
+    perpendicular to the tibia's own axis (the plateau's mean surface normal: the knee may be
+    flexed)."""
+    points, normals = volume.bone("tibia").surface
+    long_axis = SUPERIOR
+    for _ in range(2):
+        height = points @ long_axis
+        top = (normals @ long_axis > 0.7) & (height > height.max() - 0.25 * np.ptp(tibia @ medial))
+        if top.sum() < 10:
+            raise NotMeasurable("tibial plateau not found")
+        long_axis = unit(project(normals[top].mean(0), medial))
+    front_axis = unit(np.cross(long_axis, medial))
+    front_axis = front_axis if front_axis @ anterior > 0 else -front_axis
+    height = tibia @ long_axis
+    below = tibia[height < height.max() - 0.2 * np.ptp(tibia @ medial)]
+    if len(below) == 0:
+        raise NotMeasurable("tibia below the plateau not in view")
+    front = below @ front_axis
+    apex = below[front > front.max() - 1.5].mean(0)
+    if volume.near_border(apex[None], 2.0):
+        raise NotMeasurable("tibial tubercle cut by the field of view")
+    return apex[None]

@@ -1,0 +1,152 @@
+"""Shoulder: glenoid version and inclination, PHHA and humeral head diameter, in the scapular frame.
+
+Scapular frame: the blade plane (robust plane through the scapula away from the glenoid); its
+superior axis is the patient's head-foot axis projected on it; the scapular axis (Friedman's line)
+is the blade-plane direction perpendicular to that, pointing lateral (towards the humeral head).
+The glenoid face is the plane (RANSAC) of the scapular surface next to the humeral head that faces
+it; the
+head is a robust sphere fit of the humeral surface next to the glenoid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .base import ANTERIOR, SUPERIOR, Definition, NotMeasurable, project, unit
+from .geometry import LabelVolume, fit_plane, fit_sphere
+
+_REF_FRIEDMAN = "Friedman RJ et al., J Bone Joint Surg Am 1992;74:1032-7 (3D: in the scapular plane)"
+_REF_WATERS = "Waters PM et al., J Bone Joint Surg Am 1998;80:668-77"
+_ALL = ("glenoid_center", "glenoid_normal", "blade_normal", "head_center", "head_radius")
+
+DEFINITIONS = (
+    Definition(
+        "glenoid_version",
+        "shoulder",
+        "Glenoid version",
+        "deg",
+        "Angle, in the scapular transverse plane, between the glenoid face normal and the lateral scapular "
+        "axis (Friedman: glenoid line vs the perpendicular to the scapular axis); negative = retroversion.",
+        _REF_FRIEDMAN,
+        ("scapula", "humerus"),
+        needs=_ALL,
+    ),
+    Definition(
+        "glenoid_inclination",
+        "shoulder",
+        "Glenoid inclination",
+        "deg",
+        "Angle of the glenoid face normal above the scapular transverse plane (the patient's head-foot axis "
+        "projected on the blade gives superior); positive = superior tilt.",
+        "Churchill RS et al., J Shoulder Elbow Surg 2001;10:327-32",
+        ("scapula", "humerus"),
+        needs=_ALL,
+    ),
+    Definition(
+        "phha",
+        "shoulder",
+        "Percentage of humeral head anterior (PHHA)",
+        "%",
+        "Share of the humeral head diameter anterior to the scapular line (glenoid centre along the scapular "
+        "axis), in the scapular transverse plane through the head centre; 50 % = centred, lower = posterior "
+        "subluxation.",
+        _REF_WATERS,
+        ("scapula", "humerus"),
+        needs=_ALL,
+    ),
+    Definition(
+        "humeral_head_diameter",
+        "shoulder",
+        "Humeral head diameter",
+        "mm",
+        "Diameter of the sphere best fitting (RANSAC) the ossified humeral head surface next to the glenoid.",
+        "Kwon YW et al., J Shoulder Elbow Surg 2005;14:85-90 (sphere fit)",
+        ("humerus",),
+        needs=("head_center", "head_radius"),
+    ),
+)
+
+
+def values(landmarks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Measures from the landmarks (LPS): ``glenoid_center``, ``glenoid_normal`` (towards the
+    head), ``blade_normal``, ``head_center`` and ``head_radius`` (mm). The generator's ground
+    truth uses this same function on its analytic landmarks."""
+    f, n = landmarks["glenoid_center"], unit(landmarks["glenoid_normal"])
+    head, radius = landmarks["head_center"], float(landmarks["head_radius"])
+    frame = scapular_frame(landmarks["blade_normal"], head - f)
+    lateral, anterior, superior = frame
+    version = np.degrees(np.arctan2(n @ anterior, n @ lateral))
+    inclination = np.degrees(np.arcsin(np.clip(n @ superior, -1.0, 1.0)))
+    phha = 50.0 + 50.0 * float((head - f) @ anterior) / radius
+    return {
+        "glenoid_version": float(version),
+        "glenoid_inclination": float(inclination),
+        "phha": phha,
+        "humeral_head_diameter": 2.0 * radius,
+    }
+
+
+def scapular_frame(blade_normal: np.ndarray, towards_head: np.ndarray) -> np.ndarray:
+    """Rows: lateral scapular axis, anterior (blade normal), superior (in the blade plane)."""
+    normal = unit(blade_normal)
+    anterior = normal if normal @ ANTERIOR > 0 else -normal
+    superior = unit(project(SUPERIOR, anterior))
+    lateral = np.cross(superior, anterior)
+    lateral = lateral if lateral @ towards_head > 0 else -lateral
+    return np.stack([lateral, anterior, superior])
+
+
+def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:
+    """The landmarks of ``values`` from a label map (raises ``NotMeasurable``)."""
+    humerus, scapula = volume.bone("humerus"), volume.bone("scapula")
+    h_points, _ = humerus.surface
+    s_points, _ = scapula.surface
+    tolerance = 0.25 * float(volume.spacing.max()) + 0.5
+    nearest, _ = cKDTree(s_points).query(h_points)
+    closest = h_points[np.argmin(nearest)]
+    near = h_points[np.linalg.norm(h_points - closest, axis=1) < 45.0]
+    head, radius, _ = fit_sphere(near, tolerance)
+    if volume.near_border(head[None], radius):
+        raise NotMeasurable("humeral head cut by the field of view")
+    blade = scapula.points[np.linalg.norm(scapula.points - head, axis=1) > 2.2 * radius]
+    blade_point, blade_normal = fit_plane(blade, max(2.0, tolerance + 1.0))
+    lateral, _, superior = scapular_frame(blade_normal, head - blade.mean(0))
+    distance = np.linalg.norm(s_points - head, axis=1)
+    window = distance < float(distance.min()) + 0.45 * radius  # the flat face is what the head looks at
+    window &= np.abs((s_points - blade_point) @ blade_normal) < 0.8 * radius  # the glenoid sits on the blade
+    # The face: a plane next to the head, near the blade plane, facing roughly along the scapular
+    # axis (not the acromion's underside nor the coracoid, which lie off the blade and face away).
+    center, normal = fit_plane(
+        s_points[window], tolerance, valid=lambda point, normal: _glenoid_like(normal, lateral, superior)
+    )
+    towards = normal if normal @ (head - center) > 0 else -normal
+    return {
+        "glenoid_center": center,
+        "glenoid_normal": towards,
+        "blade_normal": blade_normal,
+        "head_center": head,
+        "head_radius": np.float64(radius),
+    }
+
+
+def _glenoid_like(normal: np.ndarray, lateral: np.ndarray, superior: np.ndarray) -> bool:
+    """A plane a glenoid can have: within 60 deg of the scapular axis, tilted less than 40 deg."""
+    return abs(normal @ lateral) > np.cos(np.radians(60.0)) and abs(normal @ superior) < np.sin(np.radians(40.0))
+
+
+def display(points: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Landmarks to show per measure: lines (two points) and single points, LPS."""
+    f, n, head = points["glenoid_center"], unit(points["glenoid_normal"]), points["head_center"]
+    lateral, anterior, _ = scapular_frame(points["blade_normal"], head - f)
+    radius = float(points["head_radius"])
+    face = np.cross(n, np.cross(anterior, lateral))
+    return {
+        "glenoid_version": {
+            "scapular axis": np.stack([f - 2 * radius * lateral, f]),
+            "glenoid line": np.stack([f - 0.6 * radius * face, f + 0.6 * radius * face]),
+        },
+        "glenoid_inclination": {"glenoid axis": np.stack([f, f + radius * n])},
+        "phha": {"scapular line": np.stack([f, f + 2 * radius * lateral]), "head centre": head[None]},
+        "humeral_head_diameter": {"head diameter": np.stack([head - radius * anterior, head + radius * anterior])},
+    }
