@@ -21,7 +21,7 @@ import pytest
 import SimpleITK as sitk
 import slicer
 from bad_inputs import write_image
-from test_cli_segment import CASE_FILES, CENTRES, SEMI_AXES, _segment, model  # noqa: F401 (a fixture)
+from test_cli_segment import CASE_FILES, CENTRES, SEMI_AXES, _entries, _segment, model  # noqa: F401 (a fixture)
 
 from PediatricBoneSegLib import __version__
 from PediatricBoneSegLib.catalog import get_joint
@@ -209,3 +209,20 @@ def test_dcmqi_reads_the_seg_into_a_slicer_segmentation(tmp_path: Path, dicom_ca
     for value, label in enumerate(sorted(knee.label_of(key) for key in present), start=1):
         expected[truth == label] = value
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(merged), expected)
+
+
+def test_a_series_a_seg_cannot_refer_to_fails_with_the_reason_and_leaves_nothing(
+    tmp_path: Path,
+    model: Path,  # noqa: F811 (the imported fixture)
+    capsys: pytest.CaptureFixture,
+) -> None:
+    files = _write_series(_oblique_knee(), tmp_path / "no_frame")
+    dataset = pydicom.dcmread(files[3])
+    del dataset.FrameOfReferenceUID
+    dataset.save_as(files[3])
+    out = tmp_path / "out"
+    assert _segment([tmp_path / "no_frame"], out, model, "--no-surfaces") == 1
+    assert f"{files[3]}: no FrameOfReferenceUID, so a DICOM SEG cannot be registered to it" in capsys.readouterr().err
+    assert not out.exists() or _entries(out) == set()
+    assert _segment([tmp_path / "no_frame"], out, model, "--no-surfaces", "--no-dicom-seg") == 0
+    assert _entries(out / "no_frame") == CASE_FILES

@@ -123,9 +123,13 @@ def _plane_positions(
     """Patient position (LPS mm) of the first voxel of each slice of ``labels``. Slice k of a DICOM
     input is source file k (``read_volume`` stacks them in that order): its ImagePositionPatient
     is taken as written, so that each SEG frame matches its source image exactly (highdicom then
-    references it), after checking that it is where the labels' grid puts it."""
+    references it), after checking that it is where the labels' grid puts it. A single multi-frame
+    source (enhanced MR) gets the labels' own positions: highdicom matches its frames to them."""
     computed = [list(labels.TransformIndexToPhysicalPoint((0, 0, k))) for k in range(labels.GetSize()[2])]
-    if not sources:
+    for file, source in zip(source_files, sources):
+        if "FrameOfReferenceUID" not in source:
+            raise ValueError(f"{file}: no FrameOfReferenceUID, so a DICOM SEG cannot be registered to it")
+    if not sources or (len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1)) > 1):
         return computed
     if len(sources) != len(computed):
         raise ValueError(f"{len(sources)} DICOM source files for {len(computed)} label slices")
@@ -135,8 +139,6 @@ def _plane_positions(
         position = [float(value) for value in source.get("ImagePositionPatient", [])]
         if len(position) != 3 or np.linalg.norm(np.subtract(position, expected)) > tolerance:
             raise ValueError(f"{file}: its ImagePositionPatient is not the position of its slice of the labels")
-        if "FrameOfReferenceUID" not in source:
-            raise ValueError(f"{file}: no FrameOfReferenceUID, so a DICOM SEG cannot be registered to it")
         positions.append(position)
     return positions
 
