@@ -4,7 +4,7 @@ product rates and the peak memory of a 512x512x400 volume.
 
     .venv/bin/python benchmarks/inference.py [--model FILE] [--repeats 3] [--quick] [--ablation]
 
-Volumes: a knee phantom (``generate_phantom("knee", 11, age_years=12)``) resampled (linear) onto
+Volumes: a knee phantom (``generate_phantom("knee", 11, age_years=12, version="1.0")``) resampled (linear) onto
 384x384x160 voxels of 0.365x0.365x0.7 mm (the standard volume) and 512x512x400 voxels of 0.3 mm,
 saved as int16 NIfTI. Each timing is the median of ``--repeats`` runs after a warm-up run.
 
@@ -74,6 +74,7 @@ LARGE = ((512, 512, 400), (0.3, 0.3, 0.3))
 QUICK_STANDARD = ((96, 96, 12), (1.46, 1.46, 9.0))
 QUICK_LARGE = ((128, 128, 100), (1.2, 1.2, 1.2))
 PHANTOM_SEED = 11
+PHANTOM_VERSION = "1.0"  # pinned: generator 1.0's output never changes, so runs stay comparable
 ADULT_AGE = 17.0  # the phantom generator's oldest age: adult-sized bones
 BATCH_CASES = 10
 AFTER_NETWORK = ("postprocess", "surfaces", "morphometry", "write")
@@ -95,7 +96,7 @@ ROI = (256, 256)
 def knee_volume(size: tuple[int, int, int], spacing: tuple[float, float, float], age_years: float = 12) -> sitk.Image:
     """The knee phantom resampled onto ``size`` voxels of ``spacing`` mm, same orientation and
     centre as the phantom's own scan, as int16 (what scanners write)."""
-    source = generate_phantom("knee", PHANTOM_SEED, age_years=age_years).image
+    source = generate_phantom("knee", PHANTOM_SEED, age_years=age_years, version=PHANTOM_VERSION).image
     centre = np.asarray(source.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in source.GetSize()]))
     direction = np.asarray(source.GetDirection()).reshape(3, 3)
     origin = centre - direction @ (np.asarray(spacing) * (np.asarray(size) - 1) / 2)
