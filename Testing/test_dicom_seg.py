@@ -222,7 +222,10 @@ def test_a_series_a_seg_cannot_refer_to_fails_with_the_reason_and_leaves_nothing
     dataset.save_as(files[3])
     out = tmp_path / "out"
     assert _segment([tmp_path / "no_frame"], out, model, "--no-surfaces") == 1
-    assert f"{files[3]}: no FrameOfReferenceUID, so a DICOM SEG cannot be registered to it" in capsys.readouterr().err
+    assert (
+        f"{files[3]}: no FrameOfReferenceUID, so a DICOM SEG cannot refer to it (--no-dicom-seg: none)"
+        in capsys.readouterr().err
+    )
     assert not out.exists() or _entries(out) == set()
     assert _segment([tmp_path / "no_frame"], out, model, "--no-surfaces", "--no-dicom-seg") == 0
     assert _entries(out / "no_frame") == CASE_FILES

@@ -128,7 +128,9 @@ def _plane_positions(
     computed = [list(labels.TransformIndexToPhysicalPoint((0, 0, k))) for k in range(labels.GetSize()[2])]
     for file, source in zip(source_files, sources):
         if "FrameOfReferenceUID" not in source:
-            raise ValueError(f"{file}: no FrameOfReferenceUID, so a DICOM SEG cannot be registered to it")
+            raise ValueError(
+                f"{file}: no FrameOfReferenceUID, so a DICOM SEG cannot refer to it (--no-dicom-seg: none)"
+            )
     if not sources or (len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1)) > 1):
         return computed
     if len(sources) != len(computed):
