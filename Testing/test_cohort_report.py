@@ -54,6 +54,10 @@ def test_cohort_csv_has_one_row_per_case_needing_a_look_first(cohort: Path) -> N
         assert float(row["femur_voxel_volume_mm3"]) == report["bones"]["femur"]["voxel_volume_mm3"]
         assert row["patella_present"] == str(report["bones"]["patella"]["present"])
         assert float(row["femur_principal_axis_1_mm"]) > 0  # from morphometry.csv
+        for measurement in report.get("measurements", []):  # the clinical measurements, value or reason
+            value = measurement["value"]
+            assert row[f"measurement_{measurement['key']}"] == ("" if value is None else str(value))
+            assert row[f"measurement_{measurement['key']}_reason"] == (measurement.get("reason") or "")
     statuses = [row["status"] for row in rows]
     assert statuses == sorted(statuses, key=("unfinished", "check", "ok").index)
 

@@ -1,6 +1,7 @@
 """A cohort: every case folder of an output folder gathered into one table (``pbseg report``).
 
-Each case folder's ``report.json`` and ``morphometry.csv`` become one ``CohortCase``; a folder
+Each case folder's ``report.json`` (its clinical ``measurements`` too) and ``morphometry.csv``
+become one ``CohortCase``; a folder
 without a complete report (``finished_case``) is listed as ``unfinished``, never guessed. The
 status puts what needs a look first: unfinished, then ``check`` (warnings or unreliable bones,
 most unreliable bones first), then ``ok``. The age comes from the case or input name when it
@@ -36,7 +37,9 @@ _FIXED_COLUMNS = (
 class CohortCase:
     """One case folder. ``bones``: bone key -> its fields (``present``, volumes in mm3,
     ``quality``, ``reliable``, and every morphometry.csv column), for the bones of its joint.
-    ``problem``: why an unfinished folder is not a finished case."""
+    ``measurements``: key -> the report's clinical measurement (``value`` None when not
+    measurable, ``reason`` why, ``text`` for people, ``unit``). ``problem``: why an unfinished
+    folder is not a finished case."""
 
     folder: Path
     status: str
@@ -47,6 +50,7 @@ class CohortCase:
     warnings: list[str] = field(default_factory=list)
     unreliable: list[str] = field(default_factory=list)
     bones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
     model: str = ""
     input: str = ""
     created: str = ""
@@ -102,6 +106,7 @@ def read_case(folder: Path) -> CohortCase:
         warnings=warnings,
         unreliable=unreliable,
         bones=bones,
+        measurements={m["key"]: m for m in report.get("measurements", []) if isinstance(m, dict) and "key" in m},
         model=f"{model.get('name', '')} {model.get('version', '')}".strip(),
         input=report.get("input", ""),
         created=report.get("created", ""),
@@ -124,16 +129,23 @@ def cohort_bones(cases: list[CohortCase]) -> list[str]:
     return [bone.key for bone in UNION_BONES if bone.key in present]
 
 
+def cohort_measurements(cases: list[CohortCase]) -> list[str]:
+    """The clinical measurement keys of the cohort, in the order they first appear."""
+    return list(dict.fromkeys(key for case in cases for key in case.measurements))
+
+
 def cohort_csv(cases: list[CohortCase]) -> str:
-    """The cohort table as CSV text: one row per case, the fixed columns then, per bone of the
-    cohort, ``<bone>_<field>`` for each of its report and morphometry fields (empty when the case
-    has no such bone)."""
-    bones = cohort_bones(cases)
+    """The cohort table as CSV text: one row per case, the fixed columns, then per clinical
+    measurement its value (``measurement_<key>``) and why it is missing (``measurement_<key>_reason``),
+    then per bone of the cohort ``<bone>_<field>`` for each of its report and morphometry fields
+    (empty when the case has no such bone or measurement)."""
+    bones, keys = cohort_bones(cases), cohort_measurements(cases)
     fields: dict[str, list[str]] = {bone: [] for bone in bones}
     for case in cases:
         for bone, values in case.bones.items():
             fields[bone].extend(name for name in values if name not in fields[bone] and name not in ("label",))
-    columns = [*_FIXED_COLUMNS, *(f"{bone}_{name}" for bone in bones for name in fields[bone])]
+    measured = [f"measurement_{key}{suffix}" for key in keys for suffix in ("", "_reason")]
+    columns = [*_FIXED_COLUMNS, *measured, *(f"{bone}_{name}" for bone in bones for name in fields[bone])]
     stream = io.StringIO()
     writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -151,6 +163,9 @@ def cohort_csv(cases: list[CohortCase]) -> str:
             "input": case.input,
             "created": case.created,
         }
+        for key, measurement in case.measurements.items():
+            row[f"measurement_{key}"] = measurement.get("value")
+            row[f"measurement_{key}_reason"] = measurement.get("reason") or None
         for bone, values in case.bones.items():
             row.update({f"{bone}_{name}": _cell(value) for name, value in values.items() if name != "label"})
         writer.writerow({column: "" if row.get(column) is None else row[column] for column in columns})

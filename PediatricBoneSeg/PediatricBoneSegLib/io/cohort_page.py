@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..catalog import get_bone
-from .cohort import STATUS_ORDER, CohortCase, cohort_bones
+from .cohort import STATUS_ORDER, CohortCase, cohort_bones, cohort_measurements
 
 THUMBNAIL_PX = 220
 GENERATOR = "pbseg report"  # in the page's generator meta tag: marks a page this command may replace
@@ -66,7 +66,7 @@ document.body.dataset.ready = 'true';
 
 def cohort_html(cases: list[CohortCase], title: str) -> str:
     """The page for ``cases`` (in ``gather_cohort``'s order)."""
-    bones = cohort_bones(cases)
+    bones, keys = cohort_bones(cases), cohort_measurements(cases)
     counts = ", ".join(f"{sum(c.status == s for c in cases)} {s}" for s in STATUS_ORDER)
     with_age = any(case.age_years is not None for case in cases)
     plots = "".join(_bone_plot(bone, cases, with_age) for bone in bones)
@@ -76,10 +76,11 @@ def cohort_html(cases: list[CohortCase], title: str) -> str:
         ("age", "Age (y)"), ("warnings", "Warnings"), ("unreliable", "Unreliable bones"),
         *((f"{bone}_ml", f"{get_bone(bone).display_name} (ml)") for bone in bones),
         *((f"{bone}_quality", f"{get_bone(bone).display_name} quality") for bone in bones),
+        *((key, _measurement_name(cases, key)) for key in keys),
         ("input", "Input"),
     ]  # fmt: skip
     head = "".join(f'<th data-key="{key}">{html.escape(label)}</th>' for key, label in headings)
-    rows = "".join(_row(case, bones) for case in cases)
+    rows = "".join(_row(case, bones, keys) for case in cases)
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="{GENERATOR}">'
@@ -93,7 +94,7 @@ def cohort_html(cases: list[CohortCase], title: str) -> str:
     )
 
 
-def _row(case: CohortCase, bones: list[str]) -> str:
+def _row(case: CohortCase, bones: list[str], keys: list[str]) -> str:
     qc = case.qc_file
     thumbnail = (
         f'<a href="{html.escape(case.name)}/{qc.name}"><img alt="QC of {html.escape(case.name)}" '
@@ -123,8 +124,17 @@ def _row(case: CohortCase, bones: list[str]) -> str:
     for bone in bones:
         fields = case.bones.get(bone, {})
         cells.append(_number_cell(fields.get("quality"), 2, fields.get("reliable") is False))
+    for key in keys:
+        measurement = case.measurements.get(key, {})
+        value = measurement.get("value")
+        cells.append(_cell(html.escape(str(measurement.get("text", ""))), "" if value is None else f"{value:.6g}"))
     cells.append(_cell(html.escape(case.input), case.input))
     return f'<tr class="{case.status}">{"".join(cells)}</tr>'
+
+
+def _measurement_name(cases: list[CohortCase], key: str) -> str:
+    """A measurement's column heading: its name as the first case that has it reports it."""
+    return next(str(case.measurements[key].get("name") or key) for case in cases if key in case.measurements)
 
 
 def _status_rank(case: CohortCase) -> str:
