@@ -61,7 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment the bones of joint MR volumes",
         description="Segment the bones of pediatric joint MR volumes. INPUT: NIfTI, NRRD or MHA files, DICOM "
         "series folders, or folders of those (batch). Writes OUTDIR/<case>/ with segmentation.seg.nrrd, "
-        "labels.nii.gz, one surface per bone, morphometry.csv, report.json and qc.png.",
+        "labels.nii.gz, one surface per bone, morphometry.csv, report.json and qc.png (and segmentation.dcm, "
+        "a DICOM SEG, for a DICOM series). A batch resumes with --skip-existing and splits over the jobs of "
+        "a cluster with --shard; pbseg report OUTDIR then gathers it.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM folder or folder of files")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=Path, help="output folder")
