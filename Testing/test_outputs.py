@@ -85,8 +85,8 @@ def _read_segmentation(path: Path) -> Any:
 
 def test_case_folder_holds_every_output(folder: Path, case: dict[str, Any]) -> None:
     knee = get_joint("knee")
-    expected = {"segmentation.seg.nrrd", "labels.nii.gz", "morphometry.csv", "report.json", "qc.png"}
-    expected |= {f"{bone.key}.stl" for bone in knee.bones}
+    expected = {"segmentation.seg.nrrd", "labels.nii.gz", "morphometry.csv", "measurements.csv", "report.json"}
+    expected |= {"qc.png"} | {f"{bone.key}.stl" for bone in knee.bones}
     assert {p.name for p in folder.iterdir()} == expected
 
     labels = sitk.ReadImage(str(folder / "labels.nii.gz"))
@@ -302,3 +302,25 @@ def test_qc_picture(tmp_path: Path, case: dict[str, Any], renderer: str) -> None
     pixels = sitk.GetArrayFromImage(picture)[..., :3].reshape(-1, 3)
     femur = np.asarray(get_joint("knee").bones[0].color)
     assert (np.abs(pixels.astype(int) - femur).sum(axis=1) < 60).any()  # the bones are drawn in their colors
+
+
+def test_clinical_measurements_in_the_csv_and_the_report(folder: Path) -> None:
+    """measurements.csv and report.json's measurements block list the same measures of the joint,
+    each with a value or the reason it is not measurable, its definition and reference."""
+    import csv
+
+    from PediatricBoneSegLib.pipeline.measurements import definitions
+
+    with open(folder / "measurements.csv", newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    block = json.loads((folder / "report.json").read_text())["measurements"]
+    assert [row["key"] for row in rows] == [entry["key"] for entry in block]
+    joint_keys = {d.key for d in definitions("knee") if d.joint == "knee"}
+    assert joint_keys <= {row["key"] for row in rows}
+    for row, entry in zip(rows, block):
+        assert (row["value"] != "") == (entry["status"] == "ok") != bool(row["reason"])
+        assert row["definition"] and row["reference"] and row["text"] == entry["text"]
+        if entry["status"] == "ok":
+            assert abs(float(row["value"]) - entry["value"]) < 1e-3
+            assert entry["landmarks_lps_mm"] or entry["text"] == "closed"  # a closed plate has no landmark
+    assert any(entry["status"] == "ok" for entry in block)

@@ -100,7 +100,9 @@ def test_segment_path_with_a_model_file(harness, knee, tiny_model):
     assert f"Check: unreliable {', '.join(result.unreliableBones)}." in result.summary()
     fractions = [f for f, _ in messages]
     assert (
-        fractions == sorted(fractions) and fractions[-1] >= 0.8 and messages[-1][1] == "Creating the morphometry table"
+        fractions == sorted(fractions)
+        and fractions[-1] >= 0.8
+        and messages[-1][1] == "Creating the clinical measurements and their landmarks"
     )
 
 
@@ -235,3 +237,31 @@ def test_rollback_scenario_fails_when_the_scene_is_not_restored(harness, knee, t
     report = str(failure.value)
     assert "cancel while creating models: the scene changed" in report
     assert "error while creating the table: the scene changed" in report and "first batch:" not in report
+
+
+def test_clinical_measurements_become_a_table_and_markups_on_their_landmarks(harness, knee):
+    """One table row per clinical measure (value or why not); each measured value's landmarks are
+    real Markups nodes (line: 2 points, angle: 3, fiducial: 1) at the landmarks' RAS positions."""
+    image, labels = knee
+    result = self_test.run_truth_scenario(harness.logic(), image, labels, "knee")
+    from PediatricBoneSegLib.pipeline.measurements import measure
+
+    expected = measure(labels, "knee")
+    table = result.clinicalTableNode.GetTable()
+    assert table.GetNumberOfRows() == len(expected)
+    results = table.GetColumnByName("Result")
+    assert [results.GetValue(i) for i in range(table.GetNumberOfRows())] == [m.text for m in expected]
+    measured = [m for m in expected if m.measurable and m.landmarks]
+    assert measured and len(result.landmarkNodes) == sum(len(m.landmarks) for m in measured)
+    nodes = iter(result.landmarkNodes)
+    for m in measured:
+        for points in m.landmarks.values():
+            node = next(nodes)
+            points = np.atleast_2d(points)
+            kind = {1: "vtkMRMLMarkupsFiducialNode", 2: "vtkMRMLMarkupsLineNode", 3: "vtkMRMLMarkupsAngleNode"}
+            assert node.GetClassName() == kind.get(len(points), "vtkMRMLMarkupsFiducialNode")
+            assert node.GetNumberOfControlPoints() == len(points)
+            ras = np.array([node.GetNthControlPointPosition(i) for i in range(len(points))])
+            np.testing.assert_allclose(ras, points * [-1, -1, 1], atol=1e-6)
+    sh = harness.scene.GetSubjectHierarchyNode()
+    assert all(sh.GetItemParent(sh.GetItemByDataNode(n)) == result.landmarksFolderItemID for n in result.landmarkNodes)

@@ -12,7 +12,7 @@ policy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from .io.case_folder import case_folder_name
 from .io.outputs import write_case
 from .options import CaseOptions, IfExists
 from .pipeline.inference import get_model, segment_image
+from .pipeline.measurements import Measurement, measure
 from .pipeline.morphometry import BoneMeasurement, measure_bones
 from .pipeline.results import InferenceResult
 from .pipeline.surfaces import bone_surfaces
@@ -35,12 +36,14 @@ NETWORK_SHARE = 0.8  # of the progress of run_case; surfaces and measurements sh
 class CaseResult:
     """``inference``: labels on the input's grid and what the network learned (its ``timings``
     hold every stage, surfaces and measurements included). ``surfaces``: bone key -> closed mesh
-    in patient LPS millimetres (empty without surfaces). ``model_file``: the model that ran."""
+    in patient LPS millimetres (empty without surfaces). ``model_file``: the model that ran.
+    ``clinical``: the clinical measurements of the joint (``pipeline.measurements``)."""
 
     inference: InferenceResult
     surfaces: dict[str, vtk.vtkPolyData]
     measurements: list[BoneMeasurement]
     model_file: str = ""
+    clinical: list[Measurement] = field(default_factory=list)
 
 
 def run_case(
@@ -83,8 +86,12 @@ def finish_case(
     begin = time.perf_counter()
     measurements = measure_bones(inference.labels, inference.joint, surfaces or None, inference.bone_boxes())
     inference.timings["morphometry"] = time.perf_counter() - begin
+    report(0.9, "clinical measurements")
+    begin = time.perf_counter()
+    clinical = measure(inference.labels, inference.joint, inference.quality)
+    inference.timings["clinical_measurements"] = time.perf_counter() - begin
     report(1.0, "case done")
-    return CaseResult(inference, surfaces, measurements, model_file)
+    return CaseResult(inference, surfaces, measurements, model_file, clinical)
 
 
 def report_fields(case: CaseResult, options: CaseOptions) -> dict[str, Any]:
@@ -131,4 +138,5 @@ def write_case_folder(
         cancel=cancel,
         inputs=inputs,
         dicom_seg_sources=dicom_seg_sources,
+        clinical=case.clinical,
     )

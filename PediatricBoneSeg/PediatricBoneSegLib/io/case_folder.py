@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPORT_FILE = "report.json"
 MORPHOMETRY_FILE = "morphometry.csv"
+MEASUREMENTS_FILE = "measurements.csv"  # clinical measurements (pipeline.measurements)
 QC_FILE = "qc.png"
 
 

@@ -27,11 +27,19 @@ from .. import __version__
 from ..atomic import place_folder, replace_folder, staging_folder
 from ..catalog import get_joint
 from ..options import SURFACE_FORMATS
+from ..pipeline.measurements import Measurement, measure
 from ..pipeline.morphometry import COLUMNS, BoneMeasurement
 from ..pipeline.results import InferenceResult
 from ..progress import CancelToken, ProgressCallback, check_cancelled
 from ..signals import deferred_interrupts
-from .case_folder import MORPHOMETRY_FILE, QC_FILE, REPORT_FILE, CaseFolderExistsError, check_case_target
+from .case_folder import (
+    MEASUREMENTS_FILE,
+    MORPHOMETRY_FILE,
+    QC_FILE,
+    REPORT_FILE,
+    CaseFolderExistsError,
+    check_case_target,
+)
 from .dicom_seg import DICOM_SEG_FILE, write_dicom_seg
 from .qc import write_qc_png
 from .segmentation_file import write_segmentation_nrrd
@@ -54,12 +62,14 @@ def write_case(
     cancel: CancelToken | None = None,
     inputs: Sequence[str | Path] = (),
     dicom_seg_sources: Sequence[str | Path] | None = None,
+    clinical: list[Measurement] | None = None,
 ) -> Path:
     """Write all outputs of one case and return its folder. ``image``: the input volume (for the
     QC picture); ``report_extra``: more report.json fields (input path, model file, timings of
     stages run outside the pipeline); ``inputs``: the run's input paths, never inside a replaced
     folder; ``dicom_seg_sources``: write a DICOM SEG too, referencing these DICOM files (the
-    input series; empty: a SEG of a new study), None: no SEG. Raises what ``check_case_target``
+    input series; empty: a SEG of a new study), None: no SEG; ``clinical``: the case's clinical
+    measurements (None: measured here from ``result``). Raises what ``check_case_target``
     raises (before writing and again at the final move); ``Cancelled`` when ``cancel`` is set
     (checked as files complete). A ``KeyboardInterrupt`` that arrives once the folder is in place
     carries it as ``written_folder``."""
@@ -73,6 +83,7 @@ def write_case(
         # A signal between creating the staging folder and knowing its name would leak it.
         with deferred_interrupts():
             staging = staging_folder(target)
+        clinical = measure(result.labels, result.joint, result.quality) if clinical is None else clinical
         files = [
             (SEGMENTATION_FILE, lambda p: write_segmentation_nrrd(result.labels, result.joint, p, result.bone_boxes())),
             (LABELS_FILE, lambda p: sitk.WriteImage(result.labels, str(p), useCompression=True)),
@@ -81,6 +92,7 @@ def write_case(
                 for bone, mesh in (surfaces or {}).items()
             ),
             (MORPHOMETRY_FILE, lambda p: write_morphometry_csv(measurements, p)),
+            (MEASUREMENTS_FILE, lambda p: write_measurements_csv(clinical, p)),
             *(
                 [(DICOM_SEG_FILE, lambda p: write_dicom_seg(result, p, dicom_seg_sources, case))]
                 if dicom_seg_sources is not None
@@ -99,7 +111,9 @@ def write_case(
                     pending = {pool.submit(write, staging / name): name for name, write in files}
                 if progress is not None:
                     progress(0.0, f"writing {QC_FILE}")
-                write_qc_png(image, result.labels, result.joint, surfaces, staging / QC_FILE, title=case)
+                write_qc_png(
+                    image, result.labels, result.joint, surfaces, staging / QC_FILE, title=case, measurements=clinical
+                )
                 for done, future in enumerate(as_completed(pending), start=1):
                     future.result()
                     if progress is not None:  # from this thread only: Slicer's GUI is not thread-safe
@@ -112,7 +126,7 @@ def write_case(
                 raise
         timings = {**result.timings, "write": time.perf_counter() - start}
         files_written = [name for name, _ in files] + [QC_FILE, REPORT_FILE]
-        report = build_report(case, result, measurements, files_written, timings, report_extra)
+        report = build_report(case, result, measurements, files_written, timings, report_extra, clinical)
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         # A signal is held back until the move is over and known to be over, so what the caller
         # is told (written or not) is true.
@@ -138,8 +152,10 @@ def build_report(
     files: list[str],
     timings: dict[str, float],
     extra: dict[str, Any] | None = None,
+    clinical: list[Measurement] | None = None,
 ) -> dict[str, Any]:
-    """The content of report.json."""
+    """The content of report.json; ``clinical``: the clinical measurements (its ``measurements``
+    block, each with value or reason, definition, reference and landmarks)."""
     spec = get_joint(result.joint)
     by_bone = {m.bone: m for m in measurements}
     labels = result.labels
@@ -162,6 +178,7 @@ def build_report(
             for bone in spec.bones
         },
         "unreliable_bones": result.unreliable_bones(),
+        "measurements": [m.to_json() for m in clinical or []],
         "model": {"name": result.model_name, "version": result.model_version},
         "device": result.device,
         "precision": result.precision,
@@ -211,6 +228,20 @@ def write_morphometry_csv(measurements: list[BoneMeasurement], path: str | Path)
         writer.writeheader()
         for measurement in measurements:
             writer.writerow(measurement.as_row())
+    return Path(path)
+
+
+MEASUREMENT_COLUMNS = ("key", "name", "value", "unit", "text", "status", "reason", "definition", "reference")
+
+
+def write_measurements_csv(measurements: list[Measurement], path: str | Path) -> Path:
+    """One row per clinical measurement (``MEASUREMENT_COLUMNS``): an empty value where not
+    measurable, with the reason."""
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=MEASUREMENT_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for m in measurements:
+            writer.writerow({**m.to_json(), "value": "" if m.value is None else f"{m.value:.3f}"})
     return Path(path)
 
 

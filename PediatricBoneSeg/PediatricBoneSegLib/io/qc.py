@@ -36,8 +36,11 @@ def write_qc_png(
     path: str | Path,
     title: str = "",
     renderer: str = "auto",
+    measurements: list | None = None,
 ) -> Path:
-    """``renderer``: "auto" (VTK offscreen, else matplotlib), "vtk" or "matplotlib" for the 3D view."""
+    """``renderer``: "auto" (VTK offscreen, else matplotlib), "vtk" or "matplotlib" for the 3D view;
+    ``measurements``: clinical measurements (``pipeline.measurements.Measurement``) listed under
+    the views, with "not measurable" and the reason where so."""
     spec = get_joint(joint)
     transform = CanonicalTransform.from_direction(image.GetDirection())
     volume = transform.to_canonical(sitk.GetArrayViewFromImage(image))  # [S, P, L]
@@ -47,7 +50,9 @@ def write_qc_png(
     for value, bone in enumerate(spec.bones, start=1):
         colors[value] = (*bone.color_float, OVERLAY_ALPHA)
     centre = _label_centre(label_array)
-    figure = Figure(figsize=(12, 10), dpi=80)
+    rows = _measurement_lines(measurements or [])
+    text_height = 0.013 * ((len(rows) + 1) // 2) + 0.02 if rows else 0.0  # figure share of the list
+    figure = Figure(figsize=(12, 10 / (1.0 - text_height)), dpi=80)
     FigureCanvasAgg(figure)
     # Radiological display: rows toward inferior/posterior go down, patient's left on the right.
     views = (
@@ -67,10 +72,19 @@ def write_qc_png(
     legend = ", ".join(bone.display_name for bone in spec.bones)
     figure.suptitle(f"{title}  [{spec.display_name}: {legend}]".strip())
     # Fixed margins: tight_layout would draw the whole figure once more just to measure it.
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92, wspace=0.05, hspace=0.12)
+    bottom = 0.02 + text_height
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=bottom, top=0.92, wspace=0.05, hspace=0.12)
+    half = (len(rows) + 1) // 2
+    for column, lines in enumerate((rows[:half], rows[half:])):
+        figure.text(0.02 + 0.49 * column, bottom - 0.01, "\n".join(lines), va="top", fontsize=8, family="monospace")
     with atomic_file(path) as temporary:
         figure.savefig(temporary, format="png")
     return Path(path)
+
+
+def _measurement_lines(measurements: list) -> list[str]:
+    """One line per measurement: name, value and unit, or not measurable and why."""
+    return [f"{m.to_json()['name'][:36]:<36} {m.text}"[:80] for m in measurements]
 
 
 def _label_centre(labels: np.ndarray) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ from ..catalog import get_joint
 from ..options import CaseOptions, IfExists, SegmentOptions
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from .hierarchy import parent_item_of, place_node
+from .measurements import add_measurement_nodes
 from .models import add_bone_models, lps_to_ras
 from .scene_transaction import SceneTransaction
 from .segmentation import add_segmentation_node
@@ -40,7 +41,10 @@ class SegmentationResult:
     subject-hierarchy folder ``modelsFolderItemID`` (0 when none). ``exportFolder``: the case
     folder written by the export, or None. ``boneQuality``: bone key -> quality in [0, 1] from the
     network's evidence (empty for labels that did not come from the network); ``unreliableBones``:
-    display names of the bones below the model's quality threshold (missing ones included)."""
+    display names of the bones below the model's quality threshold (missing ones included).
+    ``clinicalTableNode``: the clinical measurements (value or why not measurable, per measure);
+    ``landmarkNodes``: the Markups (fiducial, line, angle) each value was taken from, under the
+    subject-hierarchy folder ``landmarksFolderItemID`` (0 when none)."""
 
     segmentationNode: Any
     tableNode: Any
@@ -55,6 +59,9 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
     boneQuality: dict[str, float] = field(default_factory=dict)
     unreliableBones: list[str] = field(default_factory=list)
+    clinicalTableNode: Any = None
+    landmarkNodes: list[Any] = field(default_factory=list)
+    landmarksFolderItemID: int = 0
 
     def summary(self) -> str:
         """One status line: the joint used (and the auto-detection confidence), the bones found,
@@ -194,6 +201,8 @@ class PediatricBoneSegLogic:
             rows = [m.as_row() for m in case.measurements]
             tableNode = add_table_node(self.scene, f"{name} morphometry", rows)
             place_node(self.scene, tableNode, parent)
+            report(0.7, "Creating the clinical measurements and their landmarks")
+            clinicalTable, landmarks, landmarksFolder = add_measurement_nodes(self.scene, case.clinical, name, parent)
             check_cancelled(cancel)
             caseFolder = None
             if exportFolder:
@@ -223,6 +232,9 @@ class PediatricBoneSegLogic:
             timings=dict(inference.timings),
             boneQuality={key: quality.score for key, quality in inference.quality.items()},
             unreliableBones=inference.unreliable_bones(),
+            clinicalTableNode=clinicalTable,
+            landmarkNodes=landmarks,
+            landmarksFolderItemID=landmarksFolder,
         )
 
 

@@ -24,6 +24,7 @@ class Definition:
     bones: tuple[str, ...]
     complete: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # a categorical measure: its value indexes these words
 
 
 @dataclass
@@ -47,6 +48,15 @@ class Measurement:
     def measurable(self) -> bool:
         return self.value is not None
 
+    @property
+    def text(self) -> str:
+        """The value for people: "12.3 deg", "open", or "not measurable: <reason>"."""
+        if self.value is None:
+            return f"not measurable: {self.reason}"
+        if self.definition.categories:
+            return self.definition.categories[int(round(self.value))]
+        return f"{self.value:.1f} {self.definition.unit}"
+
     def to_json(self) -> dict:
         d = self.definition
         return {
@@ -54,6 +64,7 @@ class Measurement:
             "name": d.name if self.bone is None else f"{d.name} ({self.bone})",
             "value": None if self.value is None else round(float(self.value), 3),
             "unit": d.unit,
+            "text": self.text,
             "status": "ok" if self.measurable else "not measurable",
             "reason": self.reason,
             "definition": d.definition,

@@ -27,6 +27,7 @@ STATUS = Definition(
     "are thin enough along the bone's (head-foot) axis to show a plate.",
     _REF,
     (),
+    categories=("closed", "open"),
 )
 AREA = Definition(
     "physeal_area",
