@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..signals import exit_code, interrupts_as_exceptions
 
-SUBCOMMANDS = ("segment", "report", "info", "phantoms", "validate")
+SUBCOMMANDS = ("segment", "report", "info", "phantoms", "validate", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
