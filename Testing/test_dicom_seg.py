@@ -108,6 +108,7 @@ def test_a_dicom_series_gets_a_seg_of_its_study_that_matches_the_labels(dicom_ca
     assert dataset.Modality == "SEG" and dataset.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
     assert (dataset.StudyInstanceUID, dataset.FrameOfReferenceUID) == (STUDY_UID, FRAME_OF_REFERENCE_UID)
     assert dataset.PatientID == "P0042" and dataset.SeriesInstanceUID not in (SERIES_UID, STUDY_UID)
+    assert report["warnings"] and dataset.ContentDescription.startswith(f"CHECK ({len(report['warnings'])} warnings)")
     sources = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in files}
     (referenced,) = dataset.ReferencedSeriesSequence
     assert referenced.SeriesInstanceUID == SERIES_UID

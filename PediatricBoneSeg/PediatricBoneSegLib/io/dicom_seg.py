@@ -3,7 +3,8 @@ that a result can go back to PACS and open in OHIF, Slicer (QuantitativeReportin
 
 One segment per bone of the joint, numbered by its catalog label (1..n, as in ``labels.nii.gz``),
 with its SNOMED CT code, its recommended display colour and the algorithm that made it (pbseg, the
-model's name and version); a bone judged unreliable says so in its segment label. For a DICOM
+model's name and version); a bone judged unreliable says so in its segment label, a case with
+warnings in the content description ("CHECK (n warnings): ..."). For a DICOM
 series input the SEG joins the source study (its Study and Frame of Reference UIDs, the patient)
 and references the source series, frame by frame; for a NIfTI/NRRD input it starts a new study with
 a new Frame of Reference and references no image (there is no DICOM image to reference). Either
@@ -104,7 +105,7 @@ def write_dicom_seg(
         manufacturer_model_name=result.model_name or SOFTWARE,
         software_versions=[f"{SOFTWARE} {__version__}", f"model {result.model_version}"],
         device_serial_number="0",
-        content_description=f"{get_joint(result.joint).display_name} bones of {case}"[:64],
+        content_description=_content_description(result, case),
         content_label="BONES",
         series_description=f"{SOFTWARE} {result.joint} bones"[:64],
     )
@@ -115,6 +116,13 @@ def write_dicom_seg(
         _drop_references(seg)
     seg.save_as(str(path), enforce_file_format=True)
     return Path(path)
+
+
+def _content_description(result: InferenceResult, case: str) -> str:
+    """What a PACS list shows of the SEG (64 characters at most): the joint and case, after a CHECK
+    with the number of warnings when the result may be wrong (they are in report.json)."""
+    check = f"CHECK ({len(result.warnings)} warnings): " if result.warnings else ""
+    return f"{check}{get_joint(result.joint).display_name} bones of {case}"[:64]
 
 
 def _plane_positions(
