@@ -31,6 +31,7 @@ STUDY_UID, FRAME_OF_REFERENCE_UID = "1.2.826.0.1.3680043.8.498.77", "1.2.826.0.1
 SERIES_UID = "1.2.826.0.1.3680043.8.498.79"
 # dcmqi's command-line tools install beside this Python (the test extra), not always on PATH
 SEGIMAGE2ITKIMAGE = shutil.which("segimage2itkimage", path=f"{Path(sys.executable).parent}{os.pathsep}{os.defpath}")
+DCIODVFY = shutil.which("dciodvfy")  # David Clunie's DICOM validator (dicom3tools)
 
 
 def _oblique_knee() -> sitk.Image:
@@ -158,6 +159,22 @@ def test_other_inputs_get_a_seg_of_a_new_study_only_when_asked(tmp_path: Path, m
     np.testing.assert_array_equal(
         _seg_labels_on_grid(hd.seg.segread(case / DICOM_SEG_FILE), labels), sitk.GetArrayFromImage(labels)
     )
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dicom3tools' dciodvfy is not installed (Debian: dicom3tools)")
+def test_the_segs_pass_the_dicom3tools_validator(
+    dicom_case: tuple[Path, list[Path]],
+    tmp_path: Path,
+    model: Path,  # noqa: F811 (the imported fixture)
+) -> None:
+    """dciodvfy checks every attribute against the Segmentation IOD; warnings about what a DICOMDIR
+    would need (an empty Study ID or patient of a new study) are allowed, errors are not."""
+    source = write_image(_oblique_knee(), tmp_path / "knee_nifti.nii.gz")
+    assert _segment([source], tmp_path / "out", model, "--no-surfaces", "--dicom-seg") == 0
+    for seg in (dicom_case[0] / DICOM_SEG_FILE, tmp_path / "out" / "knee_nifti" / DICOM_SEG_FILE):
+        checked = subprocess.run([DCIODVFY, str(seg)], capture_output=True, text=True)
+        lines = (checked.stdout + checked.stderr).splitlines()
+        assert "Segmentation" in lines and not [line for line in lines if line.startswith("Error")], lines
 
 
 @pytest.mark.skipif(SEGIMAGE2ITKIMAGE is None, reason="dcmqi is not installed")

@@ -111,7 +111,8 @@ def write_dicom_seg(
     )
     # highdicom copies the source's pixel measures when their pixel spacing matches, SpacingBetweenSlices
     # included, which some writers get wrong (SimpleITK writes 1): the frames' true spacing instead.
-    seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SpacingBetweenSlices = spacing[2]
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    measures.SpacingBetweenSlices = pydicom.valuerep.DS(spacing[2], auto_format=True)  # at most 16 characters
     if new_study:
         _drop_references(seg)
     seg.save_as(str(path), enforce_file_format=True)
@@ -155,7 +156,10 @@ def _plane_positions(
 
 def _new_study_template(labels: sitk.Image) -> pydicom.Dataset:
     """The attributes a SEG copies from its source, for a volume that has no DICOM source: a new
-    study and Frame of Reference, an unknown patient (empty Type 2 attributes, never invented)."""
+    study (created now, by this run) and Frame of Reference, an unknown patient (empty Type 2
+    attributes, never invented)."""
+    import datetime
+
     import highdicom as hd
     import pydicom
 
@@ -168,8 +172,10 @@ def _new_study_template(labels: sitk.Image) -> pydicom.Dataset:
     template.Modality = "MR"
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber"):
         setattr(template, keyword, "")
-    for keyword in ("StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName"):
+    for keyword in ("StudyID", "ReferringPhysicianName"):
         setattr(template, keyword, "")
+    now = datetime.datetime.now()
+    template.StudyDate, template.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     template.Rows, template.Columns = labels.GetSize()[1], labels.GetSize()[0]
     direction = np.reshape(labels.GetDirection(), (3, 3))
     template.ImageOrientationPatient = [*direction[:, 0], *direction[:, 1]]
