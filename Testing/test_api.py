@@ -32,6 +32,7 @@ def test_a_file_in_memory_gives_the_labels_and_report_of_pbseg_segment(
     assert set(result.surfaces) == {"femur", "tibia"} and result.surfaces["femur"].GetNumberOfPoints() > 0
     cli_report = json.loads((tmp_path / "cli" / "knee_api" / "report.json").read_text())
     assert result.report["bones"] == cli_report["bones"] and result.report["files"] == []
+    assert result.report["measurements"] == cli_report["measurements"] == [m.to_json() for m in result.clinical]
     assert [m.bone for m in result.measurements] == ["femur", "tibia"]
     assert result.joint == "knee" and result.unreliable_bones == cli_report["unreliable_bones"]
 
@@ -42,7 +43,8 @@ def test_an_image_written_to_a_folder_and_a_dicom_series_with_its_seg(
 ) -> None:
     image = sitk.Cast(_scene(41).image, sitk.sitkInt16)  # any pixel type, as a pipeline holds it
     result = segment_file(image, tmp_path / "out", model=model, surfaces=False, name="from memory", **OPTIONS)
-    assert result.folder == tmp_path / "out" / "from_memory" and _entries(result.folder) == CASE_FILES
+    assert result.folder == tmp_path / "out" / "from_memory"
+    assert CASE_FILES <= _entries(result.folder) == set(result.report["files"])
     assert result.report == json.loads((result.folder / "report.json").read_text())
     assert result.report["input"] == "SimpleITK image"
     write_dicom_series(tmp_path / "series", echoes=1, slices=6)

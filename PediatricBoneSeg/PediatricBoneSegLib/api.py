@@ -26,6 +26,7 @@ from .io.dicom_seg import dicom_seg_sources
 from .io.outputs import build_report
 from .io.volumes import VolumeSource, discover_sources, read_volume
 from .options import CaseOptions, IfExists, SegmentOptions
+from .pipeline.measurements import Measurement
 from .pipeline.morphometry import BoneMeasurement
 from .progress import CancelToken, ProgressCallback, sub_progress
 
@@ -56,6 +57,11 @@ class SegmentedCase:
     def measurements(self) -> list[BoneMeasurement]:
         """One per bone found (volumes in mm3; see morphometry.csv)."""
         return self.case.measurements
+
+    @property
+    def clinical(self) -> list[Measurement]:
+        """The joint's clinical measurements (value, or None and the reason; measurements.csv)."""
+        return self.case.clinical
 
     @property
     def joint(self) -> str:
@@ -112,9 +118,8 @@ def segment_file(
     name = name or volume.name
     case = run_case(image, options, progress=sub_progress(progress, 0.0, 0.9 if output else 1.0), cancel=cancel)
     if output is None:
-        report = build_report(
-            name, case.inference, case.measurements, [], case.inference.timings, report_fields(case, options)
-        )
+        timings, extra = case.inference.timings, report_fields(case, options)
+        report = build_report(name, case.inference, case.measurements, [], timings, extra, case.clinical)
         return SegmentedCase(name, image, case, report)
     inputs = [] if isinstance(source, sitk.Image) else [source]
     folder = write_case_folder(
