@@ -5,13 +5,14 @@ interruptions are tested through ``pbseg segment`` in test_cli_segment.py."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 
 import pytest
 
-from PediatricBoneSegLib.cli.batch import Done, run_pipelined
+from PediatricBoneSegLib.cli.batch import BACKGROUND_NICE, Done, run_pipelined
 from PediatricBoneSegLib.progress import CancelToken, check_cancelled
 
 WAIT_S = 30.0  # a stage waiting for another gives up after this: the overlap did not happen
@@ -24,10 +25,11 @@ class Stages:
     def __init__(self) -> None:
         self.events: list[tuple[str, int, str]] = []
         self.started = {stage: {i: threading.Event() for i in range(JOBS)} for stage in ("read", "write")}
-        self.writing = threading.Event()
+        self.nice: dict[tuple[str, int], int] = {}
 
     def log(self, stage: str, job: int) -> None:
         self.events.append((stage, job, threading.current_thread().name))
+        self.nice[(stage, job)] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     def read(self, job: int) -> object:
         self.started["read"][job].set()
@@ -74,6 +76,12 @@ def test_cases_overlap_and_come_back_in_order_with_failures_as_results() -> None
     threads = {stage: {name for s, _, name in stages.events if s == stage} for stage in ("read", "compute", "write")}
     assert threads["compute"] == {main}
     assert main not in threads["read"] | threads["write"] and not threads["read"] & threads["write"]
+    # Reading ahead and writing behind yield to the computation; the first read and the last
+    # write, which the main thread only waits for, do not.
+    base = stages.nice[("compute", 0)]
+    assert stages.nice[("read", 0)] == base and stages.nice[("write", JOBS - 1)] == base
+    assert all(stages.nice[("read", job)] == min(19, base + BACKGROUND_NICE) for job in range(1, JOBS))
+    assert all(stages.nice[("write", job)] == min(19, base + BACKGROUND_NICE) for job in (0, 1, 3))
 
 
 def _interrupted_batch(finish_write: bool) -> tuple[list[str], list[int], list[str]]:

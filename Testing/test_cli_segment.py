@@ -74,6 +74,7 @@ def test_batch_folder_with_bad_inputs_continues_and_fails_at_the_end(
         assert any(str(path) in line and words in line for line in errors), words
     assert any("absent.nii.gz: no such file or folder" in line for line in errors)
     assert "2 case(s) segmented, 3 failed" in captured.out
+    assert "2 case(s) in " in captured.out and " cases per minute" in captured.out  # the batch's throughput
     assert _entries(out) == {"knee_a", "knee_b"}  # nothing for the bad inputs, no staging folders
     for case in ("knee_a", "knee_b"):
         assert _entries(out / case) == CASE_FILES | {"femur.stl", "tibia.stl"}

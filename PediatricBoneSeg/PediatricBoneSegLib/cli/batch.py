@@ -4,7 +4,8 @@ main thread computes the current one, and a writer thread writes the previous ca
 The main thread computes: PyTorch runs its own threads from it, the model and its prepared network
 stay loaded for the whole batch, and Python delivers Ctrl-C and SIGTERM to it. One case is read
 ahead and one written behind, so at most three cases are in memory. Results come back in the
-order of the jobs.
+order of the jobs. Reading ahead and writing behind run at a lower priority, so that they take the
+CPU the computation leaves free.
 
 Interrupted (a ``KeyboardInterrupt`` in the main thread): the write in progress is cancelled
 through its ``CancelToken`` and waited for (``io.outputs.write_case`` removes its own staging
@@ -18,6 +19,10 @@ No thread of the batch writes anything once the interrupt is raised.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from typing import Any, Generic, TypeVar
 from ..progress import Cancelled, CancelToken
 from ..signals import deferred_interrupts
 
+BACKGROUND_NICE = 10  # of the reader and writer threads: the computation comes first
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
@@ -60,8 +66,10 @@ def run_pipelined(
     ``compute(job, data)`` on this thread, ``write(job, data, computed, cancel)`` on the writer
     thread (checking ``cancel``), and ``report`` each job's result on this thread, in order: what
     ``write`` returned, or ``fail(job, error)`` for an ``Exception`` of any stage (the batch goes on)."""
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pbseg-read")
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pbseg-write")
+    # Reading or writing while a case computes runs in the background (lower priority); the first
+    # read and the last write, which the main thread only waits for, at full priority.
+    first_reader, reader = _pool("pbseg-read", False), _pool("pbseg-read-ahead", True)
+    last_writer, writer = _pool("pbseg-write-last", False), _pool("pbseg-write", True)
     reads: dict[int, Future] = {}
     flights: list[_InFlight] = []  # started, not yet reported: the one being written and the next
     current: list[Job] = []  # the job being read or computed
@@ -69,10 +77,12 @@ def run_pipelined(
         for index, job in enumerate(jobs):
             current[:] = [job]
             with deferred_interrupts():  # a pool's thread that starts as a signal arrives must be registered
-                for ahead in (index, index + 1):
-                    if ahead < len(jobs) and ahead not in reads:
-                        reads[ahead] = reader.submit(read, jobs[ahead])
-            _start(job, reads.pop(index), compute, write, fail, writer, flights, current)
+                if index == 0:
+                    reads[0] = first_reader.submit(read, job)
+                if index + 1 < len(jobs):
+                    reads[index + 1] = reader.submit(read, jobs[index + 1])
+            pool = writer if index + 1 < len(jobs) else last_writer
+            _start(job, reads.pop(index), compute, write, fail, pool, flights, current)
             while len(flights) > 1:  # the previous job's write ran while this one computed
                 _report_first(flights, fail, report)
         while flights:
@@ -82,7 +92,8 @@ def run_pipelined(
             for flight in flights:
                 if flight.cancel is not None:
                     flight.cancel.cancel()
-            writer.shutdown(wait=True, cancel_futures=True)
+            for pool in (writer, last_writer):
+                pool.shutdown(wait=True, cancel_futures=True)
             unfinished = []
             for flight in flights:
                 if _written(flight):
@@ -92,8 +103,26 @@ def run_pipelined(
         interruption.unfinished = unfinished + current  # type: ignore[attr-defined]
         raise
     finally:
-        writer.shutdown(wait=True)
-        reader.shutdown(wait=False, cancel_futures=True)
+        for pool in (writer, last_writer):
+            pool.shutdown(wait=True)
+        for pool in (first_reader, reader):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pool(name: str, background: bool) -> ThreadPoolExecutor:
+    """One worker thread, at a lower priority when ``background``."""
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix=name, initializer=_yield_to_compute if background else None
+    )
+
+
+def _yield_to_compute() -> None:
+    """Lower this thread's scheduling priority (Linux: threads have their own nice value): reading
+    and writing fill the CPU the computation leaves free instead of taking a core from PyTorch,
+    whose threads wait for each other (``host.available_threads`` counts niced time as free)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 def _report_first(
