@@ -54,7 +54,7 @@ class Measurement:
         if self.value is None:
             return f"not measurable: {self.reason}"
         if self.definition.categories:
-            return self.definition.categories[int(round(self.value))]
+            return self.definition.categories[round(self.value)]
         return f"{self.value:.1f} {self.definition.unit}"
 
     def to_json(self) -> dict:

@@ -103,8 +103,9 @@ def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:
     h_points, _ = humerus.surface
     s_points, _ = scapula.surface
     tolerance = 0.25 * float(volume.spacing.max()) + 0.5
-    nearest, _ = cKDTree(s_points).query(h_points)
-    closest = h_points[np.argmin(nearest)]
+    sparse = h_points[::4]  # a seed for the head region only: every 4th point is plenty, 16x faster
+    nearest, _ = cKDTree(s_points[::4]).query(sparse)
+    closest = sparse[np.argmin(nearest)]
     near = h_points[np.linalg.norm(h_points - closest, axis=1) < 45.0]
     head, radius, _ = fit_sphere(near, tolerance)
     if volume.near_border(head[None], radius):
