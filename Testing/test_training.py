@@ -76,7 +76,10 @@ def test_each_scheme_trains_and_its_loss_decreases(scheme: str, phantom_root: Pa
     assert abs(provenance["final_loss"] - sum(losses[-50:]) / len(losses[-50:])) < 1e-3
     assert {entry["generator_version"] for entry in provenance["data"]} == {GENERATOR_VERSION}
     assert loaded.manifest.architecture.shared == (scheme == "shared")
-    assert loaded.centroids is not None and loaded.centroids.shape[0] == len(expected)
+    # joint detection fitted on the training volumes: one classifier output per joint
+    assert loaded.manifest.detection.method == "classifier" and loaded.centroids is None
+    assert loaded.classifier is not None and loaded.classifier.bias.shape[0] == len(expected)
+    assert len(loaded.classifier.reference) == sum(entry["cases"] for entry in provenance["data"])
 
 
 def test_interrupted_and_resumed_run_ends_in_the_same_weights(phantom_root: Path, tmp_path: Path) -> None:

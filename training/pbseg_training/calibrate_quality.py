@@ -23,6 +23,7 @@ figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -39,7 +40,7 @@ from scipy.optimize import minimize
 from pbseg_training.phantoms import GENERATOR_VERSION, Phantom, case_seed, generate_phantom
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.network import MultiDomainUNet
-from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, save_model
+from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, resave_model
 from PediatricBoneSegLib.options import SegmentOptions
 from PediatricBoneSegLib.pipeline.inference import segment_image
 from PediatricBoneSegLib.pipeline.quality import FEATURES, QualityModel, catalog_volume_stats
@@ -112,9 +113,7 @@ def collect(
     """Segment every phantom (of phantom generator version ``generator``) and its failures; one
     ``Sample`` per bone of the joint used."""
     torch.manual_seed(seed)
-    untrained = LoadedModel(
-        MultiDomainUNet(loaded.manifest.architecture).eval(), loaded.manifest, loaded.centroids, loaded.path
-    )
+    untrained = dataclasses.replace(loaded, network=MultiDomainUNet(loaded.manifest.architecture).eval())
     samples = []
     for joint_index, joint in enumerate(loaded.manifest.joints):
         for case in range(cases):
@@ -336,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"targets not met: {args.output} not written", file=sys.stderr)
         return 1
     loaded.manifest.quality = model.to_json()
-    save_model(args.output, loaded.network, loaded.manifest, loaded.centroids)
+    resave_model(loaded, args.output)
     print(f"wrote {args.output}")
     return 0
 

@@ -27,7 +27,7 @@ from pbseg_training.phantoms import GENERATOR_VERSION, generate_phantom
 from pbseg_training.phantoms.generator import VERSIONS, case_seed
 from pbseg_training.phantoms.protocols import FAMILIES
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
-from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, save_model
+from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, resave_model
 from PediatricBoneSegLib.options import SegmentOptions
 from PediatricBoneSegLib.pipeline.inference import segment_image
 from PediatricBoneSegLib.resources import bundled_model_path
@@ -90,6 +90,7 @@ def evaluate(
     confusion: dict[str, dict[str, int]] = {joint: defaultdict(int) for joint in JOINT_KEYS}
     confidences: list[float] = []
     false_warnings = 0  # held-out joint MRs flagged as out of distribution
+    forced_warned = 0  # cases segmented as another joint (forced) whose result says so
     seconds = []
     for joint, family, phantom in held_out_cases(cases, seed, version, protocols, voxel_scale):
         started = time.perf_counter()
@@ -98,6 +99,9 @@ def evaluate(
         confusion[joint][result.joint] += 1
         confidences.append(result.joint_confidence or 0.0)
         false_warnings += any("does not look like" in warning for warning in result.warnings)
+        wrong = JOINT_KEYS[(JOINT_KEYS.index(joint) + 1) % len(JOINT_KEYS)]
+        forced = segment_image(phantom.image, SegmentOptions(joint=wrong), model=loaded)
+        forced_warned += any("was requested but the volume looks like" in warning for warning in forced.warnings)
         if result.joint != joint:  # segmentation quality is measured with the true joint
             result = segment_image(phantom.image, SegmentOptions(joint=joint), model=loaded)
         truth = sitk.GetArrayViewFromImage(phantom.labels)
@@ -112,7 +116,7 @@ def evaluate(
         result = segment_image(image, SegmentOptions(joint="auto"), model=loaded)
         out_of_distribution[name] = {
             "nearest": result.joint,
-            "distance": min(result.joint_distances.values()),
+            "distance": result.joint_novelty,
             "warned": any("does not look like" in warning for warning in result.warnings),
         }
     return {
@@ -126,6 +130,7 @@ def evaluate(
         "confusion": {j: dict(row) for j, row in confusion.items()},
         "mean_confidence": float(np.mean(confidences)),
         "false_out_of_distribution_warnings": false_warnings,
+        "forced_wrong_joint_warned": forced_warned,
         "median_seconds_per_case": float(np.median(seconds)),
         "out_of_distribution": out_of_distribution,
     }
@@ -158,6 +163,7 @@ def summary(results: dict) -> dict:
         },
         "joint_detection_accuracy": round(correct / total, 4),
         "false_out_of_distribution_warnings": results["false_out_of_distribution_warnings"],
+        "forced_wrong_joint_warned": round(results["forced_wrong_joint_warned"] / total, 4),
     }
 
 
@@ -211,7 +217,8 @@ def markdown(results: dict) -> str:
         "",
         f"Auto-detection accuracy: {correct}/{total} ({100 * correct / total:.1f}%), mean confidence "
         f"{results['mean_confidence']:.3f}; held-out phantoms wrongly flagged as out of distribution: "
-        f"{results['false_out_of_distribution_warnings']}/{total}; median time per case "
+        f"{results['false_out_of_distribution_warnings']}/{total}; cases forced to a wrong joint whose result "
+        f"warns of it: {results['forced_wrong_joint_warned']}/{total}; median time per case "
         f"{results['median_seconds_per_case']:.1f} s",
         "",
         f"Out-of-distribution check (threshold {results['threshold']:.3f}):",
@@ -244,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = evaluate(loaded, args.cases, args.seed, args.generator, args.protocols)
     if args.record:
         loaded.manifest.provenance["metrics"] = summary(results)
-        save_model(args.model, loaded.network, loaded.manifest, loaded.centroids)
+        resave_model(loaded, args.model)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(markdown(results))

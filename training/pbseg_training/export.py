@@ -1,52 +1,38 @@
-"""Export of a trained network to the model file that the CLI and Slicer load unchanged, with
-per-domain embedding centroids and an out-of-distribution threshold from the training data."""
+"""Export of a trained network to the model file that the CLI and Slicer load unchanged, with its
+joint detection (classifier, novelty reference and out-of-distribution threshold) fitted on the
+training volumes (``detection_fit``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from PediatricBoneSegLib import __version__
 from PediatricBoneSegLib.network import MultiDomainUNet
 from PediatricBoneSegLib.network.config import PreprocessingConfig
-from PediatricBoneSegLib.network.modelfile import DetectionConfig, ModelManifest, save_model
-from PediatricBoneSegLib.pipeline.embedding import detection_slice_indices, volume_embedding
+from PediatricBoneSegLib.network.modelfile import LoadedModel, ModelManifest, save_model
 
 from .config import TrainingConfig
 from .data import DomainSlices
+from .dataset import RawDataset
+from .detection_fit import fit_detection
 from .schemes import Phase
 
-DETECTION_SCALE = "features:enc5"  # see embedding.volume_embedding
 
-
-def case_embeddings(network: MultiDomainUNet, pool: DomainSlices, domain: int, scale: str) -> torch.Tensor:
-    """[cases, dim]: the detection embedding of every case of a domain's pool."""
-    rows = []
-    for case in range(len(pool.case_ids)):
-        case_images = pool.images[pool.case_index == case]
-        picks = torch.from_numpy(detection_slice_indices(len(case_images)))
-        rows.append(volume_embedding(network, case_images[picks], domain, scale))
-    return torch.stack(rows)
-
-
-def detection_data(network: MultiDomainUNet, pools: list[DomainSlices], scale: str) -> tuple[torch.Tensor, float]:
-    """Centroid per domain [domains, dim] and the cosine-distance threshold beyond which a volume
-    is out of distribution: well above the farthest training case from its own centroid (held-out
-    cases lie farther than training cases)."""
-    network.eval()
-    centroids, distances = [], []
-    for domain, pool in enumerate(pools):
-        embeddings = case_embeddings(network, pool, domain, scale)
-        centroid = torch.nn.functional.normalize(embeddings.mean(0), dim=0)
-        centroids.append(centroid)
-        distances.append(1 - embeddings @ centroid)
-    spread = torch.cat(distances).numpy()
-    threshold = float(max(np.max(spread) * 3.0, np.mean(spread) + 6 * np.std(spread), 0.02))
-    return torch.stack(centroids), threshold
+def pool_volumes(pools: list[DomainSlices]) -> Iterator[tuple[str, sitk.Image]]:
+    """(joint, image) of every training case, read again from its dataset: detection is fitted on
+    whole volumes, sliced as the inference slices them for every domain."""
+    for pool in pools:
+        dataset = RawDataset(pool.source)
+        for case_id in pool.case_ids:
+            yield pool.joint, sitk.ReadImage(str(dataset.case(case_id).image_path), sitk.sitkFloat32)
 
 
 def code_version() -> str:
@@ -75,14 +61,12 @@ def export_model(
     metrics: dict | None = None,
 ) -> Path:
     network = network.eval().to(memory_format=torch.contiguous_format)
-    centroids, threshold = detection_data(network, pools, DETECTION_SCALE)
     manifest = ModelManifest(
         name=config.name,
         version=datetime.date.today().isoformat(),
         architecture=phase.network,
         joints=list(phase.joints),
         preprocessing=PreprocessingConfig(size=config.input_size),
-        detection=DetectionConfig(DETECTION_SCALE, threshold, "cosine distance"),
         provenance={
             "scheme": config.scheme,
             "seed": config.seed,
@@ -110,4 +94,5 @@ def export_model(
             "code_version": code_version(),
         },
     )
-    return save_model(path, network, manifest, centroids)
+    classifier, detection = fit_detection(LoadedModel(network, manifest, None, path), pool_volumes(pools))
+    return save_model(path, network, dataclasses.replace(manifest, detection=detection), classifier=classifier)

@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..network.modelfile import FORMAT_VERSION, ModelFileError, load_model, read_manifest, save_model
+    from ..network.modelfile import FORMAT_VERSION, ModelFileError, load_model, read_manifest, resave_model
 
     try:
         loaded = load_model(args.model)  # verifies the checksum and the tensors, not only the header
@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     for domain, joint in enumerate(loaded.manifest.joints):
         bones = ", ".join(bone.display_name for bone in get_joint(joint).bones)
         print(f"domain {domain}:   {joint} ({bones}); near-isotropic volumes sliced {loaded.manifest.planes[joint]}")
-    if loaded.centroids is not None:
-        print(f"detection:  auto-detection on (scale {detection.scale}, threshold {detection.threshold})")
+    if loaded.centroids is not None or loaded.classifier is not None:
+        method = detection.method or "centroid"
+        print(f"detection:  auto-detection on ({method}, scale {detection.scale}, threshold {detection.threshold})")
     else:
         print("detection:  none (give the joint with --joint)")
     quality = loaded.manifest.quality
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning:    {warning}")
     if args.upgrade:
         try:
-            saved = save_model(args.upgrade, loaded.network, loaded.manifest, loaded.centroids)
+            saved = resave_model(loaded, args.upgrade)
         except OSError as error:
             print(f"pbseg info: error: cannot write {args.upgrade}: {error}", file=sys.stderr)
             return 2

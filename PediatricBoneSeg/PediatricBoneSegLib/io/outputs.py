@@ -164,7 +164,9 @@ def build_report(
         "joint": result.joint,
         "joint_auto_detected": result.auto_detected,
         "joint_confidence": None if result.joint_confidence is None else round(result.joint_confidence, 4),
+        "joint_probabilities": {k: round(v, 4) for k, v in result.joint_probabilities.items()},
         "joint_embedding_distances": {k: round(v, 4) for k, v in result.joint_distances.items()},
+        "joint_novelty": None if result.joint_novelty is None else round(result.joint_novelty, 4),
         "warnings": list(result.warnings),
         "bones": {
             bone.key: {

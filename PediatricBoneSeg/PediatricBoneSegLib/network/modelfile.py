@@ -33,9 +33,11 @@ LEGACY_FORMAT_VERSION = 1  # checksum of the tensors only
 CHECKSUM_KEY = "checksum_sha256"
 MANIFEST_KEY = "pbseg_manifest"
 CENTROIDS_KEY = "detection.centroids"
+CLASSIFIER_PREFIX = "detection.classifier."
 NETWORK_PREFIX = "network."
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
-_DETECTION_FIELDS = ("scale", "threshold", "metric")  # the keys DetectionConfig types, in JSON order
+_DETECTION_FIELDS = ("scale", "threshold", "metric", "method")  # the keys DetectionConfig types, in JSON order
+DETECTION_METHODS = ("centroid", "classifier")
 
 
 class ModelFileError(ValueError):
@@ -48,10 +50,12 @@ class ModelFileError(ValueError):
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    """The manifest's joint-detection entry. ``scale``: the embedding the centroids were computed
-    with (``embedding.volume_embedding``: a projection head such as "enc5", or "features:enc5");
-    None means the last projection scale. ``threshold``: cosine distance beyond which a volume is
-    out of distribution (None: no warning). ``metric``: the distance's name, for readers of the file.
+    """The manifest's joint-detection entry. ``method``: "classifier" (a ``JointClassifier`` on
+    encoder statistics) or None / "centroid" (one embedding centroid per domain, older files).
+    ``scale``: the features the detection data were computed with (``embedding.encoder_statistics``:
+    "statistics:enc3+enc4"; ``embedding.volume_embedding``: a projection head such as "enc5", or
+    "features:enc5"); None means the last projection scale. ``threshold``: distance beyond which a
+    volume is out of distribution (None: no warning). ``metric``: the distance's name, for readers.
     ``extra``: keys this version does not know, kept so that re-saving a file keeps its manifest.
 
     The JSON is the flat object older versions wrote (absent fields are left out), so the checksum
@@ -60,9 +64,12 @@ class DetectionConfig:
     scale: str | None = None
     threshold: float | None = None
     metric: str | None = None
+    method: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.method is not None and self.method not in DETECTION_METHODS:
+            raise ValueError(f"detection method {self.method!r} is not one of {', '.join(DETECTION_METHODS)}")
         if self.scale is not None and not isinstance(self.scale, str):
             raise ValueError(f"detection scale {self.scale!r} is not a string")
         if self.threshold is not None and (
@@ -134,17 +141,66 @@ class ModelManifest:
         return data
 
 
+@dataclass(frozen=True)
+class JointClassifier:
+    """Joint detection data of a "classifier" model file. A volume's features are the encoder
+    statistics under every domain, concatenated in domain order: [F] = domains x per-domain.
+    ``mean``, ``scale``: [F] standardization; ``weight`` [domains, F] and ``bias`` [domains]: the
+    linear classifier on the standardized features (softmax = probability of each joint);
+    ``reference``: [cases, F] the training cases' raw features, L2-normalized, from which a volume's
+    novelty is measured (cosine distance to the nearest)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    mean: torch.Tensor
+    scale: torch.Tensor
+    reference: torch.Tensor
+
+    FIELDS = ("weight", "bias", "mean", "scale", "reference")
+
+    def __post_init__(self) -> None:
+        features = self.mean.shape[0]
+        shapes = {
+            "weight": (self.bias.shape[0], features),
+            "scale": (features,),
+            "reference": (self.reference.shape[0], features),
+        }
+        for name, shape in shapes.items():
+            if tuple(getattr(self, name).shape) != shape or self.mean.ndim != 1 or self.bias.ndim != 1:
+                raise ValueError(
+                    f"detection classifier {name} has shape {tuple(getattr(self, name).shape)}, not {shape}"
+                )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            CLASSIFIER_PREFIX + name: getattr(self, name).detach().float().cpu().contiguous() for name in self.FIELDS
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> JointClassifier | None:
+        """The classifier stored in a file's tensors, None when there is none."""
+        names = [CLASSIFIER_PREFIX + name for name in cls.FIELDS]
+        if not any(name in tensors for name in names):
+            return None
+        missing = [name for name in names if name not in tensors]
+        if missing:
+            raise ValueError(f"detection classifier tensors missing: {', '.join(missing)}")
+        return cls(*(tensors[name].float() for name in names))
+
+
 @dataclass
 class LoadedModel:
-    """A ready-to-run network (eval mode, CPU) with its manifest. ``centroids``: [domains, dim]
-    embedding centroid of each domain, or None when the file has no detection data. ``warnings``:
-    reasons not to trust the file fully (an old format), repeated in every segmentation's report."""
+    """A ready-to-run network (eval mode, CPU) with its manifest. Detection data (None when the
+    file has none): ``classifier``, or, in older files, ``centroids`` [domains, dim], the embedding
+    centroid of each domain. ``warnings``: reasons not to trust the file fully (an old format),
+    repeated in every segmentation's report."""
 
     network: MultiDomainUNet
     manifest: ModelManifest
     centroids: torch.Tensor | None
     path: Path
     warnings: list[str] = field(default_factory=list)
+    classifier: JointClassifier | None = None
 
     def domain_of(self, joint: str) -> int:
         try:
@@ -179,18 +235,29 @@ def _hash_tensors(digest: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_model(
-    path: str | Path, network: MultiDomainUNet, manifest: ModelManifest, centroids: torch.Tensor | None = None
+    path: str | Path,
+    network: MultiDomainUNet,
+    manifest: ModelManifest,
+    centroids: torch.Tensor | None = None,
+    classifier: JointClassifier | None = None,
 ) -> Path:
     """Write atomically (temporary file + rename): a crash never leaves a half-written model."""
     path = Path(path)
     tensors = {NETWORK_PREFIX + k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     if centroids is not None:
         tensors[CENTROIDS_KEY] = centroids.detach().float().cpu().contiguous()
+    if classifier is not None:
+        tensors.update(classifier.tensors())
     # Checksummed as a reader will parse it (tuples become lists, keys strings).
     content = json.loads(json.dumps(manifest.to_json()))
     content[CHECKSUM_KEY] = model_checksum(content, tensors)
     metadata = {"format": "pt", MANIFEST_KEY: json.dumps(content)}
     return save_safetensors_atomically(path, tensors, metadata)
+
+
+def resave_model(loaded: LoadedModel, path: str | Path, manifest: ModelManifest | None = None) -> Path:
+    """Write a loaded model again, with ``manifest`` (default: its own), its detection data kept."""
+    return save_model(path, loaded.network, manifest or loaded.manifest, loaded.centroids, loaded.classifier)
 
 
 def save_safetensors_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
@@ -241,6 +308,11 @@ def load_model(path: str | Path) -> LoadedModel:
             provenance=dict(raw.get("provenance", {})),
             quality=raw.get("quality"),
         )
+        classifier = JointClassifier.from_tensors(tensors)
+        if (manifest.detection.method == "classifier") != (classifier is not None):
+            raise ValueError(f"detection method {manifest.detection.method!r} does not match the detection tensors")
+        if classifier is not None and classifier.bias.shape[0] != len(joints):
+            raise ValueError(f"the joint classifier has {classifier.bias.shape[0]} outputs for {len(joints)} joints")
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(path, f"invalid manifest ({error})") from error
     if len(joints) != architecture.num_domains:
@@ -253,7 +325,7 @@ def load_model(path: str | Path) -> LoadedModel:
         first_line = str(error).splitlines()[0]
         raise ModelFileError(path, f"the tensors do not match the manifest's architecture ({first_line} ...)") from None
     network.eval()
-    return LoadedModel(network, manifest, tensors.get(CENTROIDS_KEY), path, warnings)
+    return LoadedModel(network, manifest, tensors.get(CENTROIDS_KEY), path, warnings, classifier)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Volume-level embeddings for joint auto-detection and out-of-distribution warnings.
 
-Training computes each domain's centroid with this function, inference compares a new volume's
-embedding to them: one definition serves both.
+Training fits the detection data (a joint classifier and the training cases' reference
+statistics, or, in older model files, each domain's centroid) with these functions, inference
+compares a new volume with them: one definition serves both.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def detection_slice_indices(num_slices: int) -> np.ndarray:
 
 
 FEATURES_PREFIX = "features:"
+STATISTICS_PREFIX = "statistics:"
 
 
 @torch.inference_mode()
@@ -47,3 +49,30 @@ def volume_embedding(network: MultiDomainUNet, images: torch.Tensor, domain: int
     stages = network.decoder(features) if projected.kind == "dec" else []
     embeddings = network.projections[str(projected)](projected.pick(features, stages))
     return F.normalize(embeddings.float().mean(dim=0), dim=0)
+
+
+def parse_statistics_scale(scale: str) -> list[FeatureScale]:
+    """``"statistics:enc3+enc4"`` -> the encoder levels whose statistics make the detection features."""
+    if not scale.startswith(STATISTICS_PREFIX):
+        raise ValueError(f"detection scale {scale!r} does not start with {STATISTICS_PREFIX!r}")
+    levels = [FeatureScale.parse(part) for part in scale[len(STATISTICS_PREFIX) :].split("+")]
+    if any(level.kind != "enc" for level in levels):
+        raise ValueError(f"detection scale {scale!r}: only encoder levels (enc1..enc5) have statistics")
+    return levels
+
+
+@torch.inference_mode()
+def encoder_statistics(network: MultiDomainUNet, images: torch.Tensor, domain: int, scale: str) -> torch.Tensor:
+    """images: network-ready slices [N, 1, S, S] of one volume (the detection slices). Returns [F]:
+    for each encoder level of ``scale`` (``"statistics:enc3+enc4"``), under ``domain``'s BN, the
+    per-channel mean and standard deviation over the slice plane, averaged over the slices.
+
+    The mean says what a level sees, the spread how textured it is; middle levels keep both the
+    anatomy (which joint) and the image statistics (noise, a CT, a head) that a volume-level mean of
+    the deepest level averages away."""
+    features = network.encode(images, domain)
+    parts = []
+    for level in parse_statistics_scale(scale):
+        feature = level.pick(features, []).float()
+        parts += [feature.mean(dim=(2, 3)).mean(dim=0), feature.std(dim=(2, 3)).mean(dim=0)]
+    return torch.cat(parts)

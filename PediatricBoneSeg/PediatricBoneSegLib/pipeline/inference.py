@@ -35,9 +35,8 @@ from .acceleration import (
 )
 from .components import bone_components
 from .detection import choose_joint
-from .orientation import CanonicalTransform
 from .postprocess import clean_labels, plausibility_warnings
-from .preprocessing import SlicedVolume, canonical_normalized, slice_volume, slicing_axis
+from .preprocessing import JointSlicings, SlicedVolume
 from .quality import DEFAULT_QUALITY, NetworkEvidence, QualityModel, assess_bones, quality_warnings
 from .results import InferenceResult
 
@@ -107,21 +106,7 @@ def segment_image(
         report = sub_progress(progress, 0.0, 0.1)
         report(0.0, "preparing slices")
         start = time.perf_counter()
-        array = sitk.GetArrayViewFromImage(image)
-        prepared: dict[int, SlicedVolume] = {}
-        transform = CanonicalTransform.from_direction(image.GetDirection())
-        canonical_spacing = transform.canonical_spacing(image.GetSpacing())
-        config = loaded.manifest.preprocessing
-        # One normalized volume, shared by every slicing axis that joint detection tries.
-        normalized: np.ndarray | None = canonical_normalized(array, image.GetDirection(), config)
-
-        def sliced_for(joint: str) -> SlicedVolume:
-            plane = loaded.manifest.planes.get(joint, get_joint(joint).usual_plane)
-            axis = slicing_axis(canonical_spacing, plane, config)
-            if axis not in prepared:
-                spacing, direction = image.GetSpacing(), image.GetDirection()
-                prepared[axis] = slice_volume(array, spacing, direction, plane, config, normalized)
-            return prepared[axis]
+        sliced_for = model_slicings(loaded, image)
 
         timings["preprocess"] = time.perf_counter() - start
         check_cancelled(cancel)
@@ -140,8 +125,7 @@ def segment_image(
         )
         evidence = NetworkEvidence(sliced.restore(slice_labels), sliced.restore(slice_confidence))
         # Memory: the float volume is not needed after the network stage.
-        normalized = None
-        prepared.clear()
+        sliced_for.release()
         del sliced, slice_labels, slice_confidence
         timings["network"] = time.perf_counter() - start
     finally:
@@ -167,7 +151,7 @@ def segment_image(
     timings["postprocess"] = time.perf_counter() - start
     start = time.perf_counter()
     threshold = loaded.manifest.detection.threshold
-    distance = choice.distances.get(choice.joint, 0.0) / threshold if threshold else 0.0
+    distance = (choice.novelty or 0.0) / threshold if threshold else 0.0
     quality = assess_bones(evidence.labels, labels, evidence, spacing_zyx, choice.joint, scoring, distance, components)
     del evidence, labels, components
     timings["quality"] = time.perf_counter() - start
@@ -182,11 +166,22 @@ def segment_image(
         model_name=loaded.manifest.name,
         model_version=loaded.manifest.version,
         joint_distances=choice.distances,
+        joint_probabilities=choice.probabilities,
+        joint_novelty=choice.novelty,
         device=str(device),
         precision=precision,
         quality=quality,
         boxes=boxes,
     )
+
+
+def model_slicings(loaded: LoadedModel, image: sitk.Image) -> JointSlicings:
+    """``image`` as each of the model's domains sees it (joint detection tries several)."""
+    planes = {
+        joint: loaded.manifest.planes.get(joint, get_joint(joint).usual_plane) for joint in loaded.manifest.joints
+    }
+    array = sitk.GetArrayViewFromImage(image)
+    return JointSlicings(array, image.GetSpacing(), image.GetDirection(), loaded.manifest.preprocessing, planes)
 
 
 def quality_model(loaded: LoadedModel) -> QualityModel:

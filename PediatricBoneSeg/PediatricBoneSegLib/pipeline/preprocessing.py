@@ -127,3 +127,37 @@ def slice_volume(
 def canonical_normalized(array: np.ndarray, direction: tuple[float, ...], config: PreprocessingConfig) -> np.ndarray:
     """``array`` ([z, y, x]) in canonical [S, P, L] order with normalized intensities (float32)."""
     return normalize_intensities(CanonicalTransform.from_direction(direction).to_canonical(array), config)
+
+
+class JointSlicings:
+    """One volume as each joint's domain sees it: ``slicings(joint)`` is the ``SlicedVolume`` for
+    that joint's slicing plane (``planes``: joint -> plane; near-isotropic volumes only). Every
+    slicing axis is prepared once, all from one normalized copy of the volume; ``release()`` frees
+    them."""
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        spacing_xyz: tuple[float, float, float],
+        direction: tuple[float, ...],
+        config: PreprocessingConfig,
+        planes: dict[str, str],
+    ) -> None:
+        self._array, self._spacing, self._direction = array, spacing_xyz, direction
+        self._config, self._planes = config, planes
+        self._canonical_spacing = CanonicalTransform.from_direction(direction).canonical_spacing(spacing_xyz)
+        self._normalized: np.ndarray | None = canonical_normalized(array, direction, config)
+        self._prepared: dict[int, SlicedVolume] = {}
+
+    def __call__(self, joint: str) -> SlicedVolume:
+        plane = self._planes[joint]
+        axis = slicing_axis(self._canonical_spacing, plane, self._config)
+        if axis not in self._prepared:
+            self._prepared[axis] = slice_volume(
+                self._array, self._spacing, self._direction, plane, self._config, self._normalized
+            )
+        return self._prepared[axis]
+
+    def release(self) -> None:
+        self._normalized = None
+        self._prepared.clear()

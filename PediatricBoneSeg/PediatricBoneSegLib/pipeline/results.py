@@ -16,7 +16,9 @@ from .quality import BoneQuality, unreliable_bones
 class InferenceResult:
     """``labels``: UInt8 label volume with exactly the input's size, origin, spacing and direction,
     values from the catalog (the joint's label space). ``timings``: seconds per stage.
-    ``joint_distances``: embedding distance of the volume to each compared joint's centroid.
+    ``joint_probabilities``: the joint classifier's probability of each joint; ``joint_distances``:
+    embedding distance to each joint's centroid (older models); ``joint_novelty``: distance of the
+    volume from the model's training data, in the units of its out-of-distribution threshold.
     ``quality``: bone key -> ``BoneQuality`` from the network's evidence (empty when the labels
     did not come from the network). ``boxes``: each bone's bounding box in ``labels`` (array axes,
     None where absent; ``bone_boxes()`` finds them when not given), shared by every later step."""
@@ -30,6 +32,8 @@ class InferenceResult:
     model_name: str
     model_version: str
     joint_distances: dict[str, float] = field(default_factory=dict)
+    joint_probabilities: dict[str, float] = field(default_factory=dict)
+    joint_novelty: float | None = None
     device: str = "cpu"
     precision: str = "fp32"
     quality: dict[str, BoneQuality] = field(default_factory=dict)
