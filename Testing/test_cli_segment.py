@@ -25,7 +25,7 @@ from PediatricBoneSegLib.resources import bundled_sample_path
 CENTRES = {1: (5.0, -6.0, 8.0), 2: (-4.0, 6.0, -10.0)}
 SEMI_AXES = {1: (9.0, 7.0, 9.0), 2: (7.0, 6.0, 7.0)}
 PBSEG = [sys.executable, "-c", "import sys; from PediatricBoneSegLib.cli import main; sys.exit(main())"]
-CASE_FILES = {"segmentation.seg.nrrd", "labels.nii.gz", "morphometry.csv", "report.json", "qc.png"}
+CASE_FILES = {"segmentation.seg.nrrd", "labels.nii.gz", "morphometry.csv", "measurements.csv", "report.json", "qc.png"}
 
 
 def _scene(seed: int) -> pm.Scene:
