@@ -13,6 +13,8 @@ for joint in ankle knee shoulder; do
   fi
 done
 "$BIN/pbseg-train" training/configs/bundled.toml -o runs/bundled2 --resume
-# The candidate is not bundled until it detects joints as well as model 1 (README, "Candidate model 2").
+# Model 2 was then trained on to 8000 steps (the cosine schedule stretched to the new end at the resume).
+"$BIN/pbseg-train" training/configs/bundled.toml -o runs/bundled2 --resume --steps 8000
+# Its export fits the joint classifier on the training volumes (pbseg_training.detection_fit).
 cp runs/bundled2/model.safetensors training/results/model2/pediatric_bones_2.safetensors
 "$BIN/pbseg" info training/results/model2/pediatric_bones_2.safetensors
