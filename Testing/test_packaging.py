@@ -27,7 +27,7 @@ LIB_DIR = ROOT / "PediatricBoneSeg" / "PediatricBoneSegLib"
 SOURCES = ("pyproject.toml", "README.md", "PediatricBoneSeg/PediatricBoneSegLib", "training/pbseg_training")
 # This project's entries in an environment's site-packages: hidden from the fresh environments.
 PROJECT_ENTRIES = ("PediatricBoneSegLib", "pbseg_training", "pediatric_bone_seg", "__editable__")
-CASE_FILES = {"segmentation.seg.nrrd", "labels.nii.gz", "morphometry.csv", "report.json", "qc.png"}
+CASE_FILES = {"segmentation.seg.nrrd", "labels.nii.gz", "morphometry.csv", "measurements.csv", "report.json", "qc.png"}
 
 
 def _data_files(package_dir: Path) -> list[Path]:
