@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
-import vtk
+from vtkmodules.vtkCommonDataModel import vtkPolyData
 
 from .io.case_folder import case_folder_name
 from .io.outputs import write_case
@@ -40,7 +40,7 @@ class CaseResult:
     ``clinical``: the clinical measurements of the joint (``pipeline.measurements``)."""
 
     inference: InferenceResult
-    surfaces: dict[str, vtk.vtkPolyData]
+    surfaces: dict[str, vtkPolyData]
     measurements: list[BoneMeasurement]
     model_file: str = ""
     clinical: list[Measurement] = field(default_factory=list)
@@ -74,7 +74,7 @@ def finish_case(
     labels in a test): closed surfaces, then measurements (mesh volumes from those surfaces).
     Their timings are added to ``inference.timings``, which the report lists stage by stage."""
     report = sub_progress(progress, 0.0, 1.0)
-    surfaces: dict[str, vtk.vtkPolyData] = {}
+    surfaces: dict[str, vtkPolyData] = {}
     if options.surfaces:
         report(0.0, "building the bone surfaces")
         begin = time.perf_counter()

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
-import vtk
+from vtkmodules.vtkCommonDataModel import vtkPolyData
+from vtkmodules.vtkIOCore import vtkWriter
+from vtkmodules.vtkIOGeometry import vtkOBJWriter, vtkSTLWriter
+from vtkmodules.vtkIOPLY import vtkPLYWriter
+from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
 
 from .. import __version__
 from ..atomic import place_folder, replace_folder, staging_folder
@@ -53,7 +57,7 @@ def write_case(
     case: str,
     image: sitk.Image,
     result: InferenceResult,
-    surfaces: dict[str, vtk.vtkPolyData] | None,
+    surfaces: dict[str, vtkPolyData] | None,
     measurements: list[BoneMeasurement],
     surface_format: str = "stl",
     overwrite: bool = False,
@@ -198,22 +202,22 @@ def build_report(
     }
 
 
-def write_surface(mesh: vtk.vtkPolyData, path: str | Path) -> Path:
+def write_surface(mesh: vtkPolyData, path: str | Path) -> Path:
     """Write a mesh in the format of the file extension (.stl binary, .obj, .vtp, .ply binary).
     Coordinates are LPS millimetres; STL headers say so, as Slicer's do."""
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")
     if suffix == "stl":
-        writer: vtk.vtkWriter = vtk.vtkSTLWriter()
+        writer: vtkWriter = vtkSTLWriter()
         writer.SetFileTypeToBinary()
         writer.SetHeader("SPACE=LPS")
     elif suffix == "obj":
-        writer = vtk.vtkOBJWriter()
+        writer = vtkOBJWriter()
     elif suffix == "vtp":
-        writer = vtk.vtkXMLPolyDataWriter()
+        writer = vtkXMLPolyDataWriter()
         writer.SetDataModeToBinary()
     elif suffix == "ply":
-        writer = vtk.vtkPLYWriter()
+        writer = vtkPLYWriter()
         writer.SetFileTypeToBinary()
     else:
         raise ValueError(f"{path}: unknown surface format ({', '.join(SURFACE_FORMATS)})")

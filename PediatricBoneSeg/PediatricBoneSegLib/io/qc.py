@@ -11,11 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import vtk
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
-from vtk.util.numpy_support import vtk_to_numpy
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkCommonDataModel import vtkPolyData
+from vtkmodules.vtkFiltersCore import vtkQuadricClustering
+from vtkmodules.vtkRenderingCore import (
+    vtkActor,
+    vtkPolyDataMapper,
+    vtkRenderer,
+    vtkRenderWindow,
+    vtkWindowToImageFilter,
+)
 
 from ..atomic import atomic_file
 from ..catalog import get_bone, get_joint
@@ -116,7 +124,7 @@ def _draw_3d(figure: Figure, surfaces: dict, renderer: str) -> None:
     axes.set_title("3D (anterior view)", y=TITLE_Y)
 
 
-def _offscreen_window() -> vtk.vtkRenderWindow | None:
+def _offscreen_window() -> vtkRenderWindow | None:
     from vtkmodules import vtkRenderingOpenGL2
 
     for name in ("vtkEGLRenderWindow", "vtkOSOpenGLRenderWindow"):
@@ -139,13 +147,13 @@ def _render_vtk(surfaces: dict) -> np.ndarray | None:
     window = _offscreen_window()
     if window is None:
         return None
-    scene = vtk.vtkRenderer()
+    scene = vtkRenderer()
     scene.SetBackground(1.0, 1.0, 1.0)
     window.AddRenderer(scene)
     for key, mesh in surfaces.items():
-        mapper = vtk.vtkPolyDataMapper()
+        mapper = vtkPolyDataMapper()
         mapper.SetInputData(_display_copy(mesh))
-        actor = vtk.vtkActor()
+        actor = vtkActor()
         actor.SetMapper(mapper)
         actor.GetProperty().SetColor(*get_bone(key).color_float)
         scene.AddActor(actor)
@@ -155,7 +163,7 @@ def _render_vtk(surfaces: dict) -> np.ndarray | None:
     camera.SetViewUp(0.0, 0.0, 1.0)
     scene.ResetCamera()
     window.Render()
-    grabber = vtk.vtkWindowToImageFilter()
+    grabber = vtkWindowToImageFilter()
     grabber.SetInput(window)
     grabber.ShouldRerenderOff()  # the window was just rendered
     grabber.Update()
@@ -168,13 +176,13 @@ def _render_vtk(surfaces: dict) -> np.ndarray | None:
     return np.ascontiguousarray(pixels)
 
 
-def _display_copy(mesh: vtk.vtkPolyData) -> vtk.vtkPolyData:
+def _display_copy(mesh: vtkPolyData) -> vtkPolyData:
     """``mesh`` with fewer triangles for the picture (software OpenGL renders in time linear in
     them): vertex clustering on a ``DISPLAY_DIVISIONS`` grid, a single linear pass; the written
     meshes are untouched."""
     if mesh.GetNumberOfPolys() <= DISPLAY_TRIANGLES:
         return mesh
-    clustering = vtk.vtkQuadricClustering()
+    clustering = vtkQuadricClustering()
     clustering.SetInputData(mesh)
     clustering.SetNumberOfDivisions(DISPLAY_DIVISIONS, DISPLAY_DIVISIONS, DISPLAY_DIVISIONS)
     clustering.AutoAdjustNumberOfDivisionsOn()

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-import vtk
 from scipy import ndimage
+from vtkmodules.vtkCommonDataModel import vtkPolyData
+from vtkmodules.vtkFiltersCore import vtkMassProperties
 
 from ..catalog import get_joint
 from ..labelmaps import bone_boxes
@@ -68,7 +69,7 @@ COLUMNS: tuple[str, ...] = (
 def measure_bones(
     labels: sitk.Image,
     joint: str,
-    surfaces: dict[str, vtk.vtkPolyData] | None = None,
+    surfaces: dict[str, vtkPolyData] | None = None,
     boxes: Sequence[tuple[slice, ...] | None] | None = None,
 ) -> list[BoneMeasurement]:
     """One measurement per bone present in ``labels`` (catalog order); ``surfaces`` from
@@ -92,7 +93,7 @@ def measure_bones(
         points = boundary @ linear.T + origin
         mesh_volume = area = None
         if surfaces is not None and bone.key in surfaces:
-            properties = vtk.vtkMassProperties()
+            properties = vtkMassProperties()
             properties.SetInputData(surfaces[bone.key])
             properties.Update()
             mesh_volume, area = properties.GetVolume(), properties.GetSurfaceArea()

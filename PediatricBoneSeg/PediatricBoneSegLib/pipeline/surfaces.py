@@ -19,8 +19,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import SimpleITK as sitk
-import vtk
-from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
+from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
+from vtkmodules.vtkCommonCore import VTK_UNSIGNED_CHAR, vtkPoints, vtkSMPTools
+from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPolyData
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
+from vtkmodules.vtkCommonTransforms import vtkTransform
+from vtkmodules.vtkFiltersCore import (
+    vtkFeatureEdges,
+    vtkMassProperties,
+    vtkPolyDataNormals,
+    vtkQuadricDecimation,
+    vtkReverseSense,
+    vtkWindowedSincPolyDataFilter,
+)
+from vtkmodules.vtkFiltersGeneral import vtkDiscreteFlyingEdges3D, vtkTransformPolyDataFilter
 
 from ..catalog import get_joint
 from ..host import physical_cores
@@ -35,7 +47,7 @@ def bone_surfaces(
     smoothing_iterations: int = 15,
     decimation: float = 0.0,
     boxes: Sequence[tuple[slice, ...] | None] | None = None,
-) -> dict[str, vtk.vtkPolyData]:
+) -> dict[str, vtkPolyData]:
     """``labels``: the joint's label volume. Returns bone key -> closed triangle mesh (LPS mm),
     skipping absent bones. ``decimation``: fraction of triangles to remove (0 keeps all);
     ``boxes``: each bone's bounding box (``labelmaps.bone_boxes``) when already known. Bones are
@@ -48,7 +60,7 @@ def bone_surfaces(
     to_patient = _patient_transform(labels)
     present = [(value, box) for value, box in enumerate(boxes, start=1) if box is not None]
 
-    def build(job: tuple[int, tuple[slice, ...]]) -> vtk.vtkPolyData:
+    def build(job: tuple[int, tuple[slice, ...]]) -> vtkPolyData:
         value, box = job
         mask = np.pad(array[box] == value, 1).astype(np.uint8)  # zero border: the surface closes
         corner_xyz = np.array([s.start - 1 for s in box][::-1], dtype=float)
@@ -66,13 +78,13 @@ def use_vtk_threads() -> None:
     """Let VTK's multi-threaded filters (flying edges, windowed-sinc smoothing, normals, transforms)
     use threads: VTK's wheels start on its sequential SMP backend. A VTK built with TBB or OpenMP
     (Slicer's) keeps its own backend."""
-    if vtk.vtkSMPTools.GetBackend() == "Sequential":
-        vtk.vtkSMPTools.SetBackend("STDThread")
+    if vtkSMPTools.GetBackend() == "Sequential":
+        vtkSMPTools.SetBackend("STDThread")
 
 
-def open_edge_count(mesh: vtk.vtkPolyData) -> int:
+def open_edge_count(mesh: vtkPolyData) -> int:
     """Boundary plus non-manifold edges: 0 for a closed (watertight) surface."""
-    edges = vtk.vtkFeatureEdges()
+    edges = vtkFeatureEdges()
     edges.SetInputData(mesh)
     edges.BoundaryEdgesOn()
     edges.NonManifoldEdgesOn()
@@ -84,14 +96,14 @@ def open_edge_count(mesh: vtk.vtkPolyData) -> int:
 
 def _surface(
     mask: np.ndarray, spacing_xyz: np.ndarray, origin: np.ndarray, iterations: int, decimation: float
-) -> vtk.vtkPolyData:
+) -> vtkPolyData:
     """``mask``: [z, y, x] uint8 (1 inside). Mesh in the unrotated, spacing-scaled index frame."""
-    image = vtk.vtkImageData()
+    image = vtkImageData()
     image.SetDimensions(*mask.shape[::-1])
     image.SetSpacing(*spacing_xyz)
     image.SetOrigin(*origin)
-    image.GetPointData().SetScalars(numpy_to_vtk(mask.ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
-    contour = vtk.vtkDiscreteFlyingEdges3D()
+    image.GetPointData().SetScalars(numpy_to_vtk(mask.ravel(), deep=True, array_type=VTK_UNSIGNED_CHAR))
+    contour = vtkDiscreteFlyingEdges3D()
     contour.SetInputData(image)
     contour.SetValue(0, 1)
     contour.ComputeNormalsOff()
@@ -100,7 +112,7 @@ def _surface(
     contour.Update()
     mesh = contour.GetOutput()
     if iterations > 0:
-        smoother = vtk.vtkWindowedSincPolyDataFilter()
+        smoother = vtkWindowedSincPolyDataFilter()
         smoother.SetInputData(mesh)
         smoother.SetNumberOfIterations(iterations)
         smoother.SetPassBand(SMOOTHING_PASS_BAND)
@@ -111,7 +123,7 @@ def _surface(
         smoother.Update()
         mesh = smoother.GetOutput()
     if decimation > 0:
-        decimator = vtk.vtkQuadricDecimation()
+        decimator = vtkQuadricDecimation()
         decimator.SetInputData(mesh)
         decimator.SetTargetReduction(decimation)
         decimator.VolumePreservationOn()
@@ -121,14 +133,14 @@ def _surface(
     return mesh
 
 
-def _with_volume(mesh: vtk.vtkPolyData, target_mm3: float, voxel_mm: float) -> vtk.vtkPolyData:
+def _with_volume(mesh: vtkPolyData, target_mm3: float, voxel_mm: float) -> vtkPolyData:
     """Outward-normal mesh whose vertices are offset along their normals so the enclosed volume is
     ``target_mm3`` (first order: volume change = area x offset; two passes with the same normals,
     which a sub-voxel offset does not change; offset at most half a voxel in all)."""
     oriented = _outward_normals(mesh)
     points = vtk_to_numpy(oriented.GetPoints().GetData()).astype(float)
     normals = vtk_to_numpy(oriented.GetPointData().GetNormals())
-    properties = vtk.vtkMassProperties()
+    properties = vtkMassProperties()
     properties.SetInputData(oriented)
     total = 0.0
     for _ in range(2):
@@ -136,49 +148,49 @@ def _with_volume(mesh: vtk.vtkPolyData, target_mm3: float, voxel_mm: float) -> v
         properties.Update()
         step = (target_mm3 - properties.GetVolume()) / max(properties.GetSurfaceArea(), 1e-9)
         total = float(np.clip(total + step, -voxel_mm / 2, voxel_mm / 2))
-        moved = vtk.vtkPoints()
+        moved = vtkPoints()
         moved.SetData(numpy_to_vtk(points + total * normals, deep=True))
         oriented.SetPoints(moved)
     return oriented
 
 
-def _outward_normals(mesh: vtk.vtkPolyData) -> vtk.vtkPolyData:
+def _outward_normals(mesh: vtkPolyData) -> vtkPolyData:
     """Point normals, consistently oriented outward (triangles re-wound to match)."""
-    normals = vtk.vtkPolyDataNormals()
+    normals = vtkPolyDataNormals()
     normals.SetInputData(mesh)
     normals.SplittingOff()  # splitting duplicates points along sharp edges and opens the mesh
     normals.ConsistencyOn()
     normals.AutoOrientNormalsOn()
     normals.ComputeCellNormalsOff()
     normals.Update()
-    result = vtk.vtkPolyData()
+    result = vtkPolyData()
     result.DeepCopy(normals.GetOutput())
     return result
 
 
-def _patient_transform(image: sitk.Image) -> vtk.vtkTransform:
+def _patient_transform(image: sitk.Image) -> vtkTransform:
     """Spacing-scaled index frame -> LPS: rotate by the direction cosines, move to the origin."""
-    matrix = vtk.vtkMatrix4x4()
+    matrix = vtkMatrix4x4()
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     for row in range(3):
         for column in range(3):
             matrix.SetElement(row, column, direction[row, column])
         matrix.SetElement(row, 3, image.GetOrigin()[row])
-    transform = vtk.vtkTransform()
+    transform = vtkTransform()
     transform.SetMatrix(matrix)
     return transform
 
 
-def _transformed(mesh: vtk.vtkPolyData, transform: vtk.vtkTransform) -> vtk.vtkPolyData:
+def _transformed(mesh: vtkPolyData, transform: vtkTransform) -> vtkPolyData:
     """``mesh`` (with outward point normals) moved to LPS; the normals are rotated with it. A
     mirroring direction matrix reverses the triangles' winding, so it is reversed back."""
-    moved = vtk.vtkTransformPolyDataFilter()
+    moved = vtkTransformPolyDataFilter()
     moved.SetInputData(mesh)
     moved.SetTransform(transform)
     moved.Update()
     result = moved.GetOutput()
     if transform.GetMatrix().Determinant() < 0:
-        reverse = vtk.vtkReverseSense()
+        reverse = vtkReverseSense()
         reverse.SetInputData(result)
         reverse.ReverseCellsOn()
         reverse.ReverseNormalsOff()  # a rotation-reflection maps outward normals to outward normals
