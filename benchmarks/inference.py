@@ -24,8 +24,9 @@ saved as int16 NIfTI. Each timing is the median of ``--repeats`` runs after a wa
 - ``cli_wall_s``: wall time of a whole ``pbseg segment`` process (start-up and imports included) of
   the standard volume with the bundled model (or ``--model``), as a user waits for it.
 - ``batch_cases_per_min``: 10 copies of the standard volume in one ``pbseg segment`` process.
-- ``after_network_s`` (and ``adult_after_network_s``): post-process + surfaces + morphometry + write
-  of the standard volume (and of the same grid through an adult-sized knee, the phantom at 17 years).
+- ``after_network_s`` (and ``adult_after_network_s``): post-process + surfaces + morphometry +
+  clinical measurements + write of the standard volume (and of the same grid through an
+  adult-sized knee, the phantom at 17 years).
 
 ``--segment-only`` measures only the whole-command figures (no ResNet-50, MONAI or matrix products).
 """
@@ -77,7 +78,7 @@ PHANTOM_SEED = 11
 PHANTOM_VERSION = "1.0"  # pinned: generator 1.0's output never changes, so runs stay comparable
 ADULT_AGE = 17.0  # the phantom generator's oldest age: adult-sized bones
 BATCH_CASES = 10
-AFTER_NETWORK = ("postprocess", "surfaces", "morphometry", "write")
+AFTER_NETWORK = ("postprocess", "surfaces", "morphometry", "clinical_measurements", "write")
 STAGES = (
     "read",
     "load_model",
@@ -87,6 +88,7 @@ STAGES = (
     "postprocess",
     "surfaces",
     "morphometry",
+    "clinical_measurements",
     "write",
 )
 BATCH = 16
