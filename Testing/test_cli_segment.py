@@ -302,30 +302,36 @@ def test_info_prints_the_manifest_and_a_summary(tmp_path: Path, model: Path, cap
     assert error.count("\n") == 1 and str(broken) in error
 
 
-def test_good_sample_is_ok_and_an_inverted_one_names_its_unreliable_bones(
+def test_good_sample_is_ok_and_a_garbage_one_names_its_unreliable_bones(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """The bundled model on the sample knee: every bone reliable, ``ok``. The same knee with its
-    contrast inverted gives scattered patches: ``check``, naming the bones, a warning per bone and
+    """The bundled model on the sample knee: every bone reliable, ``ok``; on the same knee with its
+    contrast inverted (marrow dark instead of bright: another protocol) as well. The same voxels
+    shuffled (no anatomy left) give garbage: ``check``, naming the bones, a warning per bone and
     ``reliable: false`` in report.json (it printed ``ok ... 4/4`` before bones had a quality)."""
     sample = sitk.ReadImage(str(bundled_sample_path()), sitk.sitkFloat32)
     inverted = sitk.InvertIntensity(sample, float(sitk.GetArrayViewFromImage(sample).max()))
-    write_image(sample, tmp_path / "knee_good.nii.gz")
-    write_image(inverted, tmp_path / "knee_inverted.nii.gz")
+    voxels = sitk.GetArrayFromImage(sample)
+    shuffled = sitk.GetImageFromArray(np.random.default_rng(0).permutation(voxels.ravel()).reshape(voxels.shape))
+    shuffled.CopyInformation(sample)
+    names = {"knee_good": sample, "knee_inverted": inverted, "knee_shuffled": shuffled}
+    for name, image in names.items():
+        write_image(image, tmp_path / f"{name}.nii.gz")
     out = tmp_path / "out"
-    arguments = ["segment", str(tmp_path / "knee_good.nii.gz"), str(tmp_path / "knee_inverted.nii.gz")]
+    arguments = ["segment", *(str(tmp_path / f"{name}.nii.gz") for name in names)]
     assert main([*arguments, "-o", str(out), "--joint", "knee", "--precision", "fp32", "--no-surfaces"]) == 0
     captured = capsys.readouterr()
     rows = {line.split()[0]: line.split()[1] for line in captured.out.splitlines() if line.startswith("knee_")}
-    assert rows == {"knee_good": "ok", "knee_inverted": "check"}
-    good = json.loads((out / "knee_good" / "report.json").read_text())
-    assert all(bone["reliable"] is True and bone["quality"] > 0.5 for bone in good["bones"].values())
-    assert good["unreliable_bones"] == [] and good["warnings"] == []
-    bad = json.loads((out / "knee_inverted" / "report.json").read_text())
+    assert rows == {"knee_good": "ok", "knee_inverted": "ok", "knee_shuffled": "check"}
+    for name in ("knee_good", "knee_inverted"):
+        good = json.loads((out / name / "report.json").read_text())
+        assert all(bone["reliable"] is True and bone["quality"] > 0.5 for bone in good["bones"].values())
+        assert good["unreliable_bones"] == [] and good["warnings"] == []
+    bad = json.loads((out / "knee_shuffled" / "report.json").read_text())
     assert bad["bones"]["femur"]["reliable"] is False and bad["bones"]["femur"]["quality"] < 0.5
     assert "Femur" in bad["unreliable_bones"]
-    assert "case(s) to check (see their warnings): knee_inverted (unreliable: Femur" in captured.out
+    assert "case(s) to check (see their warnings): knee_shuffled (unreliable: Femur" in captured.out
     assert any(
-        line.startswith("warning: knee_inverted: Femur: ") and ("unreliable" in line or "not found" in line)
+        line.startswith("warning: knee_shuffled: Femur: ") and ("unreliable" in line or "not found" in line)
         for line in captured.err.splitlines()
     )

@@ -1,6 +1,7 @@
-"""A joint given by the user is still compared to every joint's centroid, and a volume that clearly
-belongs to another joint gets a warning naming both (issue 16 item 7: a knee forced to "ankle" had
-its femur segmented as calcaneus without a word), while a joint forced on its own anatomy does not."""
+"""A joint given by the user is still checked against every joint (centroids of older model files;
+the joint classifier of the bundled model), and a volume that clearly belongs to another joint gets
+a warning naming both (issue 16 item 7: a knee forced to "ankle" had its femur segmented as
+calcaneus without a word), while a joint forced on its own anatomy does not."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from PediatricBoneSegLib.resources import bundled_model_path
 
 MISMATCH = "was requested but the volume looks like"
 HELD_OUT_SEED = 90_000  # as the model card's evaluation: never used to train the bundled model
-# The bundled model was trained on generator 1.0's phantoms (one contrast per joint): its detection
-# is tested on those. Under generator 2.0's protocols it is not reliable (README, model card).
+# The bundled model (model 2) was trained on generator 2.0's phantoms of every protocol family: its
+# detection is tested on those, in several families.
 
 
 @pytest.fixture(scope="module")
@@ -78,27 +79,33 @@ def test_forced_joint_on_its_own_anatomy_is_not_warned(detection: tuple, joint: 
         assert not _mismatches(result.warnings), result.warnings
 
 
-def test_bundled_model_warns_a_knee_forced_to_another_joint(bundled: LoadedModel) -> None:
-    """The user's case on the real model: a held-out knee phantom forced to ankle or shoulder."""
-    knee = generate_phantom("knee", case_seed(HELD_OUT_SEED + 1, 0), version="1.0").image
+@pytest.mark.parametrize("protocol", ["T1", "PD_FS", "GRE"])
+def test_bundled_model_warns_a_knee_forced_to_another_joint(bundled: LoadedModel, protocol: str) -> None:
+    """The user's case on the real model: a held-out knee phantom (bright-marrow T1, dark-marrow PD
+    fat-sat, bright-cartilage gradient echo) forced to ankle or shoulder."""
+    knee = generate_phantom("knee", case_seed(HELD_OUT_SEED + 1, 0), protocol=protocol).image
     genuine = _choose(bundled, knee, "knee")
-    assert set(genuine.distances) == {"ankle", "knee", "shoulder"}
+    assert set(genuine.probabilities) == {"ankle", "knee", "shoulder"} and genuine.probabilities["knee"] > 0.5
     assert genuine.warnings == []
     for forced in ("ankle", "shoulder"):
         choice = _choose(bundled, knee, forced)
         assert choice.joint == forced and not choice.auto_detected
-        assert choice.distances == pytest.approx(genuine.distances, abs=1e-5)
+        assert choice.probabilities == pytest.approx(
+            genuine.probabilities, abs=1e-5
+        )  # the forced joint changes nothing
         (warning,) = _mismatches(choice.warnings)
         assert f"the {forced} was requested but the volume looks like a knee MR" in warning
         assert "--joint knee" in warning
 
 
-@pytest.mark.parametrize("joint", ["ankle", "shoulder"])
-def test_bundled_model_does_not_warn_a_joint_forced_on_its_own_anatomy(bundled: LoadedModel, joint: str) -> None:
+@pytest.mark.parametrize(("joint", "protocol"), [("ankle", "T2_FS"), ("shoulder", "STIR")])
+def test_bundled_model_does_not_warn_a_joint_forced_on_its_own_anatomy(
+    bundled: LoadedModel, joint: str, protocol: str
+) -> None:
     index = bundled.manifest.joints.index(joint)
-    image = generate_phantom(joint, case_seed(HELD_OUT_SEED + index, 0), version="1.0").image
+    image = generate_phantom(joint, case_seed(HELD_OUT_SEED + index, 0), protocol=protocol).image
     choice = _choose(bundled, image, joint)
-    assert len(choice.distances) == 3 and choice.warnings == []
+    assert len(choice.probabilities) == 3 and choice.warnings == []
     assert _mismatches(_choose(bundled, image, "knee").warnings)
 
 

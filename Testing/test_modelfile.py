@@ -14,6 +14,7 @@ import torch
 from bad_inputs import write_image
 from safetensors.torch import load_file, save_file
 
+from pbseg_training.detection_fit import novelty_threshold
 from PediatricBoneSegLib.cli import main
 from PediatricBoneSegLib.network import MultiDomainUNet, NetworkConfig
 from PediatricBoneSegLib.network.config import PreprocessingConfig
@@ -250,17 +251,24 @@ def test_bundled_model_is_the_current_format() -> None:
     assert read_manifest(path)["format_version"] == FORMAT_VERSION
     loaded = load_model(path)
     assert loaded.warnings == []
-    assert loaded.manifest.detection.threshold == pytest.approx(0.1478, abs=1e-4)
+    # joint classifier; its threshold is the export rule applied to the reference it carries
+    assert loaded.manifest.detection.method == "classifier" and loaded.classifier is not None
+    assert loaded.manifest.detection.threshold == pytest.approx(novelty_threshold(loaded.classifier), rel=1e-5)
 
 
 def test_detection_config_writes_the_json_it_reads() -> None:
     bundled = read_manifest(bundled_model_path())["detection"]
-    assert set(bundled) == {"scale", "threshold", "metric"}
-    for data in (bundled, {}, {"scale": "enc5", "threshold": 0.3}, {"threshold": 1, "note": {"by": "hand"}}):
+    assert set(bundled) == {"scale", "threshold", "metric", "method"}
+    centroid_era = {"scale": "features:enc5", "threshold": 0.1478, "metric": "cosine distance"}  # model 1's
+    samples = (bundled, centroid_era, {}, {"scale": "enc5", "threshold": 0.3}, {"threshold": 1, "note": {"by": "hand"}})
+    for data in samples:
         assert DetectionConfig.from_json(data).to_json() == data
     typed = DetectionConfig.from_json(bundled)
-    assert (typed.scale, typed.metric) == ("features:enc5", "cosine distance")
+    assert (typed.scale, typed.method) == ("statistics:enc3+enc4", "classifier")
     assert typed.threshold == bundled["threshold"]
+    assert DetectionConfig.from_json(centroid_era).method is None
+    with pytest.raises(ValueError, match="detection method"):
+        DetectionConfig(method="nearest")
     assert DetectionConfig.from_json({"threshold": 1, "note": 2}).extra == {"note": 2}
 
 
