@@ -8,18 +8,31 @@ import ast
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parent.parent / "PediatricBoneSeg" / "PediatricBoneSegLib"
-CORE = {"catalog", "options", "progress", "signals", "atomic", "host", "labelmaps", "resources", "image_checks"}
+CORE = {
+    "catalog",
+    "options",
+    "progress",
+    "signals",
+    "atomic",
+    "host",
+    "labelmaps",
+    "resources",
+    "image_checks",
+    "shards",
+}
 # What each unit may import from the library (besides itself). pipeline modules that io may use are
-# the light ones: result types, orientation, measurements.
+# the light ones: result types, orientation, morphometry, clinical measurements (no PyTorch).
 ALLOWED: dict[str, set[str]] = {
     **{module: CORE for module in CORE},
     "network": CORE,
     "pipeline": CORE | {"network"},
-    "io": CORE | {"pipeline.results", "pipeline.orientation", "pipeline.morphometry", "(root)"},
+    "io": CORE
+    | {"pipeline.results", "pipeline.orientation", "pipeline.morphometry", "pipeline.measurements", "(root)"},
     "case": CORE | {"io", "pipeline", "network"},
+    "api": CORE | {"case", "io", "pipeline", "network"},
     "slicer": CORE | {"case", "pipeline", "network"},
     "cli": CORE | {"case", "io", "pipeline", "network", "(root)", "pbseg_training"},
-    "(root)": {"slicer"},
+    "(root)": {"slicer", "api"},
 }
 
 

@@ -73,8 +73,11 @@ def fit_classifier(features: torch.Tensor, domains: torch.Tensor, num_domains: i
     return JointClassifier(*(tensor.detach().float() for tensor in (weight, bias, mean, scale, reference)))
 
 
-def novelty_threshold(classifier: JointClassifier) -> float:
-    """``THRESHOLD_MARGIN`` x the largest distance of a training case to its nearest other one."""
+def novelty_threshold(classifier: JointClassifier) -> float | None:
+    """``THRESHOLD_MARGIN`` x the largest distance of a training case to its nearest other one
+    (None with a single training case: no distance to learn from, no out-of-distribution warning)."""
+    if len(classifier.reference) < 2:
+        return None
     similarity = classifier.reference @ classifier.reference.T
     similarity.fill_diagonal_(-1.0)
     leave_one_out = 1.0 - similarity.max(dim=1).values
@@ -84,8 +87,8 @@ def novelty_threshold(classifier: JointClassifier) -> float:
 def fit_detection(
     loaded: LoadedModel, volumes: Iterable[tuple[str, sitk.Image]]
 ) -> tuple[JointClassifier, DetectionConfig]:
-    """The detection data for ``loaded``'s network from (joint, image) training volumes (at least
-    two, every joint of the model among them)."""
+    """The detection data for ``loaded``'s network from (joint, image) training volumes (every
+    joint of the model among them)."""
     loaded = dataclasses.replace(loaded, manifest=dataclasses.replace(loaded.manifest, detection=_config(None)))
     loaded.network.eval()
     rows, domains = [], []
@@ -93,8 +96,8 @@ def fit_detection(
         rows.append(volume_features(loaded, image))
         domains.append(loaded.domain_of(joint))
     missing = sorted(set(loaded.manifest.joints) - {loaded.manifest.joints[d] for d in domains})
-    if len(rows) < 2 or missing:
-        raise ValueError(f"detection needs training volumes of every joint (none of {missing}, {len(rows)} in all)")
+    if missing:
+        raise ValueError(f"detection needs training volumes of every joint (none of {', '.join(missing)})")
     classifier = fit_classifier(torch.stack(rows), torch.tensor(domains), len(loaded.manifest.joints))
     return classifier, _config(novelty_threshold(classifier))
 
@@ -126,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # no longer holds.
     manifest = dataclasses.replace(loaded.manifest, detection=detection, quality=None)
     resave_model(dataclasses.replace(loaded, centroids=None, classifier=classifier), args.output, manifest)
-    print(f"wrote {args.output}: {len(classifier.reference)} training volumes, threshold {detection.threshold:.4f}")
+    print(f"wrote {args.output}: {len(classifier.reference)} training volumes, threshold {detection.threshold}")
     if loaded.manifest.quality is not None:
         print("its quality calibration was dropped (it depends on the detection): run calibrate_quality again")
     return 0
