@@ -10,7 +10,6 @@ summit): the femur's anterior profile there, a line fitted to each facet.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import find_peaks
 
 from .base import ANTERIOR, SUPERIOR, Definition, NotMeasurable, angle_deg, project, unit
 from .geometry import LabelVolume
@@ -200,6 +199,8 @@ def _trochlea(volume: LabelVolume, femur: np.ndarray, medial: np.ndarray, anteri
     positions = along.min() + (np.arange(len(profile)) + 0.5) * step
     positions, profile = positions[filled], profile[filled]
     apart = max(1, int(0.2 * np.ptp(femur @ medial) / step))  # the two facet summits are far apart
+    from scipy.signal import find_peaks  # 1.1 s to import: only when a knee is measured
+
     peaks, _ = find_peaks(np.concatenate([[-np.inf], profile, [-np.inf]]), prominence=0.3, distance=apart)
     peaks -= 1
     if len(peaks) < 2:
