@@ -13,7 +13,7 @@ from scipy import ndimage
 from skimage import measure
 
 from .base import SUPERIOR, Definition, Measurement, NotMeasurable
-from .geometry import LabelVolume, components, touches_border
+from .geometry import LabelVolume, components
 
 LONG_BONES = ("femur", "tibia", "fibula", "humerus")
 _REF = "Laor T, Jaramillo D. Radiology 2009;250:28-38 (MR imaging of the growth plate)"
@@ -50,13 +50,21 @@ VOLUME = Definition(
 DEFINITIONS = (STATUS, AREA, VOLUME)
 _MAX_GAP_MM = 8.0
 _MIN_SHARE = 0.02
+_BOX_MARGIN = 3  # voxels around the bone: _facing_area's own box (2) and the cut test (1)
 _THINNEST_PLATE_MM = 1.8  # a gap this thin is seen only with voxels no longer along the bone axis
 
 
 def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> list[Measurement]:
     """The three measures of ``bone`` (raises ``NotMeasurable`` for all three together)."""
     geometry = volume.bone(bone)
-    pieces = components(geometry.mask, _MIN_SHARE)
+    # Everything below happens inside the bone's box: both pieces, the gap between them and the
+    # distances across it lie there (distance transforms of the whole volume took seconds and GBs).
+    box = tuple(
+        slice(max(s.start - _BOX_MARGIN, 0), s.stop + _BOX_MARGIN)
+        for s in ndimage.find_objects(geometry.mask.astype(np.uint8))[0]
+    )
+    corner = np.array([s.start for s in box])
+    pieces = components(geometry.mask[box], _MIN_SHARE)
     spacing = volume.spacing[::-1]
     if len(pieces) < 2:
         along_axis = float(np.abs(volume.direction.T @ SUPERIOR) @ volume.spacing)
@@ -71,14 +79,14 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
     if gap > _MAX_GAP_MM:
         closed = f"growth plate closed (second piece {gap:.0f} mm away: not a physeal gap)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
-    centroids = [volume.to_lps(np.argwhere(piece)).mean(0) for piece in (first, second)]
+    centroids = [volume.to_lps(np.argwhere(piece) + corner).mean(0) for piece in (first, second)]
     near = int(np.argmin([np.linalg.norm(c - joint_center) for c in centroids]))
     epiphysis, metaphysis = (first, second) if near == 0 else (second, first)
     status = Measurement(STATUS, 1.0, bone=bone, landmarks={"epiphysis centre": centroids[near][None]})
-    if touches_border(epiphysis):
+    if _touches_volume_border(epiphysis, box, volume.labels.shape):
         cut = "epiphysis cut by the field of view"
         return [status, _none(AREA, bone, cut), _none(VOLUME, bone, cut)]
-    area, centre = _facing_area(epiphysis, metaphysis, spacing, volume)
+    area, centre = _facing_area(epiphysis, metaphysis, spacing, volume, corner)
     epiphysis_ml = float(epiphysis.sum()) * float(np.prod(volume.spacing)) / 1000.0
     return [
         status,
@@ -87,10 +95,19 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
     ]
 
 
+def _touches_volume_border(piece: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
+    """Whether ``piece`` (a mask of the array cut out by ``box``) reaches a face of the whole volume."""
+    for axis, (cut, size) in enumerate(zip(box, shape)):
+        if (cut.start == 0 and piece.take(0, axis).any()) or (cut.stop >= size and piece.take(-1, axis).any()):
+            return True
+    return False
+
+
 def _facing_area(
-    epiphysis: np.ndarray, metaphysis: np.ndarray, spacing: np.ndarray, volume: LabelVolume
+    epiphysis: np.ndarray, metaphysis: np.ndarray, spacing: np.ndarray, volume: LabelVolume, corner: np.ndarray
 ) -> tuple[float, np.ndarray]:
-    """Area (mm²) of the epiphysis mesh within the gap's reach of the metaphysis, and its centre."""
+    """Area (mm²) of the epiphysis mesh within the gap's reach of the metaphysis, and its centre.
+    ``epiphysis`` and ``metaphysis`` are masks of the volume's box that starts at index ``corner``."""
     box = ndimage.find_objects(epiphysis.astype(np.uint8))[0]
     box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in box)
     smooth = ndimage.gaussian_filter(epiphysis[box].astype(np.float32), 0.5)
@@ -105,7 +122,7 @@ def _facing_area(
     if not facing.any():
         raise NotMeasurable("physis surface not found")
     area = float(measure.mesh_surface_area(vertices, faces[facing]))
-    return area, volume.to_lps(centres[facing]).mean(0)
+    return area, volume.to_lps(centres[facing] + corner).mean(0)
 
 
 def _none(definition: Definition, bone: str, reason: str) -> Measurement:
