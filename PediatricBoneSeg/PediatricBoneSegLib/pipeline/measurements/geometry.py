@@ -6,7 +6,7 @@ morphology)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -28,6 +28,7 @@ class LabelVolume:
     spacing: np.ndarray
     direction: np.ndarray
     origin: np.ndarray
+    _masks: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_image(cls, image: sitk.Image, joint: str) -> LabelVolume:
@@ -45,7 +46,13 @@ class LabelVolume:
         return self.origin + (ijk * self.spacing) @ self.direction.T
 
     def mask(self, bone: str) -> np.ndarray:
-        return self.labels == get_joint(self.joint).label_of(bone)
+        """Boolean (k, j, i) mask of ``bone``, computed once per volume (the availability, border and
+        landmark checks all ask for it) and read-only, as it is shared."""
+        if bone not in self._masks:
+            mask = self.labels == get_joint(self.joint).label_of(bone)
+            mask.setflags(write=False)
+            self._masks[bone] = mask
+        return self._masks[bone]
 
     def has(self, bone: str) -> bool:
         return bool(self.mask(bone).any())
