@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import write_text
-    from ..io.cohort import STATUS_ORDER, cohort_csv, gather_cohort
+    from ..io.cohort import cohort_csv, gather_cohort, status_counts
     from ..io.cohort_page import GENERATOR, cohort_html
 
     try:
@@ -53,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     write_text(csv_path, cohort_csv(cases))
     write_text(html_path, cohort_html(cases, args.title or args.outdir.resolve().name))
-    counts = ", ".join(f"{sum(case.status == status for case in cases)} {status}" for status in STATUS_ORDER)
-    print(f"{len(cases)} case folder(s): {counts}")
+    print(f"{len(cases)} case folder(s): {status_counts(cases)}")
     print(f"wrote {csv_path}\nwrote {html_path}")
     return 0

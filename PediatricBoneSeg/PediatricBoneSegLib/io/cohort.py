@@ -129,6 +129,11 @@ def cohort_bones(cases: list[CohortCase]) -> list[str]:
     return [bone.key for bone in UNION_BONES if bone.key in present]
 
 
+def status_counts(cases: list[CohortCase]) -> str:
+    """How many cases have each status, in ``STATUS_ORDER``: "1 unfinished, 2 check, 3 ok"."""
+    return ", ".join(f"{sum(case.status == status for case in cases)} {status}" for status in STATUS_ORDER)
+
+
 def cohort_measurements(cases: list[CohortCase]) -> list[str]:
     """The clinical measurement keys of the cohort, in the order they first appear."""
     return list(dict.fromkeys(key for case in cases for key in case.measurements))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..catalog import get_bone
-from .cohort import STATUS_ORDER, CohortCase, cohort_bones, cohort_measurements
+from .cohort import STATUS_ORDER, CohortCase, cohort_bones, cohort_measurements, status_counts
 
 THUMBNAIL_PX = 220
 GENERATOR = "pbseg report"  # in the page's generator meta tag: marks a page this command may replace
@@ -67,7 +67,7 @@ document.body.dataset.ready = 'true';
 def cohort_html(cases: list[CohortCase], title: str) -> str:
     """The page for ``cases`` (in ``gather_cohort``'s order)."""
     bones, keys = cohort_bones(cases), cohort_measurements(cases)
-    counts = ", ".join(f"{sum(c.status == s for c in cases)} {s}" for s in STATUS_ORDER)
+    counts = status_counts(cases)
     with_age = any(case.age_years is not None for case in cases)
     plots = "".join(_bone_plot(bone, cases, with_age) for bone in bones)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
