@@ -170,9 +170,10 @@ def _new_study_template(labels: sitk.Image) -> pydicom.Dataset:
     template.SeriesInstanceUID = hd.UID()
     template.FrameOfReferenceUID = hd.UID()
     template.Modality = "MR"
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber"):
-        setattr(template, keyword, "")
-    for keyword in ("StudyID", "ReferringPhysicianName"):
+    for keyword in (
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+        "ReferringPhysicianName",
+    ):  # fmt: skip
         setattr(template, keyword, "")
     now = datetime.datetime.now()
     template.StudyDate, template.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
