@@ -15,6 +15,7 @@ from scipy import ndimage
 from skimage import measure, morphology
 
 from ...catalog import get_joint
+from ...labelmaps import bone_boxes
 from .base import NotMeasurable, unit
 
 
@@ -54,11 +55,22 @@ class LabelVolume:
             self._masks[bone] = mask
         return self._masks[bone]
 
+    @cached_property
+    def _boxes(self) -> list[tuple[slice, ...] | None]:
+        """Every bone's bounding box, found in one pass (``labelmaps.bone_boxes``)."""
+        return bone_boxes(self.labels, get_joint(self.joint).num_classes)
+
+    def box(self, bone: str) -> tuple[slice, ...] | None:
+        """Bounding box (numpy (k, j, i) slices) of ``bone``; None where it is absent."""
+        return self._boxes[get_joint(self.joint).label_of(bone) - 1]
+
     def has(self, bone: str) -> bool:
-        return bool(self.mask(bone).any())
+        return self.box(bone) is not None
 
     def touches_border(self, bone: str) -> bool:
-        return touches_border(self.mask(bone))
+        """Whether ``bone`` reaches a face of the volume (cut by the field of view): its box does."""
+        box = self.box(bone)
+        return box is not None and any(s.start == 0 or s.stop == n for s, n in zip(box, self.labels.shape))
 
     def bone(self, bone: str) -> BoneGeometry:
         mask = self.mask(bone)
@@ -96,7 +108,7 @@ class BoneGeometry:
         """Sub-voxel surface points (N, 3) LPS and outward unit normals (N, 3): marching cubes
         (scikit-image) on the mask smoothed over about half a voxel, which evens out the steps
         of thick slices."""
-        box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in ndimage.find_objects(self.mask.astype(np.uint8))[0])
+        box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in self.volume.box(self.key))
         spacing_kji = self.volume.spacing[::-1]
         sigma_mm = max(1.0, 0.5 * float(spacing_kji.max()))
         smooth = ndimage.gaussian_filter(self.mask[box].astype(np.float32), sigma=sigma_mm / spacing_kji)
@@ -135,12 +147,6 @@ class _Fitted:
     def from_estimate(cls, points: np.ndarray):
         model = cls()
         return model if model.estimate(points) else None
-
-
-def touches_border(mask: np.ndarray) -> bool:
-    """Whether a 3D mask reaches a face of its volume (cut by the field of view)."""
-    faces = (mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1])
-    return any(face.any() for face in faces)
 
 
 class SphereModel(_Fitted):

@@ -59,10 +59,7 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
     geometry = volume.bone(bone)
     # Everything below happens inside the bone's box: both pieces, the gap between them and the
     # distances across it lie there (distance transforms of the whole volume took seconds and GBs).
-    box = tuple(
-        slice(max(s.start - _BOX_MARGIN, 0), s.stop + _BOX_MARGIN)
-        for s in ndimage.find_objects(geometry.mask.astype(np.uint8))[0]
-    )
+    box = tuple(slice(max(s.start - _BOX_MARGIN, 0), s.stop + _BOX_MARGIN) for s in volume.box(bone))
     corner = np.array([s.start for s in box])
     pieces = components(geometry.mask[box], _MIN_SHARE)
     spacing = volume.spacing[::-1]
