@@ -148,7 +148,7 @@ def cohort_csv(cases: list[CohortCase]) -> str:
     fields: dict[str, list[str]] = {bone: [] for bone in bones}
     for case in cases:
         for bone, values in case.bones.items():
-            fields[bone].extend(name for name in values if name not in fields[bone] and name not in ("label",))
+            fields[bone].extend(name for name in values if name not in fields[bone] and name != "label")
     measured = [f"measurement_{key}{suffix}" for key in keys for suffix in ("", "_reason")]
     columns = [*_FIXED_COLUMNS, *measured, *(f"{bone}_{name}" for bone in bones for name in fields[bone])]
     stream = io.StringIO()
