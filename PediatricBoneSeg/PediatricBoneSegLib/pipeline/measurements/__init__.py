@@ -65,10 +65,10 @@ def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list
 def _growth_plates(volume: LabelVolume, quality: dict | None) -> list[Measurement]:
     catalog = get_joint(volume.joint)
     out = []
+    any_bone = volume.labels > 0
     for bone in (b.key for b in catalog.bones if b.key in physis.LONG_BONES):
         reason = _blocked(volume, (bone,), (), quality)
-        others = volume.labels > 0
-        others &= ~volume.mask(bone)
+        others = any_bone & ~volume.mask(bone)
         if reason is None and not others.any():
             reason = "no other bone to tell the joint end"
         if reason is None:
