@@ -73,10 +73,9 @@ class LabelVolume:
         return box is not None and any(s.start == 0 or s.stop == n for s, n in zip(box, self.labels.shape))
 
     def bone(self, bone: str) -> BoneGeometry:
-        mask = self.mask(bone)
-        if not mask.any():
+        if not self.has(bone):
             raise NotMeasurable(f"{bone} missing")
-        return BoneGeometry(self, bone, mask)
+        return BoneGeometry(self, bone, self.mask(bone))
 
     def near_border(self, points: np.ndarray, margin_mm: float) -> bool:
         """Whether any LPS point lies within ``margin_mm`` of a face of the volume."""
