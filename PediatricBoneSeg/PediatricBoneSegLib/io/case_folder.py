@@ -80,15 +80,21 @@ def finished_case(folder: str | Path) -> bool:
     """Whether ``folder`` is a finished pbseg case: its ``report.json`` is a complete pbseg report
     (it names the pbseg version and lists its files) and every file it lists is there.
     ``--skip-existing`` keeps such a case and redoes any other."""
+    return finished_report(folder) is not None
+
+
+def finished_report(folder: str | Path) -> dict | None:
+    """The parsed ``report.json`` of a finished pbseg case (``finished_case``), None for any other
+    folder: read once for a caller that needs both the verdict and the report."""
     folder = Path(folder)
     try:
         report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
         files = report["files"] if isinstance(report, dict) and "pbseg_version" in report else None
     except (OSError, ValueError, KeyError):
-        return False
+        return None
     if not isinstance(files, list) or REPORT_FILE not in files:
-        return False
-    return all(isinstance(name, str) and (folder / name).is_file() for name in files)
+        return None
+    return report if all(isinstance(name, str) and (folder / name).is_file() for name in files) else None
 
 
 def _foreign_entries(folder: Path) -> list[str] | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import UNION_BONES
-from .case_folder import MORPHOMETRY_FILE, QC_FILE, REPORT_FILE, finished_case
+from .case_folder import MORPHOMETRY_FILE, QC_FILE, REPORT_FILE, finished_report
 
 STATUS_ORDER = ("unfinished", "check", "ok")
 _AGE = re.compile(
@@ -81,10 +81,10 @@ def gather_cohort(outdir: str | Path) -> list[CohortCase]:
 
 def read_case(folder: Path) -> CohortCase:
     """The ``CohortCase`` of one folder."""
-    if not finished_case(folder):
+    report = finished_report(folder)
+    if report is None:
         reason = "no report.json" if not (folder / REPORT_FILE).is_file() else "report.json incomplete or files missing"
         return CohortCase(folder, "unfinished", problem=reason)
-    report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
     bones = {key: dict(fields) for key, fields in report.get("bones", {}).items()}
     morphometry = folder / MORPHOMETRY_FILE
     if morphometry.is_file():
