@@ -4,7 +4,6 @@ prediction is. NumPy and SciPy only."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,12 +25,12 @@ class BoneComponents:
     sizes: np.ndarray
 
     @classmethod
-    def of_mask(cls, mask: np.ndarray, box: tuple[slice, ...] | None = None) -> BoneComponents:
-        """The pieces of a [z, y, x] bool ``mask`` (``box``: where it lies; default: all of it)."""
+    def of_mask(cls, mask: np.ndarray, box: tuple[slice, ...]) -> BoneComponents:
+        """The pieces of a [z, y, x] bool ``mask`` that lies at ``box`` of the label volume."""
         labels, _ = ndimage.label(mask, structure=FULL_CONNECTIVITY)
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        return cls(box if box is not None else tuple(slice(0, n) for n in mask.shape), labels, sizes)
+        return cls(box, labels, sizes)
 
     @property
     def count(self) -> int:
@@ -53,13 +52,10 @@ class BoneComponents:
         return int(self.sizes.max())
 
 
-def bone_components(
-    labels: np.ndarray, num_classes: int, boxes: Sequence[tuple[slice, ...] | None] | None = None
-) -> list[BoneComponents | None]:
-    """Per label 1..num_classes-1 of the [z, y, x] ``labels``, its pieces (None where absent).
-    ``boxes``: the labels' bounding boxes (``labelmaps.bone_boxes``) when already known."""
-    boxes = boxes if boxes is not None else bone_boxes(labels, num_classes)
+def bone_components(labels: np.ndarray, num_classes: int) -> list[BoneComponents | None]:
+    """Per label 1..num_classes-1 of the [z, y, x] ``labels``, its pieces inside its bounding box
+    (``labelmaps.bone_boxes``; None where absent)."""
     return [
         None if box is None else BoneComponents.of_mask(labels[box] == value, box)
-        for value, box in enumerate(boxes, start=1)
+        for value, box in enumerate(bone_boxes(labels, num_classes), start=1)
     ]
