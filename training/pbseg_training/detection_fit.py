@@ -45,7 +45,7 @@ def volume_features(loaded: LoadedModel, image: sitk.Image) -> torch.Tensor:
     """[F]: what ``pipeline.detection`` computes for ``image`` (under every domain)."""
     slicings = model_slicings(loaded, image)
     with torch.inference_mode():
-        return detection_features(loaded, slicings, torch.device("cpu"))
+        return detection_features(loaded, slicings, torch.device("cpu"), DETECTION_SCALE)
 
 
 def fit_classifier(features: torch.Tensor, domains: torch.Tensor, num_domains: int) -> JointClassifier:
@@ -89,7 +89,6 @@ def fit_detection(
 ) -> tuple[JointClassifier, DetectionConfig]:
     """The detection data for ``loaded``'s network from (joint, image) training volumes (every
     joint of the model among them)."""
-    loaded = dataclasses.replace(loaded, manifest=dataclasses.replace(loaded.manifest, detection=_config(None)))
     loaded.network.eval()
     rows, domains = [], []
     for joint, image in volumes:
@@ -99,7 +98,7 @@ def fit_detection(
     if missing:
         raise ValueError(f"detection needs training volumes of every joint (none of {', '.join(missing)})")
     classifier = fit_classifier(torch.stack(rows), torch.tensor(domains), len(loaded.manifest.joints))
-    return classifier, _config(novelty_threshold(classifier))
+    return classifier, DetectionConfig(DETECTION_SCALE, novelty_threshold(classifier), METRIC, "classifier")
 
 
 def dataset_volumes(datasets: Sequence[str | Path]) -> Iterable[tuple[str, sitk.Image]]:
@@ -108,10 +107,6 @@ def dataset_volumes(datasets: Sequence[str | Path]) -> Iterable[tuple[str, sitk.
         dataset = RawDataset(folder)
         for case in dataset.cases:
             yield dataset.joint, sitk.ReadImage(str(case.image_path), sitk.sitkFloat32)
-
-
-def _config(threshold: float | None) -> DetectionConfig:
-    return DetectionConfig(DETECTION_SCALE, threshold, METRIC, "classifier")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from pbseg_training.phantoms import GENERATOR_VERSION, generate_phantom
 from pbseg_training.phantoms.generator import VERSIONS, case_seed
@@ -29,7 +30,8 @@ from pbseg_training.phantoms.protocols import FAMILIES
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from PediatricBoneSegLib.network.modelfile import LoadedModel, load_model, resave_model
 from PediatricBoneSegLib.options import SegmentOptions
-from PediatricBoneSegLib.pipeline.inference import segment_image
+from PediatricBoneSegLib.pipeline.detection import choose_joint
+from PediatricBoneSegLib.pipeline.inference import model_slicings, segment_image
 from PediatricBoneSegLib.resources import bundled_model_path
 
 from .metrics import image_metrics
@@ -100,7 +102,8 @@ def evaluate(
         confidences.append(result.joint_confidence or 0.0)
         false_warnings += any("does not look like" in warning for warning in result.warnings)
         wrong = JOINT_KEYS[(JOINT_KEYS.index(joint) + 1) % len(JOINT_KEYS)]
-        forced = segment_image(phantom.image, SegmentOptions(joint=wrong), model=loaded)
+        # The warning comes from the joint check alone: no need to segment the volume as that joint.
+        forced = choose_joint(loaded, wrong, model_slicings(loaded, phantom.image), torch.device("cpu"))
         forced_warned += any("was requested but the volume looks like" in warning for warning in forced.warnings)
         if result.joint != joint:  # segmentation quality is measured with the true joint
             result = segment_image(phantom.image, SegmentOptions(joint=joint), model=loaded)

@@ -72,11 +72,11 @@ def choose_joint(
 
 
 def detection_features(
-    loaded: LoadedModel, sliced_for: Callable[[str], SlicedVolume], device: torch.device
+    loaded: LoadedModel, sliced_for: Callable[[str], SlicedVolume], device: torch.device, scale: str
 ) -> torch.Tensor:
-    """[F]: the volume's encoder statistics under every domain, in domain order (what the joint
-    classifier and the novelty are computed from; training fits them on the same function)."""
-    scale = detection_scale(loaded)
+    """[F]: the volume's encoder statistics of ``scale`` (``"statistics:enc3+enc4"``) under every
+    domain, in domain order (what the joint classifier and the novelty are computed from; training
+    fits them on the same function)."""
     parts = []
     for joint in loaded.manifest.joints:
         images = _detection_images(sliced_for(joint), device)
@@ -101,7 +101,8 @@ def _classify(
     device: torch.device,
 ) -> JointChoice:
     joints = loaded.manifest.joints
-    probabilities, novelty = classifier_outputs(classifier, detection_features(loaded, sliced_for, device))
+    features = detection_features(loaded, sliced_for, device, detection_scale(loaded))
+    probabilities, novelty = classifier_outputs(classifier, features)
     by_joint = {joint: float(p) for joint, p in zip(joints, probabilities)}
     if requested != "auto":
         return JointChoice(requested, False, probabilities=by_joint, novelty=novelty)
