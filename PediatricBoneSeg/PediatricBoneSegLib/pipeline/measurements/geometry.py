@@ -1,7 +1,6 @@
 """A label volume in patient coordinates and the fits the landmark finders share: bone voxels and
-surface points (with outward normals) in LPS mm, principal frames (scikit-image regionprops),
-robust sphere and plane fits (scikit-image RANSAC), growth-plate components (scikit-image
-morphology)."""
+surface points (with outward normals) in LPS mm, robust sphere and plane fits (scikit-image
+RANSAC), growth-plate components (scikit-image morphology)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from skimage import measure, morphology
 
 from ...catalog import get_joint
 from ...labelmaps import bone_boxes
-from .base import NotMeasurable, unit
+from .base import NotMeasurable
 
 
 @dataclass
@@ -93,10 +92,6 @@ class BoneGeometry:
     key: str
     mask: np.ndarray
 
-    @property
-    def voxel_ml(self) -> float:
-        return float(np.prod(self.volume.spacing)) / 1000.0
-
     @cached_property
     def points(self) -> np.ndarray:
         """(N, 3) LPS mm of the bone's voxel centres."""
@@ -121,19 +116,6 @@ class BoneGeometry:
         kji = vertices / spacing_kji + start
         outward = normals[:, ::-1] @ self.volume.direction.T  # physical (k, j, i) components -> LPS
         return self.volume.to_lps(kji), outward / np.linalg.norm(outward, axis=1, keepdims=True)
-
-    def principal_axes(self, points: np.ndarray | None = None) -> np.ndarray:
-        """Rows: unit principal axes (LPS), longest first. Whole bone: scikit-image regionprops'
-        inertia tensor of the voxel mask (index space, mapped to LPS with the spacing and
-        direction; exact for a near-isotropic grid, re-done on the points otherwise)."""
-        if points is None and np.ptp(self.volume.spacing) < 1e-3:
-            props = measure.regionprops(self.mask.astype(np.uint8))[0]
-            values, vectors = np.linalg.eigh(props.inertia_tensor)
-            axes_kji = vectors[:, np.argsort(values)].T  # smallest inertia = longest axis
-            return np.array([unit(self.volume.direction @ (a[::-1])) for a in axes_kji])
-        centred = (self.points if points is None else points) - (self.points if points is None else points).mean(0)
-        _, _, rows = np.linalg.svd(centred, full_matrices=False)
-        return rows
 
 
 class _Fitted:
