@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     foreign = [
         path
         for path, mark in ((csv_path, "case,status,"), (html_path, f'content="{GENERATOR}"'))
-        if path.exists() and mark not in path.read_text(encoding="utf-8", errors="replace")[:4096]
+        if path.exists() and mark not in _head(path)
     ]
     if foreign:
         for path in foreign:
@@ -56,3 +56,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(cases)} case folder(s): {status_counts(cases)}")
     print(f"wrote {csv_path}\nwrote {html_path}")
     return 0
+
+
+def _head(path: Path) -> str:
+    """The first 4096 characters of ``path``, where pbseg report's own mark is: read no further
+    (an earlier cohort.html holds every case's thumbnail)."""
+    with path.open(encoding="utf-8", errors="replace") as stream:
+        return stream.read(4096)
