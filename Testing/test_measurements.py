@@ -3,7 +3,7 @@ against the generator's recorded ground truth (one test per measure, tolerance s
 "not measurable" verdicts (bone missing, cut by the field of view, unreliable segmentation, growth
 plate unreadable on thick slices). Generator 1.0 stays as it was (test_phantoms.py).
 
-The cases are near-isotropic scans where every landmark is in view (the README gives the error
+The cases are near-isotropic scans where every landmark is in view (docs/measurements.md gives the error
 distribution over many phantoms, thick slices included); voxel_scale 1.5 except the shoulder, whose
 glenoid face needs the native voxels."""
 

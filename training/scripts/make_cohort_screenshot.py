@@ -1,4 +1,4 @@
-"""Regenerate Resources/cohort_report.png, the README's picture of ``pbseg report``: a small cohort
+"""Regenerate Resources/cohort_report.png, the picture of ``pbseg report`` in docs/command-line.md: a small cohort
 of knee phantoms (generator 1.0, the bundled model's distribution) named with their ages, one with
 inverted contrast (a case the model gets wrong and says so), segmented in two shards with the
 bundled model, reported, and the page photographed by headless Chromium (Debian: ``apt-get install

@@ -1,5 +1,5 @@
 """Regenerate Resources/phantom_montage.png: generator-2.0 phantoms of the three joints in several
-protocol families, ages and planes (the README's picture). Run from the repository root."""
+protocol families, ages and planes (the picture in docs/phantoms.md). Run from the repository root."""
 
 from pathlib import Path
 
