@@ -53,6 +53,7 @@ from .experiment_config import ExperimentConfig, load_experiment_config, with_ov
 from .metrics import image_metrics
 from .report import write_report
 from .results import CaseResult, load_results, save_results
+from .shift import CONDITION_TITLES, SUBJECT_PATTERN, parse_case, training_cases, write_shift_dataset
 from .statistics import compare_schemes
 from .trainer import CHECKPOINT_NAME, MODEL_NAME, train
 
@@ -88,7 +89,13 @@ def prepare_datasets(config: ExperimentConfig, out_dir: Path) -> dict[str, Path]
     spec, folders = config.phantoms, {}
     for index, joint in enumerate(spec.joints):
         folders[joint] = out_dir / "data" / joint
-        if not folders[joint].exists():
+        if folders[joint].exists():
+            continue
+        if config.shift is not None:
+            write_shift_dataset(
+                joint, spec.cases, spec.seed + 100 * index, folders[joint], config.shift, spec.voxel_scale
+            )
+        else:
             write_phantom_dataset(
                 joint,
                 spec.cases,
@@ -122,11 +129,16 @@ def training_config(config: ExperimentConfig, run: Run, datasets: dict[str, Path
         "seed": config.seed + run.fold.index,
         "target_joint": run.target,
         "datasets": [
-            {"path": str(datasets[joint]), "joint": joint, "cases": list(run.fold.train[joint])}
+            {"path": str(datasets[joint]), "joint": joint, "cases": list(_trained_cases(config, run.fold.train[joint]))}
             for joint in run.trained
         ],
     }
     return config_from_dict(raw, base=Path(config.base))
+
+
+def _trained_cases(config: ExperimentConfig, cases: tuple[str, ...]) -> tuple[str, ...]:
+    """A fold's training cases that a run trains on: under shift, only the site's own images."""
+    return cases if config.shift is None else training_cases(cases)
 
 
 def evaluate(model_path: Path, run: Run, datasets: dict[str, Path], postprocess: bool) -> list[CaseResult]:
@@ -265,6 +277,34 @@ def _mean_training_minutes(timings: dict[str, dict[str, float]], runs: Sequence[
     return {scheme: round(float(np.mean(minutes)), 1) for scheme, minutes in by_scheme.items()}
 
 
+def _core_hours(timings: dict[str, dict[str, float]], runs: Sequence[Run]) -> dict[str, float]:
+    """Core-hours per scheme, all its runs' training and evaluation (time x threads)."""
+    by_scheme: dict[str, float] = {}
+    for run in runs:
+        if run.name in timings:
+            spent = timings[run.name]["train_s"] + timings[run.name]["evaluate_s"]
+            by_scheme[run.scheme] = by_scheme.get(run.scheme, 0.0) + spent * timings[run.name]["threads"] / 3600
+    return {scheme: round(hours, 2) for scheme, hours in by_scheme.items()}
+
+
+def _write_condition_reports(report_dir: Path, results: list[CaseResult], reference: str, title: str) -> None:
+    """The report of each test condition alone (``report/<condition>/``), each with its own
+    paired tests, and ``by_protocol.csv``: mean Dice per scheme, joint, condition and protocol."""
+    by_condition: dict[str, list[CaseResult]] = {}
+    for result in results:
+        by_condition.setdefault(parse_case(result.case)[1], []).append(result)
+    for condition, chosen in by_condition.items():
+        comparisons = compare_schemes(chosen, reference)
+        write_report(report_dir / condition, chosen, comparisons, title=f"{title}; {CONDITION_TITLES[condition]}")
+    dice: dict[tuple[str, str, str, str], list[float]] = {}
+    for result in results:
+        _, condition, family = parse_case(result.case)
+        dice.setdefault((result.scheme, result.joint, condition, family), []).append(result.metrics["dice"])
+    lines = ["scheme,joint,condition,protocol,bones,mean_dice"]
+    lines += [f"{s},{j},{c},{f},{len(v)},{np.mean(v):.4f}" for (s, j, c, f), v in sorted(dice.items())]
+    write_text(report_dir / "by_protocol.csv", "\n".join(lines) + "\n")
+
+
 def _load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
     with np.load(path, allow_pickle=False) as saved:
         return saved["points"], [str(domain) for domain in saved["domains"]]
@@ -296,7 +336,8 @@ def _run(
     datasets = prepare_datasets(config, out_dir)
     _check_datasets(datasets)
     cases = {joint: [case.case_id for case in RawDataset(folder).cases] for joint, folder in datasets.items()}
-    folds = make_folds(cases, config.folds, config.seed, config.subject_pattern)
+    pattern = SUBJECT_PATTERN if config.shift is not None else config.subject_pattern
+    folds = make_folds(cases, config.folds, config.seed, pattern)
     save_folds(out_dir / "folds.json", folds)
     runs = plan_runs(config, list(datasets), folds)
     tasks = []
@@ -339,6 +380,8 @@ def _run(
             f"{len(runs) - len(missing)} of {len(runs)} runs finished"
         )
     write_report(report_dir, results, comparisons, embeddings, title=title)
+    if config.shift is not None:
+        _write_condition_reports(report_dir, results, config.reference, title)
     summary = {
         "config": {**asdict(config)},
         "datasets": {joint: os.path.relpath(path, out_dir) for joint, path in datasets.items()},
@@ -347,6 +390,7 @@ def _run(
         "reported_folds": sorted(complete),
         "timings_s": timings,
         "training_minutes_by_scheme": _mean_training_minutes(timings, runs),
+        "core_hours_by_scheme": _core_hours(timings, runs),
         "total_s": round(time.monotonic() - started, 1),
         "torch": torch.__version__,
         "jobs": jobs,

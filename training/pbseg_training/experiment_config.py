@@ -12,6 +12,7 @@ import tomllib
 from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 
 from .config import SCHEMES, config_from_dict
+from .shift import ShiftSpec
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ExperimentConfig:
     subject_pattern: str | None = None
     datasets: tuple[tuple[str, str], ...] = ()  # (joint, raw-layout folder)
     phantoms: PhantomSpec | None = None
+    shift: ShiftSpec | None = None  # the distribution-shift design (phantoms only), see ``shift``
     training: dict[str, Any] = field(default_factory=dict)
     postprocess: bool = False
     base: str = "."
@@ -54,6 +56,13 @@ class ExperimentConfig:
             found.append("folds must be >= 2")
         if bool(self.datasets) == (self.phantoms is not None):
             found.append("give either [[datasets]] or [phantoms], not both nor neither")
+        if self.shift is not None:
+            if self.phantoms is None or self.phantoms.generator_version != "2.0":
+                found.append("[shift] needs [phantoms] of generator 2.0")
+            elif set(self.phantoms.joints) - set(self.shift.site_protocols):
+                found.append(f"[shift] site_protocols must name every joint of [phantoms]: {self.phantoms.joints}")
+            if self.subject_pattern is not None:
+                found.append("[shift] sets the subject pattern itself: remove subject_pattern")
         reserved = sorted({"scheme", "seed", "datasets", "name", "target_joint"} & set(self.training))
         if reserved:
             found.append(f"[training] may not set {reserved}: the experiment sets them per run")
@@ -75,12 +84,27 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
             phantoms = PhantomSpec(
                 **{**phantoms, "joints": tuple(get_joint(j).key for j in phantoms.get("joints", JOINT_KEYS))}
             )
+        shift = raw.pop("shift", None)
+        shift = None if shift is None else _shift_spec(shift)
         datasets = tuple((get_joint(entry["joint"]).key, entry["path"]) for entry in raw.pop("datasets", ()))
         if "schemes" in raw:
             raw["schemes"] = tuple(raw["schemes"])
-        return ExperimentConfig(**raw, datasets=datasets, phantoms=phantoms, base=str(path.parent.resolve()))
+        return ExperimentConfig(
+            **raw, datasets=datasets, phantoms=phantoms, shift=shift, base=str(path.parent.resolve())
+        )
     except (OSError, tomllib.TOMLDecodeError, ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{path}: {error}") from error
+
+
+def _shift_spec(raw: dict[str, Any]) -> ShiftSpec:
+    """The ``[shift]`` table as a ShiftSpec (TOML arrays as tuples)."""
+    values = dict(raw)
+    values["site_protocols"] = {get_joint(j).key: tuple(f) for j, f in values.pop("site_protocols", {}).items()}
+    if "cohort_ages" in values:
+        values["cohort_ages"] = tuple(values["cohort_ages"])
+    if "shifted_ages" in values:
+        values["shifted_ages"] = tuple(tuple(ages) for ages in values["shifted_ages"])
+    return ShiftSpec(**values)
 
 
 def with_overrides(config: ExperimentConfig, **training: Any) -> ExperimentConfig:

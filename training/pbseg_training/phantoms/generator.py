@@ -73,6 +73,7 @@ def generate_phantom(
     protocol: str | None = None,
     contrast: dict[str, float] | None = None,
     exclude_protocols: tuple[str, ...] = (),
+    pathology: bool | None = None,
 ) -> Phantom:
     """One phantom of ``joint``, fully determined by its arguments.
 
@@ -83,7 +84,9 @@ def generate_phantom(
     ``protocols.FAMILIES`` (2.0 only); everything else is drawn as without it. ``contrast``: relative
     signal of every tissue of ``appearance.TISSUES`` (2.0 only), replacing the protocol's drawn
     signals, e.g. a permuted table to test robustness to unseen contrasts. ``exclude_protocols``
-    (2.0): a case that draws one of these families gets another, chosen from the rest by its seed."""
+    (2.0): a case that draws one of these families gets another, chosen from the rest by its seed.
+    ``pathology`` (2.0): force the pathological (True) or typical (False) morphology range of
+    ``morphology.draw_morphology``; None draws either."""
     joint_key = get_joint(joint).key
     if age_years is not None and not AGE_RANGE[0] <= age_years <= AGE_RANGE[1]:
         raise ValueError(f"age_years must be within {AGE_RANGE}, got {age_years}")
@@ -91,16 +94,16 @@ def generate_phantom(
         raise ValueError(f"voxel_scale must be within [0.25, 8], got {voxel_scale}")
     if version not in VERSIONS:
         raise ValueError(f"unknown generator version {version!r}; choose one of {', '.join(VERSIONS)}")
-    if (protocol is not None or contrast is not None) and version == "1.0":
-        raise ValueError("generator 1.0 has one contrast per joint: a protocol or contrast needs version 2.0")
+    if (protocol is not None or contrast is not None or pathology is not None) and version == "1.0":
+        raise ValueError("generator 1.0 has one contrast per joint: protocol, contrast or pathology need version 2.0")
     if contrast is not None and set(contrast) != set(TISSUES):
         raise ValueError(f"contrast must give the signal of exactly these tissues: {', '.join(TISSUES)}")
     allowed = _allowed_families(version, exclude_protocols)
-    case = _draw_case(joint_key, int(seed), age_years, voxel_scale, version, protocol, contrast)
+    case = _draw_case(joint_key, int(seed), age_years, voxel_scale, version, protocol, contrast, pathology)
     if case.variation is not None and case.parameters["protocol"]["family"] in exclude_protocols:
         # Drawing is cheap (no voxels yet): draw the case again with an allowed family.
         family = allowed[int(seed) % len(allowed)]
-        case = _draw_case(joint_key, int(seed), age_years, voxel_scale, version, family, contrast)
+        case = _draw_case(joint_key, int(seed), age_years, voxel_scale, version, family, contrast, pathology)
     image, labels, tissues = _render(joint_key, case.model, case.grid, case.look, case.variation, case.noise_rng)
     grid = case.grid
     parameters = case.parameters | {
@@ -144,6 +147,7 @@ def _draw_case(
     version: str,
     protocol: str | None,
     contrast: dict[str, float] | None,
+    pathology: bool | None,
 ) -> _Case:
     rng = np.random.default_rng([_SALT, JOINT_KEYS.index(joint), seed])
     drawn_age = float(rng.uniform(*AGE_RANGE))
@@ -152,7 +156,8 @@ def _draw_case(
     growth = Growth.draw(age, rng)
     morphology = None
     if version != "1.0":  # a stream of its own: the case's other draws are unchanged by it
-        morphology = draw_morphology(joint, np.random.default_rng([_SALT, JOINT_KEYS.index(joint), seed, 2]))
+        stream = np.random.default_rng([_SALT, JOINT_KEYS.index(joint), seed, 2])
+        morphology = draw_morphology(joint, stream, pathology)
     model = BUILDERS[joint](rng, growth, morphology)
     parameters: dict = {"generator_version": version, "joint": joint, "seed": seed, "age_years": age}
     parameters |= {"side": side, "voxel_scale": float(voxel_scale)}

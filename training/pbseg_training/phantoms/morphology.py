@@ -44,16 +44,22 @@ class AnkleMorphology:
 Morphology = ShoulderMorphology | KneeMorphology | AnkleMorphology
 
 
-def draw_morphology(joint: str, rng: np.random.Generator) -> Morphology:
+def draw_morphology(joint: str, rng: np.random.Generator, pathology: bool | None = None) -> Morphology:
+    """The case's morphology. ``pathology``: None draws healthy and pathological cases as children
+    present them; True forces the pathological range (brachial plexus palsy, trochlear dysplasia,
+    a calcaneus turned far from neutral), False the typical one (a cohort's shift test)."""
     if joint == "shoulder":
-        palsy = bool(rng.random() < 0.5)
+        palsy = bool(rng.random() < 0.5) if pathology is None else pathology
         if palsy:
             version, subluxation = rng.uniform(-40.0, -12.0), rng.uniform(0.05, 0.35)
         else:
             version, subluxation = rng.uniform(-10.0, 2.0), rng.uniform(0.0, 0.08)
         return ShoulderMorphology(float(version), float(rng.uniform(-2.0, 12.0)), float(subluxation), palsy)
     if joint == "knee":
-        dysplasia = float(rng.uniform(0.0, 1.0) ** 1.5)  # most trochleae are normal
+        if pathology is None:
+            dysplasia = float(rng.uniform(0.0, 1.0) ** 1.5)  # most trochleae are normal
+        else:
+            dysplasia = float(rng.uniform(0.6, 1.0) if pathology else rng.uniform(0.0, 0.25))
         return KneeMorphology(
             dysplasia=dysplasia,
             lateral_facet_deg=24.0 - 14.0 * dysplasia + float(rng.uniform(-2.0, 2.0)),
@@ -62,7 +68,12 @@ def draw_morphology(joint: str, rng: np.random.Generator) -> Morphology:
             tubercle_lateral_mm=float(rng.uniform(4.0, 20.0)),
             patellar_tilt_deg=float(rng.uniform(-4.0, 8.0) + 12.0 * dysplasia),
         )
-    return AnkleMorphology(float(rng.uniform(-8.0, 8.0)), float(rng.uniform(-10.0, 10.0)))
+    if pathology is None:
+        return AnkleMorphology(float(rng.uniform(-8.0, 8.0)), float(rng.uniform(-10.0, 10.0)))
+    if not pathology:
+        return AnkleMorphology(float(rng.uniform(-4.0, 4.0)), float(rng.uniform(-5.0, 5.0)))
+    signs = np.where(rng.random(2) < 0.5, -1.0, 1.0)
+    return AnkleMorphology(float(signs[0] * rng.uniform(8.0, 14.0)), float(signs[1] * rng.uniform(10.0, 16.0)))
 
 
 def to_json(morphology: Morphology) -> dict:
