@@ -240,3 +240,23 @@ def test_version_and_requirements_have_one_source() -> None:
     assert PIP_REQUIREMENTS["safetensors"] == requirements()["safetensors"]
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"torch' not in pyproject and "version =" not in pyproject.split("[tool.setuptools.dynamic]")[0]
+
+
+def test_the_slicer_module_installs_every_requirement_slicer_lacks() -> None:
+    """Every requirement is shipped by Slicer, installed by the module (the PyTorch extension, or
+    pip), or imported only where a Slicer export never goes (the command line, DICOM SEG)."""
+    import re
+
+    from PediatricBoneSegLib.slicer.dependencies import COMMAND_LINE_ONLY, PIP_REQUIREMENTS, TORCH, requirements
+
+    shipped_by_slicer = {"numpy", "scipy", "SimpleITK", "vtk"}
+    pip_installed = {re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0] for line in PIP_REQUIREMENTS.values()}
+    for name in requirements():
+        assert name in shipped_by_slicer | pip_installed | {TORCH, *COMMAND_LINE_ONLY}, name
+    allowed = {"tqdm": ("cli/",), "highdicom": ("io/dicom_seg.py",)}
+    for path in LIB_DIR.rglob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        relative = path.relative_to(LIB_DIR).as_posix()
+        for module in COMMAND_LINE_ONLY:
+            if re.search(rf"^\s*(import|from) {module}\b", source, re.MULTILINE):
+                assert relative.startswith(allowed[module]), f"{relative} imports {module}"

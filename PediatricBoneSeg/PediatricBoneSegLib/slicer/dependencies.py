@@ -26,7 +26,11 @@ TORCH_REQUIREMENT = requirements()[TORCH][len(TORCH) :]  # the version specifier
 PIP_REQUIREMENTS: dict[str, str] = {  # import name -> pip requirement
     "safetensors": requirements()["safetensors"],
     "skimage": requirements()["scikit-image"],
+    "matplotlib": requirements()["matplotlib"],  # the QC picture of an exported case folder
 }
+# Needed by the command line only: progress bars, and DICOM SEG of DICOM-series inputs (a Slicer
+# export starts from a volume node and writes no SEG).
+COMMAND_LINE_ONLY = ("tqdm", "highdicom")
 REQUIRED: tuple[str, ...] = (TORCH, *PIP_REQUIREMENTS, "numpy", "scipy", "SimpleITK", "vtkmodules")
 
 
