@@ -13,8 +13,8 @@ for joint in ankle knee shoulder; do
   fi
 done
 "$BIN/pbseg-train" training/configs/bundled.toml -o runs/bundled2 --resume
-# Model 2 was then trained on to 8000 steps: from step 4000 the learning rate follows the 8000-step cosine
-# schedule (it rises again at the resume, to its mid-schedule value).
+# Model 2 was then trained on to 8000 steps: from step 4000 the learning rate follows the 8000-step polynomial
+# schedule (power 0.9; it rises again at the resume, to its mid-schedule value).
 "$BIN/pbseg-train" training/configs/bundled.toml -o runs/bundled2 --resume --steps 8000
 # Its export fits the joint classifier on the training volumes (pbseg_training.detection_fit).
 cp runs/bundled2/model.safetensors training/results/model2/pediatric_bones_2.safetensors

@@ -61,7 +61,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment the bones of joint MR volumes",
         description="Segment the bones of pediatric joint MR volumes. INPUT: NIfTI, NRRD or MHA files, DICOM "
         "series folders, or folders of those (batch). Writes OUTDIR/<case>/ with segmentation.seg.nrrd, "
-        "labels.nii.gz, one surface per bone, morphometry.csv, report.json and qc.png (and segmentation.dcm, "
+        "labels.nii.gz, one surface per bone, morphometry.csv, measurements.csv, report.json and qc.png (and "
+        "segmentation.dcm, "
         "a DICOM SEG, for a DICOM series). A batch resumes with --skip-existing and splits over the jobs of "
         "a cluster with --shard; pbseg report OUTDIR then gathers it.",
     )
