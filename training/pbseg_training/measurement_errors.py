@@ -23,6 +23,7 @@ import numpy as np
 
 from pbseg_training.phantoms import generate_phantom
 from pbseg_training.phantoms.generator import case_seed
+from PediatricBoneSegLib.atomic import write_text
 from PediatricBoneSegLib.catalog import JOINT_KEYS
 from PediatricBoneSegLib.network.modelfile import load_model
 from PediatricBoneSegLib.options import SegmentOptions
@@ -112,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(table, indent=2)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
+        write_text(args.json, text + "\n")  # complete or not at all (creates the folder)
     return 0
 
 

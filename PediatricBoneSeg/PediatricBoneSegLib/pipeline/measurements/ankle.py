@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import ANTERIOR, SUPERIOR, Definition, angle_deg, project, unit
-from .geometry import LabelVolume
+from .geometry import LabelVolume, principal_axes
 
 _REF = "Vanderwilde R et al., J Bone Joint Surg Am 1988;70:407-15 (talocalcaneal angles in children)"
 _LEFT = np.array([1.0, 0.0, 0.0])  # LPS +x: the normal of the sagittal plane
@@ -58,8 +58,8 @@ DEFINITIONS = (
 
 def long_axis(points: np.ndarray) -> np.ndarray:
     """First principal axis of (N, 3) points, pointing forwards."""
-    _, _, rows = np.linalg.svd(points - points.mean(0), full_matrices=False)
-    return rows[0] if rows[0] @ ANTERIOR > 0 else -rows[0]
+    first = principal_axes(points)[0]
+    return first if first @ ANTERIOR > 0 else -first
 
 
 def landmarks_from_points(talus: np.ndarray, calcaneus: np.ndarray | None, pad: float) -> dict[str, np.ndarray]:

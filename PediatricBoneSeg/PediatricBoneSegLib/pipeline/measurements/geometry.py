@@ -29,6 +29,7 @@ class LabelVolume:
     direction: np.ndarray
     origin: np.ndarray
     _masks: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _bones: dict[str, BoneGeometry] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_image(cls, image: sitk.Image, joint: str) -> LabelVolume:
@@ -72,9 +73,13 @@ class LabelVolume:
         return box is not None and any(s.start == 0 or s.stop == n for s, n in zip(box, self.labels.shape))
 
     def bone(self, bone: str) -> BoneGeometry:
+        """``bone``'s geometry, built once per volume (one case): its voxel points and surface are
+        computed once however many measures ask for them."""
         if not self.has(bone):
             raise NotMeasurable(f"{bone} missing")
-        return BoneGeometry(self, bone, self.mask(bone))
+        if bone not in self._bones:
+            self._bones[bone] = BoneGeometry(self, bone, self.mask(bone))
+        return self._bones[bone]
 
     def near_border(self, points: np.ndarray, margin_mm: float) -> bool:
         """Whether any LPS point lies within ``margin_mm`` of a face of the volume."""
@@ -163,12 +168,19 @@ def fit_sphere(points: np.ndarray, tolerance_mm: float, seed: int = 0) -> tuple[
     return refit.params[:3], float(refit.params[3]), inliers
 
 
+def principal_axes(points: np.ndarray) -> np.ndarray:
+    """Rows: the unit principal axes of (N, 3) points about their mean, largest spread first (the
+    inertia frame; SVD of the centred points). The one principal-axis computation of the
+    measurements: plane normals, long axes, the patella's transverse axis."""
+    _, _, rows = np.linalg.svd(points - points.mean(0), full_matrices=False)
+    return rows
+
+
 def plane_normal(points: np.ndarray) -> np.ndarray:
     """Unit normal of the least-squares plane through ``points`` (N >= 3)."""
     if len(points) < 3:
         raise NotMeasurable("too few points for a plane")
-    _, _, rows = np.linalg.svd(points - points.mean(0), full_matrices=False)
-    return rows[2]
+    return principal_axes(points)[2]
 
 
 class PlaneModel(_Fitted):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import ANTERIOR, SUPERIOR, Definition, NotMeasurable, angle_deg, project, unit
-from .geometry import LabelVolume
+from .geometry import BoneGeometry, LabelVolume, principal_axes
 
 _REF_DEJOUR = "Dejour H et al., Knee Surg Sports Traumatol Arthrosc 1994;2:19-26"
 _REF_PFIRRMANN = "Pfirrmann CWA et al., Radiology 2000;216:858-64"
@@ -147,7 +147,8 @@ def _width_ends(points: np.ndarray, medial: np.ndarray, pad: float) -> np.ndarra
 def landmarks(volume: LabelVolume) -> dict[str, np.ndarray | NotMeasurable]:
     """The landmarks of ``values`` from a label map: a landmark that cannot be found holds the
     ``NotMeasurable`` saying why (raises it when the femoral frame itself fails)."""
-    femur, tibia, fibula = (volume.bone(key).points for key in _ALL)
+    bones = {key: volume.bone(key) for key in _ALL}  # built once; the tubercle reuses the tibia's
+    femur, tibia, fibula = (bones[key].points for key in _ALL)
     medial0 = unit(project(tibia.mean(0) - fibula.mean(0), SUPERIOR))  # the fibula is lateral
     posterior = -unit(project(ANTERIOR, SUPERIOR))
     condyles = None
@@ -169,21 +170,21 @@ def landmarks(volume: LabelVolume) -> dict[str, np.ndarray | NotMeasurable]:
     }
     for name, finder in (("trochlea", _trochlea), ("tubercle", _tubercle)):
         try:
-            out[name] = finder(volume, femur if name == "trochlea" else tibia, medial, anterior)
+            out[name] = finder(volume, bones["femur" if name == "trochlea" else "tibia"], medial, anterior)
         except NotMeasurable as error:
             out[name] = error
     if volume.has("patella"):
         patella = volume.bone("patella").points
         flat = patella - np.outer(patella @ SUPERIOR, SUPERIOR)
-        centred = flat - flat.mean(0)
-        _, _, rows = np.linalg.svd(centred, full_matrices=False)
+        transverse = principal_axes(flat)[0]
         centre = patella.mean(0)
-        out["patella_axis"] = np.stack([centre - 10 * rows[0], centre + 10 * rows[0]])
+        out["patella_axis"] = np.stack([centre - 10 * transverse, centre + 10 * transverse])
     return out
 
 
-def _trochlea(volume: LabelVolume, femur: np.ndarray, medial: np.ndarray, anterior: np.ndarray) -> np.ndarray:
+def _trochlea(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anterior: np.ndarray) -> np.ndarray:
     """Groove and facet summits (LPS) on the axial section through the femur's most anterior point."""
+    femur = bone.points
     front = femur @ anterior
     summit = femur[front > front.max() - 1.0].mean(0)
     if volume.near_border(summit[None], 3.0):
@@ -227,11 +228,12 @@ def _trochlea(volume: LabelVolume, femur: np.ndarray, medial: np.ndarray, anteri
     return np.stack([groove_point, low_summit, high_summit])  # lower m = lateral first
 
 
-def _tubercle(volume: LabelVolume, tibia: np.ndarray, medial: np.ndarray, anterior: np.ndarray) -> np.ndarray:
+def _tubercle(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anterior: np.ndarray) -> np.ndarray:
     """Apex of the tibial tubercle: the most anterior tibia point below the plateau, anterior taken
     perpendicular to the tibia's own axis (the plateau's mean surface normal: the knee may be
     flexed)."""
-    points, normals = volume.bone("tibia").surface
+    tibia = bone.points
+    points, normals = bone.surface
     long_axis = SUPERIOR
     for _ in range(2):
         height = points @ long_axis
