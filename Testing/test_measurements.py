@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import get_joint
-from PediatricBoneSegLib.pipeline.measurements import definitions, measure
+from PediatricBoneSegLib.pipeline.measurements import definitions, measure, point_function, remeasure
 from PediatricBoneSegLib.pipeline.quality import BoneQuality
 
 CASES = {"knee": (9, 1.5), "ankle": (0, 1.5), "shoulder": (2, 1.0)}
@@ -132,3 +132,81 @@ def test_not_measurable_when_a_bone_is_missing_cut_or_unreliable() -> None:
     assert verdicts["talocalcaneal_angle_sagittal"].value is None
     assert "talus segmentation unreliable" in verdicts["talocalcaneal_angle_sagittal"].reason
     assert verdicts["tibia_epiphysis_volume"].measurable  # the tibia itself is reliable
+
+
+POINT_MEASURES = {  # measures whose value is a function of their shown points (the Slicer Markups)
+    "glenoid_version",
+    "glenoid_inclination",
+    "phha",
+    "sulcus_angle",
+    "trochlear_depth",
+    "lateral_trochlear_inclination",
+    "tt_tg",
+    "patellar_tilt",
+    "bicondylar_width",
+    "tibial_plateau_width",
+    "talocalcaneal_angle_sagittal",
+    "talocalcaneal_angle_axial",
+    "talar_dome_width",
+}
+
+
+@pytest.mark.parametrize("joint", sorted(CASES))
+def test_each_point_measure_is_its_point_function_of_its_landmarks(joint: str) -> None:
+    """The pipeline's value is the point function of the landmarks it reports (what Slicer
+    recomputes from moved Markups): one formula; sphere fits and growth plates have none."""
+    for m in case(joint)[1].values():
+        function = point_function(m.definition)
+        assert (function is not None) == (m.key in POINT_MEASURES), m.key
+        if function is not None and m.measurable:
+            assert function(m.landmarks) == m.value, m.key
+            assert remeasure(m, m.landmarks).value == m.value
+
+
+def _glenoid_version_points(version_deg: float, lateral_sign: float) -> dict:
+    """Scapular axis along +-x (lateral), the face normal ``version_deg`` towards anterior (LPS -y)."""
+    angle = np.radians(version_deg)
+    normal = np.array([lateral_sign * np.cos(angle), -np.sin(angle), 0.0])
+    face = np.cross(normal, [0.0, 0.0, 1.0])
+    centre = np.array([20.0 * lateral_sign, 0.0, 0.0])
+    return {
+        "scapular axis": np.stack([centre * 0, centre]),
+        "glenoid line": np.stack([centre - 5 * face, centre + 5 * face]),
+    }
+
+
+def test_point_functions_on_hand_made_configurations() -> None:
+    from PediatricBoneSegLib.pipeline.measurements import ankle, knee, shoulder
+
+    for lateral_sign in (1.0, -1.0):  # a left and a right shoulder
+        for version in (10.0, -25.0):
+            points = _glenoid_version_points(version, lateral_sign)
+            assert shoulder.glenoid_version(points) == pytest.approx(version, abs=1e-9)
+    tilted = {
+        "glenoid axis": np.array([[0, 0, 0], [np.cos(0.35), 0, np.sin(0.35)]]),
+        "superior scapular axis": np.array([[0, 0, 0], [0, 0, 4.0]]),
+    }
+    assert shoulder.glenoid_inclination(tilted) == pytest.approx(np.degrees(0.35))
+    # The scapular line along +x through y = 0; a head of radius 10 centred 4 mm anterior (y = -4):
+    # 14 of its 20 mm lie anterior to the line.
+    phha = {
+        "scapular line": np.array([[0, 0, 0], [30.0, 0, 0]]),
+        "head diameter": np.array([[25.0, 6, 0], [25.0, -14, 0]]),
+    }
+    assert shoulder.phha(phha) == pytest.approx(70.0)
+    trochlea = {"trochlea": np.array([[-20.0, -10, 0], [0, 0, 0], [20.0, -10, 0]])}
+    assert knee.sulcus_angle(trochlea) == pytest.approx(2 * np.degrees(np.arctan(2.0)))
+    axes = {
+        "talar_axis": np.array([[0, 0, 0], [0, -20.0, 0]]),
+        "calcaneal_axis": np.array([[0, 0, 0], [10.0, -10 * np.sqrt(3), 5]]),
+    }
+    assert ankle.talocalcaneal_angle_axial(axes) == pytest.approx(30.0)
+
+
+def test_remeasure_says_why_moved_points_give_no_value() -> None:
+    m = case("knee")[1]["tt_tg"]
+    flat = {**m.landmarks, "posterior_condyles": np.array([[0.0, 0, 0], [0.0, 0, 5]])}
+    assert remeasure(m, flat).reason == "degenerate geometry (zero-length axis)"
+    assert remeasure(m, {**m.landmarks, "tubercle": np.empty((0, 3))}).reason == "tubercle needs 1 point(s), has 0"
+    with pytest.raises(ValueError, match="not a function of its landmark points"):
+        remeasure(case("shoulder")[1]["humeral_head_diameter"], {})

@@ -44,7 +44,9 @@ class SegmentationResult:
     display names of the bones below the model's quality threshold (missing ones included).
     ``clinicalTableNode``: the clinical measurements (value or why not measurable, per measure);
     ``landmarkNodes``: the Markups (fiducial, line, angle) each value was taken from, under the
-    subject-hierarchy folder ``landmarksFolderItemID`` (0 when none)."""
+    subject-hierarchy folder ``landmarksFolderItemID`` (0 when none); ``landmarkLinks``: the
+    observers (``slicer.measurements.LandmarkLinks``) that rewrite a measure's row when a control
+    point of its Markups moves (measures that are functions of their points only)."""
 
     segmentationNode: Any
     tableNode: Any
@@ -62,6 +64,7 @@ class SegmentationResult:
     clinicalTableNode: Any = None
     landmarkNodes: list[Any] = field(default_factory=list)
     landmarksFolderItemID: int = 0
+    landmarkLinks: Any = None
 
     def summary(self) -> str:
         """One status line: the joint used (and the auto-detection confidence), the bones found,
@@ -202,7 +205,9 @@ class PediatricBoneSegLogic:
             tableNode = add_table_node(self.scene, f"{name} morphometry", rows)
             place_node(self.scene, tableNode, parent)
             report(0.7, "Creating the clinical measurements and their landmarks")
-            clinicalTable, landmarks, landmarksFolder = add_measurement_nodes(self.scene, case.clinical, name, parent)
+            clinicalTable, landmarks, landmarksFolder, landmarkLinks = add_measurement_nodes(
+                self.scene, case.clinical, name, parent
+            )  # installs the observers that recompute a row when its Markups move; removed with the nodes
             check_cancelled(cancel)
             caseFolder = None
             if exportFolder:
@@ -235,6 +240,7 @@ class PediatricBoneSegLogic:
             clinicalTableNode=clinicalTable,
             landmarkNodes=landmarks,
             landmarksFolderItemID=landmarksFolder,
+            landmarkLinks=landmarkLinks,
         )
 
 

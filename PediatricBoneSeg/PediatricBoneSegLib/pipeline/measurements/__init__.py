@@ -5,12 +5,19 @@ direction included) and the per-bone quality verdict; no network.
 growth-plate measure of each of its long bones; each is a value with its landmarks or "not
 measurable" with the reason (bone missing, cut by the field of view, unreliable segmentation,
 landmark not found). One file per joint (shoulder, knee, ankle) and one for the growth plates;
-each joint module has ``DEFINITIONS``, ``landmarks(volume)`` and ``values(landmarks)``, the latter
-shared with the phantom generator's ground truth.
+each joint module has ``DEFINITIONS``, ``landmarks(volume)``, ``display(landmarks)`` (the points
+shown per measure) and ``values(landmarks)``, the latter shared with the phantom generator's ground
+truth.
+
+A measure that is a function of its shown points alone (angles between lines, distances, PHHA) has
+that function in its joint module's ``POINT_FUNCTIONS``; ``values`` computes it from ``display``'s
+points, and ``remeasure`` from points a reader moved (the Slicer Markups): one formula. Sphere
+fits, volumes and growth plates are not functions of their points (``point_function`` is None).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -23,12 +30,58 @@ from .geometry import LabelVolume
 
 JOINT_MODULES: dict[str, ModuleType] = {"shoulder": shoulder, "knee": knee, "ankle": ankle}
 
-__all__ = ["JOINT_MODULES", "Definition", "Measurement", "NotMeasurable", "definitions", "measure"]
+__all__ = [
+    "JOINT_MODULES",
+    "Definition",
+    "Measurement",
+    "NotMeasurable",
+    "definitions",
+    "measure",
+    "point_function",
+    "remeasure",
+]
 
 
 def definitions(joint: str) -> tuple[Definition, ...]:
     """The joint's measures followed by the growth-plate measures (per long bone)."""
     return JOINT_MODULES[get_joint(joint).key].DEFINITIONS + physis.DEFINITIONS
+
+
+def point_function(definition: Definition) -> Callable[[dict[str, np.ndarray]], float] | None:
+    """The function giving ``definition``'s value from its shown landmark points alone (name ->
+    (N, 3) LPS mm, as in ``Measurement.landmarks``), or None for a measure that is not one (a sphere
+    fit, a volume, a growth plate: its landmarks are for display only)."""
+    if definition.joint is None:
+        return None
+    return JOINT_MODULES[definition.joint].POINT_FUNCTIONS.get(definition.key)
+
+
+def remeasure(measurement: Measurement, points: dict[str, np.ndarray]) -> Measurement:
+    """``measurement`` recomputed from moved landmark points (its landmark names, the same number
+    of points each, LPS mm) by the measure's point function: the value the pipeline gives for
+    those points, or not measurable with the reason (a point missing, degenerate geometry).
+    ValueError for a measure that is not a function of its points."""
+    function = point_function(measurement.definition)
+    if function is None:
+        raise ValueError(f"{measurement.key} is not a function of its landmark points")
+    none = np.empty((0, 3))
+    moved = {name: np.atleast_2d(np.asarray(points.get(name, none), float)) for name in measurement.landmarks}
+    for name, original in measurement.landmarks.items():
+        if moved[name].shape != np.shape(original):
+            return Measurement(
+                measurement.definition,
+                None,
+                f"{name} needs {len(original)} point(s), has {len(moved[name])}",
+                moved,
+                measurement.bone,
+            )
+    try:
+        value = float(function(moved))
+    except NotMeasurable as error:
+        return Measurement(measurement.definition, None, str(error), moved, measurement.bone)
+    if not np.isfinite(value):
+        return Measurement(measurement.definition, None, "degenerate geometry", moved, measurement.bone)
+    return Measurement(measurement.definition, value, landmarks=moved, bone=measurement.bone)
 
 
 def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list[Measurement]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ANTERIOR, SUPERIOR, Definition, angle_deg, project, unit
+from .base import ANTERIOR, SUPERIOR, Definition, angle_deg, points_by_measure, project, unit
 from .geometry import LabelVolume, principal_axes
 
 _REF = "Vanderwilde R et al., J Bone Joint Surg Am 1988;70:407-15 (talocalcaneal angles in children)"
@@ -77,17 +77,41 @@ def landmarks_from_points(talus: np.ndarray, calcaneus: np.ndarray | None, pad: 
     return out
 
 
+def display(landmarks: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Per measure whose landmarks are present, the points shown and read by its point function."""
+    return points_by_measure(DEFINITIONS, landmarks)
+
+
+def _axis(points: dict[str, np.ndarray], name: str) -> np.ndarray:
+    return np.diff(points[name], axis=0)[0]
+
+
+def talar_dome_width(points: dict[str, np.ndarray]) -> float:
+    width_axis = unit(np.cross(SUPERIOR, _axis(points, "talar_axis")))
+    return float(abs(np.diff(points["dome"] @ width_axis)[0]))
+
+
+def talocalcaneal_angle_sagittal(points: dict[str, np.ndarray]) -> float:
+    return angle_deg(project(_axis(points, "talar_axis"), _LEFT), project(_axis(points, "calcaneal_axis"), _LEFT))
+
+
+def talocalcaneal_angle_axial(points: dict[str, np.ndarray]) -> float:
+    talar, calcaneal = _axis(points, "talar_axis"), _axis(points, "calcaneal_axis")
+    return angle_deg(project(talar, SUPERIOR), project(calcaneal, SUPERIOR))
+
+
+POINT_FUNCTIONS = {  # measure -> its value from its shown points (``display``) alone
+    "talar_dome_width": talar_dome_width,
+    "talocalcaneal_angle_sagittal": talocalcaneal_angle_sagittal,
+    "talocalcaneal_angle_axial": talocalcaneal_angle_axial,
+}
+
+
 def values(landmarks: dict[str, np.ndarray]) -> dict[str, float]:
-    """Measures from the landmarks of ``landmarks_from_points`` (the generator's truth uses the
-    same function)."""
-    talar = np.diff(landmarks["talar_axis"], axis=0)[0]
-    width_axis = unit(np.cross(SUPERIOR, talar))
-    out = {"talar_dome_width": float(abs(np.diff(landmarks["dome"] @ width_axis)[0]))}
-    if "calcaneal_axis" in landmarks:
-        calcaneal = np.diff(landmarks["calcaneal_axis"], axis=0)[0]
-        out["talocalcaneal_angle_sagittal"] = angle_deg(project(talar, _LEFT), project(calcaneal, _LEFT))
-        out["talocalcaneal_angle_axial"] = angle_deg(project(talar, SUPERIOR), project(calcaneal, SUPERIOR))
-    return out
+    """Measures from the landmarks of ``landmarks_from_points``: each its ``POINT_FUNCTIONS``
+    entry on its ``display`` points (the generator's truth and the Slicer Markups use the same)."""
+    shown = display(landmarks)
+    return {key: function(shown[key]) for key, function in POINT_FUNCTIONS.items() if key in shown}
 
 
 def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:

@@ -73,6 +73,18 @@ class Measurement:
         }
 
 
+def points_by_measure(
+    definitions: tuple[Definition, ...], landmarks: dict[str, np.ndarray]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per measure whose landmarks (``needs``) are all present: those landmarks as (N, 3) LPS point
+    arrays, the points its ``POINT_FUNCTIONS`` entry reads and the viewer shows."""
+    return {
+        d.key: {name: np.atleast_2d(np.asarray(landmarks[name], float)) for name in d.needs}
+        for d in definitions
+        if all(name in landmarks for name in d.needs)
+    }
+
+
 class NotMeasurable(Exception):  # noqa: N818 - a verdict, not a failure of the program
     """Raised by a landmark finder: the reason becomes the measurement's ``reason``."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ANTERIOR, SUPERIOR, Definition, NotMeasurable, angle_deg, project, unit
+from .base import ANTERIOR, SUPERIOR, Definition, NotMeasurable, angle_deg, points_by_measure, project, unit
 from .geometry import BoneGeometry, LabelVolume, principal_axes
 
 _REF_DEJOUR = "Dejour H et al., Knee Surg Sports Traumatol Arthrosc 1994;2:19-26"
@@ -106,32 +106,85 @@ def frame(posterior_condyles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return medial, anterior if anterior @ ANTERIOR > 0 else -anterior
 
 
+def display(landmarks: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Per measure whose landmarks are present, the points shown and read by its point function:
+    its landmarks, the trochlea as (lateral summit, groove, medial summit) so that an angle's
+    vertex, the groove, is its middle point (as Slicer's angle Markups measure)."""
+    shown = points_by_measure(DEFINITIONS, landmarks)
+    for points in shown.values():
+        if "trochlea" in points:
+            points["trochlea"] = points["trochlea"][[1, 0, 2]]
+    return shown
+
+
+def _facets(points: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The groove and the vectors from it to the lateral and medial facet summits."""
+    lateral_peak, groove, medial_peak = points["trochlea"]
+    return groove, lateral_peak - groove, medial_peak - groove
+
+
+def sulcus_angle(points: dict[str, np.ndarray]) -> float:
+    _, to_lateral, to_medial = _facets(points)
+    return angle_deg(project(to_lateral, SUPERIOR), project(to_medial, SUPERIOR))
+
+
+def trochlear_depth(points: dict[str, np.ndarray]) -> float:
+    _, anterior = frame(points["posterior_condyles"])
+    _, to_lateral, to_medial = _facets(points)
+    return float((to_lateral @ anterior + to_medial @ anterior) / 2.0)
+
+
+def lateral_trochlear_inclination(points: dict[str, np.ndarray]) -> float:
+    medial, anterior = frame(points["posterior_condyles"])
+    _, to_lateral, _ = _facets(points)
+    return float(np.degrees(np.arctan2(to_lateral @ anterior, -(to_lateral @ medial))))
+
+
+def tt_tg(points: dict[str, np.ndarray]) -> float:
+    medial, _ = frame(points["posterior_condyles"])
+    groove, _, _ = _facets(points)
+    return float((groove - points["tubercle"][0]) @ medial)
+
+
+def patellar_tilt(points: dict[str, np.ndarray]) -> float:
+    medial, anterior = frame(points["posterior_condyles"])
+    axis = points["patella_axis"][1] - points["patella_axis"][0]
+    axis = axis if axis @ medial > 0 else -axis
+    return float(np.degrees(np.arctan2(axis @ anterior, axis @ medial)))
+
+
+def _width(points: np.ndarray, condyles: np.ndarray) -> float:
+    medial, _ = frame(condyles)
+    return float(abs(np.diff(points @ medial)[0]))
+
+
+def bicondylar_width(points: dict[str, np.ndarray]) -> float:
+    return _width(points["epicondyles"], points["posterior_condyles"])
+
+
+def tibial_plateau_width(points: dict[str, np.ndarray]) -> float:
+    return _width(points["plateau"], points["posterior_condyles"])
+
+
+POINT_FUNCTIONS = {  # measure -> its value from its shown points (``display``) alone
+    "bicondylar_width": bicondylar_width,
+    "tibial_plateau_width": tibial_plateau_width,
+    "sulcus_angle": sulcus_angle,
+    "trochlear_depth": trochlear_depth,
+    "lateral_trochlear_inclination": lateral_trochlear_inclination,
+    "tt_tg": tt_tg,
+    "patellar_tilt": patellar_tilt,
+}
+
+
 def values(landmarks: dict[str, np.ndarray]) -> dict[str, float]:
     """Measures from the landmarks (LPS): ``posterior_condyles`` (medial, lateral), ``trochlea``
     (groove, lateral summit, medial summit), ``tubercle`` (apex), ``patella_axis`` (two points),
     ``epicondyles`` and ``plateau`` (the two ends of each width); a measure whose landmarks are
-    absent is left out. The generator's ground truth uses
-    this same function on its analytic landmarks."""
-    medial, anterior = frame(landmarks["posterior_condyles"])
-    out = {
-        "bicondylar_width": float(abs(np.diff(landmarks["epicondyles"] @ medial)[0])),
-        "tibial_plateau_width": float(abs(np.diff(landmarks["plateau"] @ medial)[0])),
-    }
-    if "trochlea" in landmarks:
-        groove, lateral_peak, medial_peak = landmarks["trochlea"]
-        to_lateral, to_medial = lateral_peak - groove, medial_peak - groove
-        out["sulcus_angle"] = angle_deg(project(to_lateral, SUPERIOR), project(to_medial, SUPERIOR))
-        out["trochlear_depth"] = float((to_lateral @ anterior + to_medial @ anterior) / 2.0)
-        out["lateral_trochlear_inclination"] = float(
-            np.degrees(np.arctan2(to_lateral @ anterior, -(to_lateral @ medial)))
-        )
-        if "tubercle" in landmarks:
-            out["tt_tg"] = float((groove - landmarks["tubercle"][0]) @ medial)
-    if "patella_axis" in landmarks:
-        axis = landmarks["patella_axis"][1] - landmarks["patella_axis"][0]
-        axis = axis if axis @ medial > 0 else -axis
-        out["patellar_tilt"] = float(np.degrees(np.arctan2(axis @ anterior, axis @ medial)))
-    return out
+    absent is left out. Each is its ``POINT_FUNCTIONS`` entry on its ``display`` points, the one
+    formula the pipeline, the generator's ground truth and the Slicer Markups share."""
+    shown = display(landmarks)
+    return {key: function(shown[key]) for key, function in POINT_FUNCTIONS.items() if key in shown}
 
 
 def _extent_pad(volume: LabelVolume, direction: np.ndarray) -> float:

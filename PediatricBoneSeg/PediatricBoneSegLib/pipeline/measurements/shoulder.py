@@ -70,21 +70,63 @@ DEFINITIONS = (
 
 def values(landmarks: dict[str, np.ndarray]) -> dict[str, float]:
     """Measures from the landmarks (LPS): ``glenoid_center``, ``glenoid_normal`` (towards the
-    head), ``blade_normal``, ``head_center`` and ``head_radius`` (mm). The generator's ground
-    truth uses this same function on its analytic landmarks."""
-    f, n = landmarks["glenoid_center"], unit(landmarks["glenoid_normal"])
-    head, radius = landmarks["head_center"], float(landmarks["head_radius"])
-    frame = scapular_frame(landmarks["blade_normal"], head - f)
-    lateral, anterior, superior = frame
-    version = np.degrees(np.arctan2(n @ anterior, n @ lateral))
-    inclination = np.degrees(np.arcsin(np.clip(n @ superior, -1.0, 1.0)))
-    phha = 50.0 + 50.0 * float((head - f) @ anterior) / radius
-    return {
-        "glenoid_version": float(version),
-        "glenoid_inclination": float(inclination),
-        "phha": phha,
-        "humeral_head_diameter": 2.0 * radius,
-    }
+    head), ``blade_normal``, ``head_center`` and ``head_radius`` (mm). Version, inclination and
+    PHHA are their ``POINT_FUNCTIONS`` entries on the lines ``display`` places (the one formula
+    the pipeline, the generator's ground truth and the Slicer Markups share); the head diameter
+    is the sphere fit's."""
+    shown = display(landmarks)
+    out = {key: function(shown[key]) for key, function in POINT_FUNCTIONS.items()}
+    out["humeral_head_diameter"] = 2.0 * float(landmarks["head_radius"])
+    return out
+
+
+def glenoid_version(points: dict[str, np.ndarray]) -> float:
+    """From the "scapular axis" (medial point -> glenoid centre: lateral) and the "glenoid line"
+    (the face's trace): the scapular transverse plane is the plane of the two lines (superior
+    towards the patient's head), the face normal in it is perpendicular to the glenoid line,
+    lateral; the angle from the lateral axis to that normal, positive anterior (Friedman). Superior
+    and anterior take their signs from the patient's axes, as in ``scapular_frame``."""
+    start, end = points["scapular axis"]
+    lateral = unit(end - start)
+    face = points["glenoid line"][1] - points["glenoid line"][0]
+    superior = unit(np.cross(face, lateral))
+    superior = superior if superior @ SUPERIOR > 0 else -superior
+    anterior = np.cross(lateral, superior)  # the blade normal; its sign from the patient's axes, as
+    anterior = anterior if anterior @ ANTERIOR > 0 else -anterior  # left and right differ in handedness
+    normal = np.cross(superior, face)
+    normal = normal if normal @ lateral > 0 else -normal
+    return float(np.degrees(np.arctan2(normal @ anterior, normal @ lateral)))
+
+
+def glenoid_inclination(points: dict[str, np.ndarray]) -> float:
+    """From the "glenoid axis" (centre -> along the face normal) and the "superior scapular axis"
+    (centre -> superior in the blade plane): the axis' elevation above the transverse plane."""
+    normal = unit(np.diff(points["glenoid axis"], axis=0)[0])
+    superior = unit(np.diff(points["superior scapular axis"], axis=0)[0])
+    return float(np.degrees(np.arcsin(np.clip(normal @ superior, -1.0, 1.0))))
+
+
+def phha(points: dict[str, np.ndarray]) -> float:
+    """From the "scapular line" (glenoid centre -> lateral) and the humeral "head diameter"
+    (posterior -> anterior end): the share of the diameter anterior to where the scapular line
+    crosses it (the closest points of the two lines), percent."""
+    start, end = points["scapular line"]
+    back, front = points["head diameter"]
+    centre, radius = (back + front) / 2.0, float(np.linalg.norm(front - back)) / 2.0
+    anterior = unit(front - back)
+    anterior = anterior if anterior @ ANTERIOR > 0 else -anterior
+    lines = np.column_stack([unit(end - start), -anterior])
+    (_, offset), _, rank, _ = np.linalg.lstsq(lines, centre - start, rcond=None)
+    if rank < 2:
+        raise NotMeasurable("degenerate geometry (scapular line along the head diameter)")
+    return 50.0 - 50.0 * float(offset) / radius  # the line crosses ``offset`` mm anterior of the centre
+
+
+POINT_FUNCTIONS = {  # measure -> its value from its shown points (``display``) alone
+    "glenoid_version": glenoid_version,
+    "glenoid_inclination": glenoid_inclination,
+    "phha": phha,
+}
 
 
 def scapular_frame(blade_normal: np.ndarray, towards_head: np.ndarray) -> np.ndarray:
@@ -137,9 +179,9 @@ def _glenoid_like(normal: np.ndarray, lateral: np.ndarray, superior: np.ndarray)
 
 
 def display(points: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Landmarks to show per measure: lines (two points) and single points, LPS."""
+    """Landmarks to show per measure, lines (two points) in LPS: what ``POINT_FUNCTIONS`` read."""
     f, n, head = points["glenoid_center"], unit(points["glenoid_normal"]), points["head_center"]
-    lateral, anterior, _ = scapular_frame(points["blade_normal"], head - f)
+    lateral, anterior, superior = scapular_frame(points["blade_normal"], head - f)
     radius = float(points["head_radius"])
     face = np.cross(n, np.cross(anterior, lateral))
     return {
@@ -147,7 +189,13 @@ def display(points: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
             "scapular axis": np.stack([f - 2 * radius * lateral, f]),
             "glenoid line": np.stack([f - 0.6 * radius * face, f + 0.6 * radius * face]),
         },
-        "glenoid_inclination": {"glenoid axis": np.stack([f, f + radius * n])},
-        "phha": {"scapular line": np.stack([f, f + 2 * radius * lateral]), "head centre": head[None]},
+        "glenoid_inclination": {
+            "glenoid axis": np.stack([f, f + radius * n]),
+            "superior scapular axis": np.stack([f, f + radius * superior]),
+        },
+        "phha": {
+            "scapular line": np.stack([f, f + 2 * radius * lateral]),
+            "head diameter": np.stack([head - radius * anterior, head + radius * anterior]),
+        },
         "humeral_head_diameter": {"head diameter": np.stack([head - radius * anterior, head + radius * anterior])},
     }
