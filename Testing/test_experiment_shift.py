@@ -18,7 +18,7 @@ from pbseg_training.experiment import CONFIGS, run_experiment
 from pbseg_training.experiment_config import PhantomSpec, load_experiment_config
 from pbseg_training.phantoms import generate_phantom
 from pbseg_training.results import load_results
-from pbseg_training.shift import CONDITIONS, SEEN, ShiftSpec, parse_case, write_shift_dataset
+from pbseg_training.shift import CONDITION_TITLES, CONDITIONS, SEEN, ShiftSpec, parse_case, write_shift_dataset
 
 CONFIG = CONFIGS / "experiment_shift.toml"
 SPEC = ShiftSpec({"knee": ("PD_FS", "T2_FS"), "ankle": ("GRE",), "shoulder": ("T1", "PD")})
@@ -155,5 +155,9 @@ def test_the_report_is_split_by_condition_and_protocol(experiment: Path) -> None
     assert {(r["scheme"], r["condition"], r["protocol"]) for r in rows} == {
         (c.scheme, *parse_case(c.case)[1:]) for c in cases
     }
+    side_by_side = (report / "conditions.md").read_text()
+    assert all(title in side_by_side for title in CONDITION_TITLES.values())
+    table = [line for line in side_by_side.splitlines() if line.startswith("| Individual |")]
+    assert len(table) == 3 and table[-1].count("p = ") == len(CONDITIONS)  # all joints, knee, full vs it
     summary = json.loads((report / "experiment.json").read_text())
     assert set(summary["core_hours_by_scheme"]) == {"individual", "full"}

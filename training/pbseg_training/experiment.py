@@ -51,9 +51,9 @@ from .crossval import Fold, make_folds, save_folds
 from .data import load_domain
 from .experiment_config import ExperimentConfig, load_experiment_config, with_overrides
 from .metrics import image_metrics
-from .report import write_report
+from .report import conditions_markdown, write_report
 from .results import CaseResult, load_results, save_results
-from .shift import CONDITION_TITLES, SUBJECT_PATTERN, parse_case, training_cases, write_shift_dataset
+from .shift import CONDITION_TITLES, CONDITIONS, SUBJECT_PATTERN, parse_case, training_cases, write_shift_dataset
 from .statistics import compare_schemes
 from .trainer import CHECKPOINT_NAME, MODEL_NAME, train
 
@@ -289,13 +289,18 @@ def _core_hours(timings: dict[str, dict[str, float]], runs: Sequence[Run]) -> di
 
 def _write_condition_reports(report_dir: Path, results: list[CaseResult], reference: str, title: str) -> None:
     """The report of each test condition alone (``report/<condition>/``), each with its own
-    paired tests, and ``by_protocol.csv``: mean Dice per scheme, joint, condition and protocol."""
+    paired tests; ``conditions.md``, the conditions side by side; and ``by_protocol.csv``: mean
+    Dice per scheme, joint, condition and protocol."""
     by_condition: dict[str, list[CaseResult]] = {}
     for result in results:
         by_condition.setdefault(parse_case(result.case)[1], []).append(result)
+    by_condition = {condition: by_condition[condition] for condition in CONDITIONS if condition in by_condition}
+    comparisons = {condition: compare_schemes(chosen, reference) for condition, chosen in by_condition.items()}
     for condition, chosen in by_condition.items():
-        comparisons = compare_schemes(chosen, reference)
-        write_report(report_dir / condition, chosen, comparisons, title=f"{title}; {CONDITION_TITLES[condition]}")
+        subtitle = f"{title}; {CONDITION_TITLES[condition]}"
+        write_report(report_dir / condition, chosen, comparisons[condition], title=subtitle)
+    text = conditions_markdown(by_condition, comparisons, CONDITION_TITLES, title=f"{title}: by test condition")
+    write_text(report_dir / "conditions.md", text)
     dice: dict[tuple[str, str, str, str], list[float]] = {}
     for result in results:
         _, condition, family = parse_case(result.case)

@@ -22,7 +22,7 @@ from PediatricBoneSegLib.catalog import JOINT_KEYS, get_joint
 from .config import SCHEMES
 from .metrics import METRICS, get_metric
 from .results import CaseResult, save_results
-from .statistics import Comparison
+from .statistics import ALL_JOINTS, Comparison
 
 ALL_BONES = "all"
 SCHEME_TITLES = {
@@ -151,6 +151,62 @@ def results_markdown(
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def conditions_markdown(
+    results: Mapping[str, Sequence[CaseResult]],
+    comparisons: Mapping[str, Sequence[Comparison]],
+    titles: Mapping[str, str],
+    title: str = "Results by test condition",
+) -> str:
+    """One table per test condition side by side: mean ± std Dice per scheme over every joint's
+    bones and test cases, per joint, and the reference scheme against each (Wilcoxon over all
+    joints: median paired difference, p)."""
+    conditions = list(results)
+    dice = get_metric("dice")
+    schemes = _ordered([r.scheme for chosen in results.values() for r in chosen], SCHEMES)
+    joints = _ordered([r.joint for chosen in results.values() for r in chosen], JOINT_KEYS)
+
+    def cell(chosen: Sequence[CaseResult]) -> str:
+        values = np.array([r.metrics["dice"] for r in chosen], dtype=float) * dice.scale
+        return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}" if len(values) else "n/a"
+
+    tests = {
+        (condition, c.baseline): c
+        for condition in conditions
+        for c in comparisons.get(condition, ())
+        if c.metric == "dice" and c.joint == ALL_JOINTS
+    }
+    reference = next((c.reference for chosen in comparisons.values() for c in chosen), None)
+    lines = [f"# {title}", "", "Dice (%), mean ± std over the bones of every test case of all folds.", ""]
+    lines += ["| Scheme | " + " | ".join(titles[c] for c in conditions) + " |", "| --- |" + " --- |" * len(conditions)]
+    for scheme in schemes:
+        cells = [cell([r for r in results[c] if r.scheme == scheme]) for c in conditions]
+        lines.append(f"| {SCHEME_TITLES.get(scheme, scheme)} | " + " | ".join(cells) + " |")
+    for joint in joints:
+        lines += ["", f"## {get_joint(joint).display_name}", ""]
+        lines += ["| Scheme | " + " | ".join(titles[c] for c in conditions) + " |"]
+        lines += ["| --- |" + " --- |" * len(conditions)]
+        for scheme in schemes:
+            cells = [cell([r for r in results[c] if r.scheme == scheme and r.joint == joint]) for c in conditions]
+            lines.append(f"| {SCHEME_TITLES.get(scheme, scheme)} | " + " | ".join(cells) + " |")
+    if reference is not None:
+        lines += ["", f"## {SCHEME_TITLES.get(reference, reference)} against each scheme, all joints", ""]
+        lines += ["Median paired Dice difference (points, reference minus scheme) and two-sided p.", ""]
+        lines += [
+            "| Scheme | " + " | ".join(titles[c] for c in conditions) + " |",
+            "| --- |" + " --- |" * len(conditions),
+        ]
+        for scheme in schemes:
+            if scheme == reference:
+                continue
+            found = [tests.get((c, scheme)) for c in conditions]
+            cells = [
+                "n/a" if t is None else f"{t.median_difference * dice.scale:+.1f}, p = {t.p_value:.2g} (n = {t.pairs})"
+                for t in found
+            ]
+            lines.append(f"| {SCHEME_TITLES.get(scheme, scheme)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _save_figure(figure: Figure, path: Path) -> Path:
