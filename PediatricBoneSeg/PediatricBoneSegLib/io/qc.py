@@ -1,5 +1,7 @@
 """Quality-control picture (``qc.png``): axial, coronal and sagittal slices through the bones with
-the label overlay, and a 3D view of the surfaces, for a quick look without opening Slicer.
+the label overlay, and a 3D view of the surfaces, for a quick look without opening Slicer; with
+clinical measurements, their list and each measured value's landmarks (points, lines, angle legs)
+projected onto the slice panel that shows them best.
 
 The 3D view is rendered offscreen by VTK (EGL or OSMesa) where an OpenGL context can be had, and
 drawn with matplotlib's 3D axes otherwise.
@@ -35,6 +37,19 @@ MAX_PLOT_TRIANGLES = 4000  # per bone in the matplotlib fallback
 DISPLAY_TRIANGLES = 50_000  # per bone in the VTK view: a larger mesh is drawn from a clustered copy
 TITLE_Y = 1.0  # a fixed title height: matplotlib's automatic one measures every artist (0.3 s a picture)
 DISPLAY_DIVISIONS = 128  # clustering grid per axis: finer than the 600-pixel view shows a bone
+# Landmark colours (matplotlib's tab10 without its grey, which would vanish on MR): opaque on the
+# translucent bone overlay.
+LANDMARK_COLORS = (
+    (0.122, 0.467, 0.706),
+    (1.0, 0.498, 0.055),
+    (0.173, 0.627, 0.173),
+    (0.839, 0.153, 0.157),
+    (0.580, 0.404, 0.741),
+    (0.549, 0.337, 0.294),
+    (0.890, 0.467, 0.761),
+    (0.737, 0.741, 0.133),
+    (0.090, 0.745, 0.812),
+)
 
 
 def write_qc_png(
@@ -49,7 +64,26 @@ def write_qc_png(
 ) -> Path:
     """``renderer``: "auto" (VTK offscreen, else matplotlib), "vtk" or "matplotlib" for the 3D view;
     ``measurements``: clinical measurements (``pipeline.measurements.Measurement``) listed under
-    the views, with "not measurable" and the reason where so."""
+    the views, with "not measurable" and the reason where so, and their landmarks drawn on the
+    slices (``qc_figure``)."""
+    figure = qc_figure(image, labels, joint, surfaces, title, renderer, measurements)
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, format="png")
+    return Path(path)
+
+
+def qc_figure(
+    image: sitk.Image,
+    labels: sitk.Image,
+    joint: str,
+    surfaces: dict | None,
+    title: str = "",
+    renderer: str = "auto",
+    measurements: list | None = None,
+) -> Figure:
+    """The QC picture as a matplotlib figure (``write_qc_png`` saves it): axial, coronal and
+    sagittal panels (``figure.axes[0:3]``), the 3D view, the measurement list; each measured
+    value's landmarks on the panel that shows them best (``_draw_landmarks``)."""
     spec = get_joint(joint)
     transform = CanonicalTransform.from_direction(image.GetDirection())
     volume = transform.to_canonical(sitk.GetArrayViewFromImage(image))  # [S, P, L]
@@ -71,12 +105,15 @@ def write_qc_png(
     )
     # Display window from the three shown planes: what is on screen, at a fraction of the volume's cost.
     low, high = np.percentile(np.concatenate([plane.ravel() for _, plane, _, _ in views]), (1, 99))
+    panels = []
     for index, (name, plane, plane_labels, aspect) in enumerate(views):
         axes = figure.add_subplot(2, 2, index + 1)
         axes.imshow(plane, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
         axes.imshow(colors[np.clip(plane_labels, 0, 255)], aspect=aspect, interpolation="nearest")
         axes.set_title(name, y=TITLE_Y)
         axes.set_axis_off()
+        panels.append(axes)
+    _draw_landmarks(panels, measurements or [], image, transform, volume.shape, spacing, centre)
     _draw_3d(figure, surfaces or {}, renderer)
     legend = ", ".join(bone.display_name for bone in spec.bones)
     figure.suptitle(f"{title}  [{spec.display_name}: {legend}]".strip())
@@ -86,9 +123,96 @@ def write_qc_png(
     half = (len(rows) + 1) // 2
     for column, lines in enumerate((rows[:half], rows[half:])):
         figure.text(0.02 + 0.49 * column, bottom - 0.01, "\n".join(lines), va="top", fontsize=8, family="monospace")
-    with atomic_file(path) as temporary:
-        figure.savefig(temporary, format="png")
-    return Path(path)
+    return figure
+
+
+def canonical_indices(points_lps: np.ndarray, image: sitk.Image, transform: CanonicalTransform, shape) -> np.ndarray:
+    """(N, 3) LPS mm -> (N, 3) fractional indices of the canonical [S, P, L] array ``shape``."""
+    origin = np.asarray(image.GetOrigin(), float)
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    ijk = (np.asarray(points_lps, float).reshape(-1, 3) - origin) @ direction / np.asarray(image.GetSpacing())
+    canonical = ijk[:, ::-1][:, list(transform.permutation)]
+    for axis, flip in enumerate(transform.flips):
+        if flip:
+            canonical[:, axis] = shape[axis] - 1 - canonical[:, axis]
+    return canonical
+
+
+def panel_coordinates(canonical: np.ndarray, panel: int, shape) -> np.ndarray:
+    """Canonical indices -> (x, y) data coordinates of panel 0 (axial), 1 (coronal), 2 (sagittal),
+    as the panels are drawn (rows toward inferior go down)."""
+    s, p, left = canonical[:, 0], canonical[:, 1], canonical[:, 2]
+    down = shape[0] - 1 - s
+    return np.stack([(left, left, p)[panel], (p, down, down)[panel]], axis=1)
+
+
+PANELS = ("axial", "coronal", "sagittal")
+
+
+def _landmark_panel(plane: str, canonical: np.ndarray, spacing) -> int:
+    """The panel a measure's landmarks are drawn on: the one of its plane (``Definition.plane``),
+    else the one whose fixed axis the landmarks spread least along, the coronal one for a single
+    point."""
+    if plane in PANELS:
+        return PANELS.index(plane)
+    extent = np.ptp(canonical, axis=0) * np.asarray(spacing)
+    return 1 if extent.max() < 1e-6 else int(np.argmin(extent))
+
+
+def _draw_landmarks(panels: list, measurements: list, image, transform, shape, spacing, centre) -> None:
+    """Each measured value's landmarks on the panel of its plane, projected along the panel's
+    fixed axis: points (filled within a voxel of the shown slice, hollow when projected from
+    further away), two points joined as a line, three as the two legs of an angle (vertex in the
+    middle), each set in its own colour and labelled by name; a set several measures share is
+    drawn once."""
+    drawn: set = set()
+    colour = 0
+    for m in measurements:
+        if not m.measurable or not m.landmarks:
+            continue
+        everything = np.concatenate([np.atleast_2d(points) for points in m.landmarks.values()])
+        plane = getattr(m.definition, "plane", "")
+        panel = _landmark_panel(plane, canonical_indices(everything, image, transform, shape), spacing)
+        axes = panels[panel]
+        for name, points in m.landmarks.items():
+            points = np.atleast_2d(np.asarray(points, float))
+            label = name if m.bone is None else f"{m.bone} {name}"
+            signature = (panel, label, points.round(3).tobytes())
+            if signature in drawn:
+                continue
+            drawn.add(signature)
+            canonical = canonical_indices(points, image, transform, shape)
+            xy = panel_coordinates(canonical, panel, shape)
+            on_slice = np.abs(canonical[:, panel] - centre[panel]) <= 1.0
+            rgb = LANDMARK_COLORS[colour % len(LANDMARK_COLORS)]
+            colour += 1
+            if len(points) > 1:
+                axes.plot(xy[:, 0], xy[:, 1], "-", color=rgb, linewidth=1.5, scalex=False, scaley=False)
+            for (x, y), inside in zip(xy, on_slice):
+                axes.plot(
+                    [x],
+                    [y],
+                    "o",
+                    color=rgb,
+                    markersize=5,
+                    markerfacecolor=rgb if inside else "none",
+                    scalex=False,
+                    scaley=False,
+                )
+            anchor = xy[len(xy) // 2]
+            axes.annotate(
+                label.replace("_", " "), anchor, xytext=(4, 4), textcoords="offset points", color=rgb, fontsize=7
+            )
+    for panel in sorted({signature[0] for signature in drawn}):
+        panels[panel].text(
+            0.01,
+            0.01,
+            "landmarks: filled on this slice, hollow projected",
+            transform=panels[panel].transAxes,
+            color="white",
+            fontsize=6,
+            va="bottom",
+        )
 
 
 def _measurement_lines(measurements: list) -> list[str]:

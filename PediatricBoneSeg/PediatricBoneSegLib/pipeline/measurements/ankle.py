@@ -28,6 +28,7 @@ DEFINITIONS = (
         ("talus", "calcaneus"),
         ("talus", "calcaneus"),
         needs=("talar_axis", "calcaneal_axis"),
+        plane="sagittal",
     ),
     Definition(
         "talocalcaneal_angle_axial",
@@ -40,6 +41,7 @@ DEFINITIONS = (
         ("talus", "calcaneus"),
         ("talus", "calcaneus"),
         needs=("talar_axis", "calcaneal_axis"),
+        plane="axial",
     ),
     Definition(
         "talar_dome_width",
@@ -52,6 +54,7 @@ DEFINITIONS = (
         ("talus",),
         ("talus",),
         needs=("talar_axis", "dome"),
+        plane="coronal",
     ),
 )
 

@@ -13,7 +13,8 @@ import numpy as np
 class Definition:
     """One measure. ``bones``: the bones it needs (catalog keys); ``complete``: those of them that
     must lie wholly inside the field of view (a long bone only needs its joint end); ``needs``:
-    the landmarks (names in its joint module) it is computed from."""
+    the landmarks (names in its joint module) it is computed from; ``plane``: the patient plane
+    closest to the one it is read in, where the QC picture draws its landmarks."""
 
     key: str
     joint: str | None  # None: measured for every long bone (growth plates)
@@ -25,6 +26,7 @@ class Definition:
     complete: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()  # a categorical measure: its value indexes these words
+    plane: str = ""  # the patient plane it is read in (axial, coronal, sagittal): where qc.png draws it
 
 
 @dataclass

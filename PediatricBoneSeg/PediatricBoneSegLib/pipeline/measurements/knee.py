@@ -30,6 +30,7 @@ DEFINITIONS = (
         "Brattstrom H, Acta Orthop Scand Suppl 1964;68; " + _REF_DEJOUR,
         _ALL,
         needs=_TROCHLEA,
+        plane="axial",
     ),
     Definition(
         "trochlear_depth",
@@ -41,6 +42,7 @@ DEFINITIONS = (
         _REF_PFIRRMANN,
         _ALL,
         needs=_TROCHLEA,
+        plane="axial",
     ),
     Definition(
         "lateral_trochlear_inclination",
@@ -52,6 +54,7 @@ DEFINITIONS = (
         "Carrillon Y et al., Radiology 2000;216:582-5",
         _ALL,
         needs=_TROCHLEA,
+        plane="axial",
     ),
     Definition(
         "tt_tg",
@@ -63,6 +66,7 @@ DEFINITIONS = (
         "Goutallier D et al., Rev Chir Orthop 1978;64:423-8; Schoettle PB et al., Knee 2006;13:26-31",
         _ALL,
         needs=(*_TROCHLEA, "tubercle"),
+        plane="axial",
     ),
     Definition(
         "patellar_tilt",
@@ -75,6 +79,7 @@ DEFINITIONS = (
         (*_ALL, "patella"),
         ("patella",),
         needs=("posterior_condyles", "patella_axis"),
+        plane="axial",
     ),
     Definition(
         "bicondylar_width",
@@ -85,6 +90,7 @@ DEFINITIONS = (
         "Hoshino Y et al., Knee Surg Sports Traumatol Arthrosc 2012 (femoral width)",
         _ALL,
         needs=("posterior_condyles", "epicondyles"),
+        plane="axial",
     ),
     Definition(
         "tibial_plateau_width",
@@ -95,6 +101,7 @@ DEFINITIONS = (
         "Erkocak OF et al., Knee 2016 (tibial plateau dimensions)",
         _ALL,
         needs=("posterior_condyles", "plateau"),
+        plane="axial",
     ),
 )
 

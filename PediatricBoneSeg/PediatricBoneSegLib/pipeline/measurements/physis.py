@@ -28,6 +28,7 @@ STATUS = Definition(
     _REF,
     (),
     categories=("closed", "open"),
+    plane="coronal",
 )
 AREA = Definition(
     "physeal_area",
@@ -37,6 +38,7 @@ AREA = Definition(
     "Area of the epiphysis' surface facing the metaphysis across the open growth plate (one face).",
     _REF,
     (),
+    plane="coronal",
 )
 VOLUME = Definition(
     "epiphysis_volume",
@@ -46,6 +48,7 @@ VOLUME = Definition(
     "Volume of the ossified epiphysis beyond the open growth plate.",
     "Kan JH et al., Pediatr Radiol 2008 (epiphyseal ossification volume)",
     (),
+    plane="coronal",
 )
 DEFINITIONS = (STATUS, AREA, VOLUME)
 _MAX_GAP_MM = 8.0

@@ -31,6 +31,7 @@ DEFINITIONS = (
         _REF_FRIEDMAN,
         ("scapula", "humerus"),
         needs=_ALL,
+        plane="axial",
     ),
     Definition(
         "glenoid_inclination",
@@ -42,6 +43,7 @@ DEFINITIONS = (
         "Churchill RS et al., J Shoulder Elbow Surg 2001;10:327-32",
         ("scapula", "humerus"),
         needs=_ALL,
+        plane="coronal",
     ),
     Definition(
         "phha",
@@ -54,6 +56,7 @@ DEFINITIONS = (
         _REF_WATERS,
         ("scapula", "humerus"),
         needs=_ALL,
+        plane="axial",
     ),
     Definition(
         "humeral_head_diameter",
@@ -64,6 +67,7 @@ DEFINITIONS = (
         "Kwon YW et al., J Shoulder Elbow Surg 2005;14:85-90 (sphere fit)",
         ("humerus",),
         needs=("head_center", "head_radius"),
+        plane="axial",
     ),
 )
 
