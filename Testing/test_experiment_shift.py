@@ -18,7 +18,17 @@ from pbseg_training.experiment import CONFIGS, run_experiment
 from pbseg_training.experiment_config import PhantomSpec, load_experiment_config
 from pbseg_training.phantoms import generate_phantom
 from pbseg_training.results import load_results
-from pbseg_training.shift import CONDITION_TITLES, CONDITIONS, SEEN, ShiftSpec, parse_case, write_shift_dataset
+from pbseg_training.shift import (
+    CONDITION_TITLES,
+    CONDITIONS,
+    NO_SITE,
+    OTHER_SITE,
+    SEEN,
+    SPLIT_TITLES,
+    ShiftSpec,
+    parse_case,
+    write_shift_dataset,
+)
 
 CONFIG = CONFIGS / "experiment_shift.toml"
 SPEC = ShiftSpec({"knee": ("PD_FS", "T2_FS"), "ankle": ("GRE",), "shoulder": ("T1", "PD")})
@@ -35,6 +45,13 @@ def test_each_subject_is_rendered_at_its_site_and_under_every_shift() -> None:
         assert not 5.0 < anatomy.age_years < 14.0 and anatomy.pathology and not seen.pathology
         assert [parse_case(r.case_id)[1:] for r in renderings] == [(r.condition, r.family) for r in renderings]
     assert SPEC.renderings("knee", 2, 7) == SPEC.renderings("knee", 2, 7)
+
+
+def test_unseen_protocols_are_told_apart_by_whether_another_joints_site_used_them() -> None:
+    assert SPEC.protocol_split("knee", "T1") == OTHER_SITE  # the shoulder's site
+    assert SPEC.protocol_split("knee", "GRE") == OTHER_SITE  # the ankle's
+    assert SPEC.protocol_split("knee", "STIR") == NO_SITE
+    assert SPEC.protocol_split("ankle", "GRE") == NO_SITE  # its own site, no other
 
 
 @pytest.mark.parametrize(
@@ -158,6 +175,8 @@ def test_the_report_is_split_by_condition_and_protocol(experiment: Path) -> None
     side_by_side = (report / "conditions.md").read_text()
     assert all(title in side_by_side for title in CONDITION_TITLES.values())
     table = [line for line in side_by_side.splitlines() if line.startswith("| Individual |")]
-    assert len(table) == 3 and table[-1].count("p = ") == len(CONDITIONS)  # all joints, knee, full vs it
+    # all joints, knee, full vs it; the knee alone has a site, so its unseen protocols are no site's
+    assert SPLIT_TITLES[NO_SITE] in side_by_side and SPLIT_TITLES[OTHER_SITE] not in side_by_side
+    assert len(table) == 3 and table[-1].count("p = ") == len(CONDITIONS) + 1
     summary = json.loads((report / "experiment.json").read_text())
     assert set(summary["core_hours_by_scheme"]) == {"individual", "full"}

@@ -53,7 +53,17 @@ from .experiment_config import ExperimentConfig, load_experiment_config, with_ov
 from .metrics import image_metrics
 from .report import conditions_markdown, write_report
 from .results import CaseResult, load_results, save_results
-from .shift import CONDITION_TITLES, CONDITIONS, SUBJECT_PATTERN, parse_case, training_cases, write_shift_dataset
+from .shift import (
+    CONDITION_TITLES,
+    CONDITIONS,
+    SPLIT_TITLES,
+    SUBJECT_PATTERN,
+    UNSEEN_PROTOCOL,
+    ShiftSpec,
+    parse_case,
+    training_cases,
+    write_shift_dataset,
+)
 from .statistics import compare_schemes
 from .trainer import CHECKPOINT_NAME, MODEL_NAME, train
 
@@ -287,10 +297,13 @@ def _core_hours(timings: dict[str, dict[str, float]], runs: Sequence[Run]) -> di
     return {scheme: round(hours, 2) for scheme, hours in by_scheme.items()}
 
 
-def _write_condition_reports(report_dir: Path, results: list[CaseResult], reference: str, title: str) -> None:
+def _write_condition_reports(
+    report_dir: Path, results: list[CaseResult], reference: str, title: str, shift: ShiftSpec
+) -> None:
     """The report of each test condition alone (``report/<condition>/``), each with its own
-    paired tests; ``conditions.md``, the conditions side by side; and ``by_protocol.csv``: mean
-    Dice per scheme, joint, condition and protocol."""
+    paired tests; ``conditions.md``, the conditions side by side, the unseen protocols also split
+    by whether another joint's site used them; and ``by_protocol.csv``: mean Dice per scheme,
+    joint, condition and protocol."""
     by_condition: dict[str, list[CaseResult]] = {}
     for result in results:
         by_condition.setdefault(parse_case(result.case)[1], []).append(result)
@@ -299,7 +312,14 @@ def _write_condition_reports(report_dir: Path, results: list[CaseResult], refere
     for condition, chosen in by_condition.items():
         subtitle = f"{title}; {CONDITION_TITLES[condition]}"
         write_report(report_dir / condition, chosen, comparisons[condition], title=subtitle)
-    text = conditions_markdown(by_condition, comparisons, CONDITION_TITLES, title=f"{title}: by test condition")
+    columns, titles = dict(by_condition), {**CONDITION_TITLES, **SPLIT_TITLES}
+    for result in by_condition.get(UNSEEN_PROTOCOL, []):
+        columns.setdefault(shift.protocol_split(result.joint, parse_case(result.case)[2]), []).append(result)
+    columns = {key: columns[key] for key in titles if key in columns}
+    for key in SPLIT_TITLES:
+        if key in columns:
+            comparisons[key] = compare_schemes(columns[key], reference)
+    text = conditions_markdown(columns, comparisons, titles, title=f"{title}: by test condition")
     write_text(report_dir / "conditions.md", text)
     dice: dict[tuple[str, str, str, str], list[float]] = {}
     for result in results:
@@ -386,7 +406,7 @@ def _run(
         )
     write_report(report_dir, results, comparisons, embeddings, title=title)
     if config.shift is not None:
-        _write_condition_reports(report_dir, results, config.reference, title)
+        _write_condition_reports(report_dir, results, config.reference, title, config.shift)
     summary = {
         "config": {**asdict(config)},
         "datasets": {joint: os.path.relpath(path, out_dir) for joint, path in datasets.items()},

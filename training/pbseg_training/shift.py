@@ -31,6 +31,13 @@ CONDITION_TITLES = {
     UNSEEN_PROTOCOL: "unseen protocol, cohort anatomy",
     UNSEEN_ANATOMY: "seen protocol, unseen age and morphology",
 }
+# The unseen-protocol cases split by whether another joint's site used the protocol family: what
+# a network shared by the joints could have learned from the other joints' images.
+OTHER_SITE, NO_SITE = "protocol_other_site", "protocol_no_site"
+SPLIT_TITLES = {
+    OTHER_SITE: "unseen protocol, used by another joint's site",
+    NO_SITE: "unseen protocol, used by no site",
+}
 SUBJECT_PATTERN = r"([a-z]+_s\d+)_"
 _CASE = re.compile(r"^(?P<subject>[a-z]+_s\d+)_(?P<condition>seen|protocol|anatomy)_(?P<family>[A-Z0-9_]+)$")
 _AGE_SALT = 0x5A17
@@ -72,6 +79,11 @@ class ShiftSpec:
             found.append("shifted_ages needs at least one range")
         if found:
             raise ValueError("[shift]: " + "; ".join(found))
+
+    def protocol_split(self, joint: str, family: str) -> str:
+        """``OTHER_SITE`` when another joint's site images with ``family``, else ``NO_SITE``."""
+        others = {f for j, families in self.site_protocols.items() if j != joint for f in families}
+        return OTHER_SITE if family in others else NO_SITE
 
     def unseen_families(self, joint: str) -> tuple[str, ...]:
         from pbseg_training.phantoms.protocols import FAMILIES
