@@ -111,3 +111,13 @@ def test_nothing_to_draw_leaves_the_picture_as_it_was(tmp_path: Path, monkeypatc
     monkeypatch.setattr(qc, "_draw_landmarks", lambda *args: None)
     for index, (name, m) in enumerate(cases.items()):
         assert np.array_equal(pictures[name], _picture(tmp_path / f"off{index}.png", m)), name
+
+
+def test_a_long_reason_wraps_onto_indented_lines_instead_of_being_cut() -> None:
+    reason = "the trochlear groove is not found between two facets of the femur in this field of view"
+    entries = qc._measurement_lines([Measurement(TEST_ANGLE, None, reason), Measurement(TEST_ANGLE, 12.34)])
+    first = entries[0].split("\n")
+    assert len(first) > 1 and all(len(line) <= qc.COLUMN_CHARACTERS for line in first)
+    assert all(line.startswith(" " * (qc.NAME_WIDTH + 1)) for line in first[1:])
+    assert " ".join(part.strip() for part in first).endswith(reason)  # every word of the reason is there
+    assert entries[1] == f"{'Test angle':<{qc.NAME_WIDTH}} 12.3 deg"

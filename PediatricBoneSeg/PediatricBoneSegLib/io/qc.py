@@ -9,6 +9,7 @@ drawn with matplotlib's 3D axes otherwise.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ MAX_PLOT_TRIANGLES = 4000  # per bone in the matplotlib fallback
 DISPLAY_TRIANGLES = 50_000  # per bone in the VTK view: a larger mesh is drawn from a clustered copy
 TITLE_Y = 1.0  # a fixed title height: matplotlib's automatic one measures every artist (0.3 s a picture)
 DISPLAY_DIVISIONS = 128  # clustering grid per axis: finer than the 600-pixel view shows a bone
+NAME_WIDTH = 36  # measurement names in the list under the views
+COLUMN_CHARACTERS = 88  # monospace 8 pt at 80 dpi in half of the 12-inch figure: longer text wraps
 # Landmark colours (matplotlib's tab10 without its grey, which would vanish on MR): opaque on the
 # translucent bone overlay.
 LANDMARK_COLORS = (
@@ -94,7 +97,10 @@ def qc_figure(
         colors[value] = (*bone.color_float, OVERLAY_ALPHA)
     centre = _label_centre(label_array)
     rows = _measurement_lines(measurements or [])
-    text_height = 0.013 * ((len(rows) + 1) // 2) + 0.02 if rows else 0.0  # figure share of the list
+    half = (len(rows) + 1) // 2
+    columns = ["\n".join(rows[:half]), "\n".join(rows[half:])]
+    lines_per_column = max(text.count("\n") + 1 for text in columns) if rows else 0
+    text_height = 0.013 * lines_per_column + 0.02 if rows else 0.0  # figure share of the list
     figure = Figure(figsize=(12, 10 / (1.0 - text_height)), dpi=80)
     FigureCanvasAgg(figure)
     # Radiological display: rows toward inferior/posterior go down, patient's left on the right.
@@ -120,9 +126,8 @@ def qc_figure(
     # Fixed margins: tight_layout would draw the whole figure once more just to measure it.
     bottom = 0.02 + text_height
     figure.subplots_adjust(left=0.02, right=0.98, bottom=bottom, top=0.92, wspace=0.05, hspace=0.12)
-    half = (len(rows) + 1) // 2
-    for column, lines in enumerate((rows[:half], rows[half:])):
-        figure.text(0.02 + 0.49 * column, bottom - 0.01, "\n".join(lines), va="top", fontsize=8, family="monospace")
+    for column, text in enumerate(columns):
+        figure.text(0.02 + 0.49 * column, bottom - 0.01, text, va="top", fontsize=8, family="monospace")
     return figure
 
 
@@ -216,8 +221,13 @@ def _draw_landmarks(panels: list, measurements: list, image, transform, shape, s
 
 
 def _measurement_lines(measurements: list) -> list[str]:
-    """One line per measurement: name, value and unit, or not measurable and why."""
-    return [f"{m.to_json()['name'][:36]:<36} {m.text}"[:80] for m in measurements]
+    """One entry per measurement: name, value and unit, or not measurable and why, wrapped onto
+    indented lines of a column's width (a reason is never cut)."""
+    wrapped = []
+    for m in measurements:
+        text = f"{m.to_json()['name'][:NAME_WIDTH]:<{NAME_WIDTH}} {m.text}"
+        wrapped.append("\n".join(textwrap.wrap(text, COLUMN_CHARACTERS, subsequent_indent=" " * (NAME_WIDTH + 1))))
+    return wrapped
 
 
 def _label_centre(labels: np.ndarray) -> tuple[int, int, int]:
