@@ -24,6 +24,8 @@ may be deleted (or left out of version control) without losing anything the repo
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import multiprocessing
 import os
@@ -64,7 +66,7 @@ from .shift import (
     training_cases,
     write_shift_dataset,
 )
-from .statistics import compare_schemes
+from .statistics import ALL_JOINTS, compare_schemes
 from .trainer import CHECKPOINT_NAME, MODEL_NAME, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -303,7 +305,7 @@ def _write_condition_reports(
     """The report of each test condition alone (``report/<condition>/``), each with its own
     paired tests; ``conditions.md``, the conditions side by side, the unseen protocols also split
     by whether another joint's site used them; and ``by_protocol.csv``: mean Dice per scheme,
-    joint, condition and protocol."""
+    joint (and "all": every joint pooled), condition and protocol."""
     by_condition: dict[str, list[CaseResult]] = {}
     for result in results:
         by_condition.setdefault(parse_case(result.case)[1], []).append(result)
@@ -324,10 +326,13 @@ def _write_condition_reports(
     dice: dict[tuple[str, str, str, str], list[float]] = {}
     for result in results:
         _, condition, family = parse_case(result.case)
-        dice.setdefault((result.scheme, result.joint, condition, family), []).append(result.metrics["dice"])
-    lines = ["scheme,joint,condition,protocol,bones,mean_dice"]
-    lines += [f"{s},{j},{c},{f},{len(v)},{np.mean(v):.4f}" for (s, j, c, f), v in sorted(dice.items())]
-    write_text(report_dir / "by_protocol.csv", "\n".join(lines) + "\n")
+        for joint in (result.joint, ALL_JOINTS):  # each joint, and every joint pooled
+            dice.setdefault((result.scheme, joint, condition, family), []).append(result.metrics["dice"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("scheme", "joint", "condition", "protocol", "bones", "mean_dice"))
+    writer.writerows((*key, len(values), f"{np.mean(values):.4f}") for key, values in sorted(dice.items()))
+    write_text(report_dir / "by_protocol.csv", buffer.getvalue())
 
 
 def _load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:

@@ -147,7 +147,8 @@ def write_shift_dataset(
     joint = get_joint(joint).key
     if joint not in spec.site_protocols:
         raise ValueError(f"[shift] gives no site protocols for the {joint}")
-    plan = [(case_seed(seed, s), r) for s in range(subjects) for r in spec.renderings(joint, s, case_seed(seed, s))]
+    seeds = [case_seed(seed, subject) for subject in range(subjects)]
+    plan = [(seeds[s], r) for s in range(subjects) for r in spec.renderings(joint, s, seeds[s])]
 
     def cases() -> Iterator[tuple]:
         for subject_seed, rendering in plan:
