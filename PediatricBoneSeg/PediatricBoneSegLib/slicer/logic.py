@@ -17,7 +17,7 @@ from ..catalog import get_joint
 from ..options import CaseOptions, IfExists, SegmentOptions
 from ..progress import CancelToken, ProgressCallback, check_cancelled, sub_progress
 from .hierarchy import parent_item_of, place_node
-from .measurements import add_measurement_nodes
+from .measurements import add_measurement_nodes, follow_scene_loads
 from .models import add_bone_models, lps_to_ras
 from .scene_transaction import SceneTransaction
 from .segmentation import add_segmentation_node
@@ -43,10 +43,12 @@ class SegmentationResult:
     network's evidence (empty for labels that did not come from the network); ``unreliableBones``:
     display names of the bones below the model's quality threshold (missing ones included).
     ``clinicalTableNode``: the clinical measurements (value or why not measurable, per measure);
-    ``landmarkNodes``: the Markups (fiducial, line, angle) each value was taken from, under the
-    subject-hierarchy folder ``landmarksFolderItemID`` (0 when none); ``landmarkLinks``: the
-    observers (``slicer.measurements.LandmarkLinks``) that rewrite a measure's row when a control
-    point of its Markups moves (measures that are functions of their points only)."""
+    ``landmarkNodes``: the Markups (fiducial, line, angle) the values were taken from, one per
+    distinct landmark set (shared by the measures that read it), under the volume's parent
+    transform and the subject-hierarchy folder ``landmarksFolderItemID`` (0 when none);
+    ``landmarkLinks``: the observers (``slicer.measurements.LandmarkLinks``) that rewrite the rows
+    of the measures a Markups node serves when one of its control points moves (measures that are
+    functions of their points only)."""
 
     segmentationNode: Any
     tableNode: Any
@@ -100,6 +102,7 @@ class PediatricBoneSegLogic:
                 segmentationsLogic = slicer.modules.segmentations.logic()
         self.scene = scene
         self.segmentationsLogic = segmentationsLogic
+        follow_scene_loads(scene)  # a saved scene's clinical tables follow their Markups again once loaded
 
     def segment(
         self,
@@ -206,7 +209,7 @@ class PediatricBoneSegLogic:
             place_node(self.scene, tableNode, parent)
             report(0.7, "Creating the clinical measurements and their landmarks")
             clinicalTable, landmarks, landmarksFolder, landmarkLinks = add_measurement_nodes(
-                self.scene, case.clinical, name, parent
+                self.scene, case.clinical, name, parent, volumeNode
             )  # installs the observers that recompute a row when its Markups move; removed with the nodes
             check_cancelled(cancel)
             caseFolder = None
