@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 import types
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +50,7 @@ from PediatricBoneSegLib.slicer.measurements import (
 from PediatricBoneSegLib.slicer.scene_transaction import SceneTransaction
 
 RAS = np.array([-1.0, -1.0, 1.0])  # LPS <-> RAS
+ROOT = Path(__file__).resolve().parent.parent
 # A right knee, LPS mm (medial +x, anterior -y): condyles (medial, lateral), trochlea as shown
 # (lateral summit, groove, medial summit), tubercle, patella, epicondyles, plateau.
 HAND_LANDMARKS = {
@@ -490,3 +494,24 @@ def test_the_logic_puts_the_markups_under_the_volume_transform(knee):
         values.append(_table(result))
     assert values[0] == values[1]  # the transform changes neither the values nor how a move changes them
     assert SOURCE_EDITED in [row[4] for row in values[1]]  # row[4]: the Source column
+
+
+def test_a_dropped_scene_with_links_is_destroyed_cleanly():
+    """A script's own scene dropped with its links: no reference cycle for the garbage collector to
+    break half-way (which called into a cleared object and crashed the process)."""
+    code = (
+        "import gc, sys; sys.path[:0] = ['Testing', 'PediatricBoneSeg']; import slicer\n"
+        "from test_slicer_measurements import _hand_measurements\n"
+        "from PediatricBoneSegLib.slicer.measurements import add_measurement_nodes\n"
+        "def make():\n"
+        "    scene = slicer.vtkMRMLScene()\n"
+        "    root = scene.GetSubjectHierarchyNode().GetSceneItemID()\n"
+        "    add_measurement_nodes(scene, _hand_measurements(), 'case', root)\n"
+        "make(); gc.collect(); print('done')\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False, timeout=300
+    )
+    errors = "\n".join(line for line in completed.stderr.splitlines() if "WARN|" not in line)
+    assert completed.returncode == 0, f"exit {completed.returncode}: {errors[-2000:]}"
+    assert completed.stdout.strip() == "done" and "Traceback" not in errors

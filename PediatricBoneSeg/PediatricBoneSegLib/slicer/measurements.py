@@ -202,7 +202,10 @@ class LandmarkLinks:
     nothing keeps a removed node or this object alive."""
 
     def __init__(self, scene: Any, table_node: Any) -> None:
-        self.scene = scene
+        # The scene weakly: its observer holds this object, and a strong reference back makes a
+        # cycle that Python's garbage collector may clear while the dropped scene is being
+        # destroyed, calling into a half-cleared object (a crash). The observer is handed the scene.
+        self._scene = weakref.ref(scene)
         self.table_node = table_node
         self._links: list[_Link] = []
         self._observers: dict[str, tuple[Any, list[int]]] = {}  # node ID -> (node, observer tags)
@@ -228,7 +231,8 @@ class LandmarkLinks:
                 tags = [node.AddObserver(getattr(node, event), self._on_point_event) for event in _POINT_EVENTS]
                 self._observers[node.GetID()] = (node, tags)
         if self._scene_tag is None:
-            self._scene_tag = self.scene.AddObserver(self.scene.NodeAboutToBeRemovedEvent, self._on_node_removed)
+            scene = self._current_scene()
+            self._scene_tag = scene.AddObserver(scene.NodeAboutToBeRemovedEvent, self._on_node_removed)
         return link
 
     def forget(self, row: int) -> None:
@@ -277,13 +281,20 @@ class LandmarkLinks:
 
     def detach(self) -> None:
         """Remove every observer this object installed."""
+        self._detach(self._current_scene())
+
+    def _current_scene(self) -> Any:
+        scene = self._scene()  # None once its Python wrapper is gone; the table still knows it
+        return scene if scene is not None else self.table_node.GetScene()
+
+    def _detach(self, scene: Any) -> None:
         for node, tags in self._observers.values():
             for tag in tags:
                 node.RemoveObserver(tag)
         self._observers.clear()
         self._links.clear()
-        if self._scene_tag is not None:
-            self.scene.RemoveObserver(self._scene_tag)
+        if self._scene_tag is not None and scene is not None:
+            scene.RemoveObserver(self._scene_tag)
             self._scene_tag = None
 
     def _on_point_event(self, node: Any, event: str) -> None:
@@ -296,7 +307,7 @@ class LandmarkLinks:
         if node is None:
             return
         if node.GetID() == self.table_node.GetID():
-            self.detach()
+            self._detach(scene)
             return
         observed = self._observers.pop(node.GetID(), None)
         if observed is None:
@@ -308,4 +319,4 @@ class LandmarkLinks:
         for link in broken:
             self.forget(link.row)
         if not self._observers:
-            self.detach()
+            self._detach(scene)
