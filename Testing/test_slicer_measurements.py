@@ -515,3 +515,28 @@ def test_a_dropped_scene_with_links_is_destroyed_cleanly():
     errors = "\n".join(line for line in completed.stderr.splitlines() if "WARN|" not in line)
     assert completed.returncode == 0, f"exit {completed.returncode}: {errors[-2000:]}"
     assert completed.stdout.strip() == "done" and "Traceback" not in errors
+
+
+def test_a_scene_imported_into_a_scene_holding_the_same_case_links_its_own_nodes(tmp_path):
+    """Importing a saved case into a scene that holds it already renames the imported node IDs; the
+    references follow, so each table follows its own Markups."""
+    harness = MRMLHarness()
+    _markups_storage(harness.scene)
+    harness.logic()  # the load hook
+    result = _hand_case(harness)
+    mrml = _save_scene(harness.scene, [result.clinicalTableNode, *result.landmarkNodes], tmp_path)
+    harness.scene.SetURL(mrml)
+    assert harness.scene.Import() == 1
+    links = restore_landmark_links(harness.scene)
+    assert len(links) == 2 and links[0] is result.landmarkLinks
+    imported = links[1]
+    assert imported.table_node is not result.clinicalTableNode
+    renamed = {n.GetID() for n in imported.observed_nodes}
+    assert len(renamed) == len(HAND_LANDMARKS) and not renamed & {n.GetID() for n in result.landmarkNodes}
+    original = _table(result)
+    copy = types.SimpleNamespace(clinicalTableNode=imported.table_node, measurements=result.measurements)
+    row = _row(result, "tt_tg")
+    tubercle = next(n for n in imported.observed_nodes if n.GetName() == "tubercle")
+    _set(tubercle, _lps(tubercle) + 5.0 * _lateral(result.measurements[row]))
+    assert _cell(copy, row, "Source") == SOURCE_EDITED
+    assert _table(result) == original
