@@ -252,16 +252,17 @@ def test_clinical_measurements_become_a_table_and_markups_on_their_landmarks(har
     results = table.GetColumnByName("Result")
     assert [results.GetValue(i) for i in range(table.GetNumberOfRows())] == [m.text for m in expected]
     measured = [m for m in expected if m.measurable and m.landmarks]
-    assert measured and len(result.landmarkNodes) == sum(len(m.landmarks) for m in measured)
-    nodes = iter(result.landmarkNodes)
-    for m in measured:
-        for points in m.landmarks.values():
-            node = next(nodes)
-            points = np.atleast_2d(points)
-            kind = {1: "vtkMRMLMarkupsFiducialNode", 2: "vtkMRMLMarkupsLineNode", 3: "vtkMRMLMarkupsAngleNode"}
-            assert node.GetClassName() == kind.get(len(points), "vtkMRMLMarkupsFiducialNode")
-            assert node.GetNumberOfControlPoints() == len(points)
-            ras = np.array([node.GetNthControlPointPosition(i) for i in range(len(points))])
-            np.testing.assert_allclose(ras, points * [-1, -1, 1], atol=1e-6)
+    shown = [(name, np.atleast_2d(p)) for m in measured for name, p in m.landmarks.items()]
+    distinct = [
+        s for i, s in enumerate(shown) if not any(s[0] == t[0] and np.array_equal(s[1], t[1]) for t in shown[:i])
+    ]
+    assert measured and len(result.landmarkNodes) == len(distinct)  # one node per distinct landmark set
+    kind = {1: "vtkMRMLMarkupsFiducialNode", 2: "vtkMRMLMarkupsLineNode", 3: "vtkMRMLMarkupsAngleNode"}
+    for (name, points), node in zip(distinct, result.landmarkNodes):
+        assert node.GetAttribute("PediatricBoneSeg.landmark") == name
+        assert node.GetClassName() == kind.get(len(points), "vtkMRMLMarkupsFiducialNode")
+        assert node.GetNumberOfControlPoints() == len(points)
+        ras = np.array([node.GetNthControlPointPosition(i) for i in range(len(points))])
+        np.testing.assert_allclose(ras, points * [-1, -1, 1], atol=1e-6)
     sh = harness.scene.GetSubjectHierarchyNode()
     assert all(sh.GetItemParent(sh.GetItemByDataNode(n)) == result.landmarksFolderItemID for n in result.landmarkNodes)
