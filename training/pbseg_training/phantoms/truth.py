@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from PediatricBoneSegLib.pipeline.measurements import ankle, knee, physis, shoulder
+from PediatricBoneSegLib.pipeline.measurements import NotMeasurable, ankle, knee, physis, shoulder
 from PediatricBoneSegLib.pipeline.measurements.geometry import plane_normal
 
 from .anatomy import JointModel
@@ -74,8 +74,38 @@ def _shoulder(mapped: dict, model: JointModel, grid: ScannerGrid, variation: Any
     }
 
 
-def _knee(mapped: dict, model: JointModel, grid: ScannerGrid, variation: Any) -> dict:
-    return dict(mapped)  # the builder's landmarks are the measure's own
+def _knee(mapped: dict, model: JointModel, grid: ScannerGrid, variation: Any, step: float = 0.02) -> dict:
+    """The builder's landmarks, but the trochlea read off the femur as rendered: the anterior
+    envelope of the analytic femur's section through the trochlea's centre (sampled every ``step``
+    adult mm, so the facets' blending into the rest of the bone counts), carried where the render
+    draws it (the warps bend a few-mm-high facet as much as its slope), and read in the patient's
+    axial plane by the measure's own ``knee.facets_from_profile``."""
+    out = dict(mapped)
+    bone, planned = model.landmarks["trochlea"]
+    groove = planned[0]
+    columns = np.arange(planned[:, 0].min() - 8.0, planned[:, 0].max() + 8.0, 0.1)
+    depths = np.arange(groove[1] - 12.0, groove[1] + 6.0, step)
+    x, y = np.meshgrid(columns, depths, indexing="ij")
+    inside = model.bones[bone].sdf((x, y, np.full_like(x, groove[2]))) < 0  # bone frame: -y anterior
+    if not inside.any(axis=1).all():
+        raise ValueError("the trochlear section leaves the femur")
+    front = depths[np.argmax(inside, axis=1)]  # each column's most anterior bone point
+    envelope = to_patient(
+        model, grid, variation, bone, np.column_stack([columns, front, np.full_like(columns, groove[2])])
+    )
+    medial, anterior = knee.frame(mapped["posterior_condyles"])
+    along, height = envelope @ medial, envelope @ anterior
+    order = np.argsort(along)
+    positions = np.arange(along.min(), along.max(), knee.PROFILE_STEP_MM)
+    profile = np.interp(positions, along[order], height[order])
+    centre = envelope.mean(0)
+    base = centre - (centre @ medial) * medial - (centre @ anterior) * anterior
+    try:  # a noise-free envelope: any rise is a facet
+        points = knee.facets_from_profile(positions, profile, 5.0 * grid.scale, prominence_mm=0.01)
+    except NotMeasurable:  # too flat to read (a dysplastic trochlea of a small child): as planned
+        return out
+    out["trochlea"] = np.stack([base + m * medial + h * anterior for m, h in points])
+    return out
 
 
 def _ankle(mapped: dict, model: JointModel, grid: ScannerGrid, variation: Any, step: float = 1.5) -> dict:

@@ -89,7 +89,8 @@ def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list
     ``BoneQuality`` (``pipeline.quality``); a bone judged unreliable makes every measure that
     needs it not measurable."""
     joint = get_joint(joint).key
-    volume = LabelVolume.from_image(labels, joint)
+    unreliable = frozenset(bone for bone, verdict in (quality or {}).items() if not verdict.reliable)
+    volume = LabelVolume.from_image(labels, joint, unreliable)
     module = JOINT_MODULES[joint]
     blocked = {d.key: _blocked(volume, d.bones, d.complete, quality) for d in module.DEFINITIONS}
     found: dict = {}

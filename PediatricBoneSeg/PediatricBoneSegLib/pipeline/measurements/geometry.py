@@ -28,17 +28,19 @@ class LabelVolume:
     spacing: np.ndarray
     direction: np.ndarray
     origin: np.ndarray
+    unreliable: frozenset[str] = frozenset()  # bones whose segmentation was judged unreliable
     _masks: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
     _bones: dict[str, BoneGeometry] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_image(cls, image: sitk.Image, joint: str) -> LabelVolume:
+    def from_image(cls, image: sitk.Image, joint: str, unreliable: frozenset[str] = frozenset()) -> LabelVolume:
         return cls(
             sitk.GetArrayFromImage(image),
             get_joint(joint).key,
             np.asarray(image.GetSpacing(), float),
             np.asarray(image.GetDirection(), float).reshape(3, 3),
             np.asarray(image.GetOrigin(), float),
+            unreliable,
         )
 
     def to_lps(self, kji: np.ndarray) -> np.ndarray:
@@ -67,6 +69,10 @@ class LabelVolume:
     def has(self, bone: str) -> bool:
         return self.box(bone) is not None
 
+    def usable(self, bone: str) -> bool:
+        """Whether a landmark finder may use ``bone``: present and not judged unreliable."""
+        return self.has(bone) and bone not in self.unreliable
+
     def touches_border(self, bone: str) -> bool:
         """Whether ``bone`` reaches a face of the volume (cut by the field of view): its box does."""
         box = self.box(bone)
@@ -80,6 +86,10 @@ class LabelVolume:
         if bone not in self._bones:
             self._bones[bone] = BoneGeometry(self, bone, self.mask(bone))
         return self._bones[bone]
+
+    def voxel_extent(self, direction: np.ndarray) -> float:
+        """A voxel's extent (mm) along the unit LPS ``direction``: how finely the image samples it."""
+        return float(np.abs(self.direction.T @ direction) @ self.spacing)
 
     def near_border(self, points: np.ndarray, margin_mm: float) -> bool:
         """Whether any LPS point lies within ``margin_mm`` of a face of the volume."""
@@ -109,7 +119,7 @@ class BoneGeometry:
         of thick slices."""
         box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in self.volume.box(self.key))
         spacing_kji = self.volume.spacing[::-1]
-        sigma_mm = max(1.0, 0.5 * float(spacing_kji.max()))
+        sigma_mm = np.maximum(0.6, 0.5 * spacing_kji)  # per axis: thick slices must not round the fine axes
         smooth = ndimage.gaussian_filter(self.mask[box].astype(np.float32), sigma=sigma_mm / spacing_kji)
         smooth = np.pad(smooth, 1)
         if smooth.max() <= 0.5:

@@ -16,7 +16,7 @@ from .geometry import BoneGeometry, LabelVolume, principal_axes
 
 _REF_DEJOUR = "Dejour H et al., Knee Surg Sports Traumatol Arthrosc 1994;2:19-26"
 _REF_PFIRRMANN = "Pfirrmann CWA et al., Radiology 2000;216:858-64"
-_ALL = ("femur", "tibia", "fibula")
+_SIDED = ("femur", "tibia", "fibula")  # the fibula says which side is lateral
 _TROCHLEA = ("posterior_condyles", "trochlea")
 
 DEFINITIONS = (
@@ -28,7 +28,7 @@ DEFINITIONS = (
         "Angle between the lateral and medial trochlear facets (lines fitted to the femur's anterior profile) "
         "on the axial section through the trochlear summit; higher = flatter (dysplasia above ~145 deg).",
         "Brattstrom H, Acta Orthop Scand Suppl 1964;68; " + _REF_DEJOUR,
-        _ALL,
+        ("femur",),
         needs=_TROCHLEA,
         plane="axial",
     ),
@@ -40,7 +40,7 @@ DEFINITIONS = (
         "Mean anteroposterior height of the lateral and medial facet summits above the groove, perpendicular "
         "to the posterior condylar line (dysplasia below ~3 mm in adults).",
         _REF_PFIRRMANN,
-        _ALL,
+        ("femur",),
         needs=_TROCHLEA,
         plane="axial",
     ),
@@ -52,7 +52,7 @@ DEFINITIONS = (
         "Angle between the lateral facet and the posterior condylar line on the trochlear section "
         "(dysplasia below ~11 deg).",
         "Carrillon Y et al., Radiology 2000;216:582-5",
-        _ALL,
+        _SIDED,
         needs=_TROCHLEA,
         plane="axial",
     ),
@@ -64,7 +64,7 @@ DEFINITIONS = (
         "Mediolateral distance, along the posterior condylar line, from the deepest point of the trochlear "
         "groove to the tibial tubercle's apex; positive = tubercle lateral.",
         "Goutallier D et al., Rev Chir Orthop 1978;64:423-8; Schoettle PB et al., Knee 2006;13:26-31",
-        _ALL,
+        _SIDED,
         needs=(*_TROCHLEA, "tubercle"),
         plane="axial",
     ),
@@ -76,7 +76,7 @@ DEFINITIONS = (
         "Angle between the patella's transverse (mediolateral principal) axis in the axial plane and the "
         "posterior condylar line; positive = lateral tilt (medial edge anterior).",
         "Grelsamer RP et al., J Bone Joint Surg Br 1993;75:822-4",
-        (*_ALL, "patella"),
+        (*_SIDED, "patella"),
         ("patella",),
         needs=("posterior_condyles", "patella_axis"),
         plane="axial",
@@ -88,7 +88,7 @@ DEFINITIONS = (
         "mm",
         "Largest extent of the distal femur along the posterior condylar line.",
         "Hoshino Y et al., Knee Surg Sports Traumatol Arthrosc 2012 (femoral width)",
-        _ALL,
+        ("femur",),
         needs=("posterior_condyles", "epicondyles"),
         plane="axial",
     ),
@@ -99,7 +99,7 @@ DEFINITIONS = (
         "mm",
         "Largest extent of the proximal tibia along the posterior condylar line.",
         "Erkocak OF et al., Knee 2016 (tibial plateau dimensions)",
-        _ALL,
+        ("femur", "tibia"),
         needs=("posterior_condyles", "plateau"),
         plane="axial",
     ),
@@ -194,22 +194,34 @@ def values(landmarks: dict[str, np.ndarray]) -> dict[str, float]:
     return {key: function(shown[key]) for key, function in POINT_FUNCTIONS.items() if key in shown}
 
 
-def _extent_pad(volume: LabelVolume, direction: np.ndarray) -> float:
-    """Half a voxel's extent along ``direction``: the surface lies beyond the outer voxel centres."""
-    return 0.5 * float(np.abs(volume.direction.T @ direction) @ volume.spacing)
-
-
 def _width_ends(points: np.ndarray, medial: np.ndarray, pad: float) -> np.ndarray:
+    """The extreme voxel centres along ``medial``, pushed out by ``pad`` (half a voxel: the surface
+    lies beyond the outer centres)."""
     along = points @ medial
     return np.stack([points[np.argmin(along)] - pad * medial, points[np.argmax(along)] + pad * medial])
+
+
+def _mediolateral_seed(volume: LabelVolume) -> np.ndarray:
+    """A first mediolateral axis for the posterior condylar line: from the fibula (lateral) to the
+    tibia when both can be used, which gives medial its anatomical sign; else the widest axial
+    direction of the distal femur, whose sign is arbitrary (so the measures that need to know the
+    lateral side also need the fibula)."""
+    if volume.usable("tibia") and volume.usable("fibula"):
+        return unit(project(volume.bone("tibia").points.mean(0) - volume.bone("fibula").points.mean(0), SUPERIOR))
+    femur = volume.bone("femur").points
+    height = femur @ SUPERIOR
+    distal = femur[height < height.min() + _DISTAL_FEMUR_MM]
+    return principal_axes(distal - np.outer(distal @ SUPERIOR, SUPERIOR))[0]
+
+
+_DISTAL_FEMUR_MM = 30.0  # the condyles and the trochlea: the femur's widest part
 
 
 def landmarks(volume: LabelVolume) -> dict[str, np.ndarray | NotMeasurable]:
     """The landmarks of ``values`` from a label map: a landmark that cannot be found holds the
     ``NotMeasurable`` saying why (raises it when the femoral frame itself fails)."""
-    bones = {key: volume.bone(key) for key in _ALL}  # built once; the tubercle reuses the tibia's
-    femur, tibia, fibula = (bones[key].points for key in _ALL)
-    medial0 = unit(project(tibia.mean(0) - fibula.mean(0), SUPERIOR))  # the fibula is lateral
+    femur = volume.bone("femur").points
+    medial0 = _mediolateral_seed(volume)
     posterior = -unit(project(ANTERIOR, SUPERIOR))
     condyles = None
     for _ in range(3):
@@ -225,14 +237,16 @@ def landmarks(volume: LabelVolume) -> dict[str, np.ndarray | NotMeasurable]:
     medial, anterior = medial0, -posterior
     out: dict[str, np.ndarray | NotMeasurable] = {
         "posterior_condyles": condyles,
-        "epicondyles": _width_ends(femur, medial, _extent_pad(volume, medial)),
-        "plateau": _width_ends(tibia, medial, _extent_pad(volume, medial)),
+        "epicondyles": _width_ends(femur, medial, 0.5 * volume.voxel_extent(medial)),
     }
-    for name, finder in (("trochlea", _trochlea), ("tubercle", _tubercle)):
-        try:
-            out[name] = finder(volume, bones["femur" if name == "trochlea" else "tibia"], medial, anterior)
-        except NotMeasurable as error:
-            out[name] = error
+    if volume.usable("tibia"):
+        out["plateau"] = _width_ends(volume.bone("tibia").points, medial, 0.5 * volume.voxel_extent(medial))
+    for name, bone, finder in (("trochlea", "femur", _trochlea), ("tubercle", "tibia", _tubercle)):
+        if volume.usable(bone):
+            try:
+                out[name] = finder(volume, volume.bone(bone), medial, anterior)
+            except NotMeasurable as error:
+                out[name] = error
     if volume.has("patella"):
         patella = volume.bone("patella").points
         flat = patella - np.outer(patella @ SUPERIOR, SUPERIOR)
@@ -243,49 +257,101 @@ def landmarks(volume: LabelVolume) -> dict[str, np.ndarray | NotMeasurable]:
 
 
 def _trochlea(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anterior: np.ndarray) -> np.ndarray:
-    """Groove and facet summits (LPS) on the axial section through the femur's most anterior point."""
+    """Groove and facet summits (LPS) on the axial section through the femur's most anterior point,
+    read on the section's anterior envelope by ``facets_from_profile``. The envelope comes from the
+    sub-voxel surface, not voxel centres: a facet a few mm high spans one or two thick slices."""
     femur = bone.points
     front = femur @ anterior
     summit = femur[front > front.max() - 1.0].mean(0)
     if volume.near_border(summit[None], 3.0):
         raise NotMeasurable("trochlea cut by the field of view")
-    half = _extent_pad(volume, SUPERIOR) + 0.3
-    section = femur[np.abs((femur - summit) @ SUPERIOR) <= half]
+    surface, normals = bone.surface
+    section = surface[(np.abs((surface - summit) @ SUPERIOR) <= _SECTION_HALF_MM) & (normals @ anterior > 0.0)]
+    if len(section) < 10:
+        raise NotMeasurable("no trochlear surface on the axial section")
     along, height = section @ medial, section @ anterior
-    step = max(0.5, 2.0 * _extent_pad(volume, medial))
-    bins = np.floor((along - along.min()) / step).astype(int)
+    bins = np.floor((along - along.min()) / PROFILE_STEP_MM).astype(int)
     profile = np.full(bins.max() + 1, -np.inf)
     np.maximum.at(profile, bins, height)
     filled = np.isfinite(profile)
-    positions = along.min() + (np.arange(len(profile)) + 0.5) * step
-    positions, profile = positions[filled], profile[filled]
-    apart = max(1, int(0.2 * np.ptp(femur @ medial) / step))  # the two facet summits are far apart
+    positions = along.min() + (np.arange(len(profile)) + 0.5) * PROFILE_STEP_MM
+    profile = np.interp(positions, positions[filled], profile[filled])  # bins the surface skipped
+    groove, lateral, medial_summit = facets_from_profile(positions, profile, 0.2 * np.ptp(femur @ medial))
+    _check_sampling(volume, medial, anterior, groove, lateral, medial_summit)
+    base = summit - (summit @ medial) * medial - (summit @ anterior) * anterior
+    return np.stack([base + m * medial + h * anterior for m, h in (groove, lateral, medial_summit)])
+
+
+_SECTION_HALF_MM = 0.75  # half-thickness of the section: thick slices' in-between surface is interpolated
+PROFILE_STEP_MM = 0.25  # sampling of a trochlear envelope along the mediolateral axis
+_FACET_PART = (0.2, 0.8)  # of the way from the groove to the summit: the facet's straight part
+
+
+_FACET_VOXELS = 3.0  # a facet spans at least this many voxels across, or its slope is a guess
+
+
+def _check_sampling(
+    volume: LabelVolume, medial: np.ndarray, anterior: np.ndarray, groove: tuple, *summits: tuple
+) -> None:
+    """Raise ``NotMeasurable`` when the voxels are too coarse for this trochlea: a facet narrower
+    than ``_FACET_VOXELS`` voxels across (sagittal thick slices), or a groove shallower than one
+    voxel from front to back (coronal thick slices)."""
+    across = volume.voxel_extent(medial)
+    deep = volume.voxel_extent(anterior)
+    narrowest = min(abs(summit[0] - groove[0]) for summit in summits)
+    depth = float(np.mean([summit[1] for summit in summits])) - groove[1]
+    if narrowest < _FACET_VOXELS * across:
+        raise NotMeasurable(
+            f"voxels {across:.1f} mm across the trochlea: too coarse for a facet {narrowest:.0f} mm wide"
+        )
+    if depth < deep:
+        raise NotMeasurable(f"voxels {deep:.1f} mm front to back: too coarse for a groove {depth:.1f} mm deep")
+
+
+def facets_from_profile(
+    positions: np.ndarray, profile: np.ndarray, apart_mm: float, prominence_mm: float = 0.3
+) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+    """Groove, lateral summit and medial summit, each (mediolateral mm, anterior mm), of a
+    trochlear section's anterior envelope ``profile`` sampled every ``PROFILE_STEP_MM`` at
+    ``positions`` (increasing = medial). The summits are the envelope's two highest peaks at least
+    ``apart_mm`` apart and rising ``prominence_mm`` above the groove (less than a segmentation's
+    surface noise would be a bump); each facet's line is fitted on its straight middle part (rounded groove and
+    summit left out) and the groove is where the two lines meet. The summits are given on their
+    facet's line, so that the angle at the groove is the angle between the two facets. Shared by
+    the measurement (envelope of the segmented surface) and the phantoms' ground truth (envelope
+    of the analytic bone)."""
     from scipy.signal import find_peaks  # 1.1 s to import: only when a knee is measured
 
-    peaks, _ = find_peaks(np.concatenate([[-np.inf], profile, [-np.inf]]), prominence=0.3, distance=apart)
+    apart = max(1, int(apart_mm / PROFILE_STEP_MM))
+    padded = np.concatenate([[-np.inf], profile, [-np.inf]])
+    peaks, _ = find_peaks(padded, prominence=prominence_mm, distance=apart)
     peaks -= 1
     if len(peaks) < 2:
         raise NotMeasurable("no trochlear groove between two facets")
-    top = np.sort(peaks[np.argsort(profile[peaks])[-2:]])
-    groove = top[0] + int(np.argmin(profile[top[0] : top[1] + 1]))
+    low, high = positions[np.sort(peaks[np.argsort(profile[peaks])[-2:]])]
+    between = (positions >= low) & (positions <= high)
+    groove = positions[between][np.argmin(profile[between])]
     lines = []
-    for start, stop in ((top[0], groove), (groove, top[1])):
-        x, y = positions[start : stop + 1], profile[start : stop + 1]
-        lines.append(np.polyfit(x, y, 1) if len(x) >= 2 else None)
-    if any(line is None for line in lines):
+    for _ in range(3):  # the groove's position and the facet lines refine each other
+        lines = [_facet_line(positions, profile, groove, summit) for summit in (low, high)]
+        (slope_a, icpt_a), (slope_b, icpt_b) = lines
+        if abs(slope_a - slope_b) < 1e-6:
+            raise NotMeasurable("flat trochlea: the facets do not meet")
+        groove = float(np.clip((icpt_b - icpt_a) / (slope_a - slope_b), low, high))
+    on_line = [
+        (float(m), float(np.polyval(line, m))) for m, line in ((groove, lines[0]), (low, lines[0]), (high, lines[1]))
+    ]
+    return on_line[0], on_line[1], on_line[2]
+
+
+def _facet_line(positions: np.ndarray, profile: np.ndarray, groove: float, summit: float) -> np.ndarray:
+    """Slope and intercept of the line fitted to the envelope between ``groove`` and ``summit``
+    (mediolateral mm), its rounded ends left out."""
+    near, far = (groove + f * (summit - groove) for f in _FACET_PART)
+    part = (positions >= min(near, far)) & (positions <= max(near, far))
+    if part.sum() < 3:
         raise NotMeasurable("trochlear facet too small to fit")
-    (slope_a, icpt_a), (slope_b, icpt_b) = lines
-    if abs(slope_a - slope_b) < 1e-6:
-        raise NotMeasurable("flat trochlea: the facets do not meet")
-    apex_m = (icpt_b - icpt_a) / (slope_a - slope_b)
-    base = summit - (summit @ medial) * medial - (summit @ anterior) * anterior
-
-    def point(m: float, line: np.ndarray) -> np.ndarray:
-        return base + m * medial + float(np.polyval(line, m)) * anterior
-
-    groove_point = point(apex_m, lines[0])
-    low_summit, high_summit = point(positions[top[0]], lines[0]), point(positions[top[1]], lines[1])
-    return np.stack([groove_point, low_summit, high_summit])  # lower m = lateral first
+    return np.polyfit(positions[part], profile[part], 1)
 
 
 def _tubercle(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anterior: np.ndarray) -> np.ndarray:

@@ -23,8 +23,8 @@ STATUS = Definition(
     "Growth plate open",
     "1 = open, 0 = closed",
     "Open when the bone's segmentation splits into an epiphysis and a metaphysis (each >= 2 % of the "
-    "bone) separated by a physeal gap of at most 8 mm; closed when the bone is one piece and the voxels "
-    "are thin enough along the bone's (head-foot) axis to show a plate.",
+    "bone) separated by a physeal gap of at most 8 mm; closed when the bone is one piece, whole in the "
+    "field of view, and its voxels are thin enough (every axis) to show a plate.",
     _REF,
     (),
     categories=("closed", "open"),
@@ -54,7 +54,8 @@ DEFINITIONS = (STATUS, AREA, VOLUME)
 _MAX_GAP_MM = 8.0
 _MIN_SHARE = 0.02
 _BOX_MARGIN = 3  # voxels around the bone: _facing_area's own box (2) and the cut test (1)
-_THINNEST_PLATE_MM = 1.8  # a gap this thin is seen only with voxels no longer along the bone axis
+_MIN_SEEN_MM = 35.0  # head-foot length of a cut bone in view that holds its epiphysis and plate
+_THINNEST_PLATE_MM = 1.8  # a gap this thin is seen only with voxels no thicker on any axis
 
 
 def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> list[Measurement]:
@@ -64,12 +65,19 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
     # distances across it lie there (distance transforms of the whole volume took seconds and GBs).
     box = tuple(slice(max(s.start - _BOX_MARGIN, 0), s.stop + _BOX_MARGIN) for s in volume.box(bone))
     corner = np.array([s.start for s in box])
-    pieces = components(geometry.mask[box], _MIN_SHARE)
     spacing = volume.spacing[::-1]
+    pieces = _pieces(geometry.mask[box], spacing)
     if len(pieces) < 2:
-        along_axis = float(np.abs(volume.direction.T @ SUPERIOR) @ volume.spacing)
-        if along_axis > _THINNEST_PLATE_MM:
-            unreadable = f"one piece, but voxels are {along_axis:.1f} mm along the bone: a growth plate could hide"
+        # A plate is not flat (the tibia's dips into the tubercle): any thick voxel axis can hide part.
+        coarsest = float(volume.spacing.max())
+        unreadable = None
+        if coarsest > _THINNEST_PLATE_MM:
+            unreadable = f"one piece, but voxels are {coarsest:.1f} mm thick: a growth plate could hide"
+        elif volume.touches_border(bone) and (seen := float(np.ptp(geometry.points @ SUPERIOR))) < _MIN_SEEN_MM:
+            unreadable = (
+                f"one piece, but only {seen:.0f} mm of it in the field of view: its growth plate may lie outside"
+            )
+        if unreadable is not None:
             return [_none(definition, bone, unreadable) for definition in DEFINITIONS]
         closed = "growth plate closed (one piece)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
@@ -93,6 +101,32 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
         Measurement(AREA, area, bone=bone, landmarks={"physis centre": centre[None]}),
         Measurement(VOLUME, epiphysis_ml, bone=bone, landmarks={"epiphysis centre": centroids[near][None]}),
     ]
+
+
+def _pieces(mask: np.ndarray, spacing_kji: np.ndarray) -> list[np.ndarray]:
+    """The bone's pieces (``components``), largest first. When it is one piece, the pieces it
+    falls into once its surface is peeled by one voxel, each grown back over its share of the
+    bone: a segmented physeal gap is often bridged by a few voxels. Only the fine axes (voxels up
+    to ``_THINNEST_PLATE_MM``) are peeled, so a thick slice never cuts a thin bone in two."""
+    pieces = components(mask, _MIN_SHARE)
+    fine = spacing_kji <= _THINNEST_PLATE_MM
+    if len(pieces) >= 2 or not fine.any():
+        return pieces
+    element = np.zeros((3, 3, 3), bool)
+    element[1, 1, 1] = True
+    for axis in np.flatnonzero(fine):
+        element[tuple(slice(None) if a == axis else 1 for a in range(3))] = True
+    cores = components(ndimage.binary_erosion(mask, element), _MIN_SHARE)
+    if len(cores) < 2:
+        return pieces
+    seeds = np.zeros(mask.shape, np.int32)
+    for index, core in enumerate(cores[:2], start=1):
+        seeds[core] = index
+    nearest = ndimage.distance_transform_edt(
+        seeds == 0, sampling=spacing_kji, return_distances=False, return_indices=True
+    )
+    owner = seeds[tuple(nearest)]
+    return [mask & (owner == index) for index in (1, 2)]
 
 
 def _touches_volume_border(piece: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:

@@ -79,7 +79,7 @@ def values(landmarks: dict[str, np.ndarray]) -> dict[str, float]:
     the pipeline, the generator's ground truth and the Slicer Markups share); the head diameter
     is the sphere fit's."""
     shown = display(landmarks)
-    out = {key: function(shown[key]) for key, function in POINT_FUNCTIONS.items()}
+    out = {key: function(shown[key]) for key, function in POINT_FUNCTIONS.items() if key in shown}
     out["humeral_head_diameter"] = 2.0 * float(landmarks["head_radius"])
     return out
 
@@ -158,7 +158,7 @@ def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:
         raise NotMeasurable("humeral head cut by the field of view")
     blade = scapula.points[np.linalg.norm(scapula.points - head, axis=1) > 2.2 * radius]
     blade_point, blade_normal = fit_plane(blade, max(2.0, tolerance + 1.0))
-    lateral, _, superior = scapular_frame(blade_normal, head - blade.mean(0))
+    lateral, anterior, superior = scapular_frame(blade_normal, head - blade.mean(0))
     distance = np.linalg.norm(s_points - head, axis=1)
     window = distance < float(distance.min()) + 0.45 * radius  # the flat face is what the head looks at
     window &= np.abs((s_points - blade_point) @ blade_normal) < 0.8 * radius  # the glenoid sits on the blade
@@ -170,11 +170,31 @@ def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:
     towards = normal if normal @ (head - center) > 0 else -normal
     return {
         "glenoid_center": center,
-        "glenoid_normal": towards,
+        "glenoid_normal": _sampled_face(volume, s_points[window], towards, anterior, superior),
         "blade_normal": blade_normal,
         "head_center": head,
         "head_radius": np.float64(radius),
     }
+
+
+_FACE_VOXELS = 4.0  # the glenoid face spans at least this many voxels each way, or its tilt is a guess
+
+
+def _sampled_face(
+    volume: LabelVolume, face: np.ndarray, normal: np.ndarray, anterior: np.ndarray, superior: np.ndarray
+) -> np.ndarray | NotMeasurable:
+    """``normal``, or why it cannot be trusted: the refit face does not face along the scapular
+    axis as a glenoid does, or the voxels are too coarse to tell its tilt (its version from front
+    to back, its inclination from top to bottom, in the scapular frame): a face narrower than
+    ``_FACE_VOXELS`` voxels along either axis (a young child's glenoid on thick slices)."""
+    if not _glenoid_like(normal, np.cross(superior, anterior), superior):
+        return NotMeasurable("no glenoid-like face on the scapula next to the humeral head")
+    for axis, name in ((anterior, "front to back"), (superior, "top to bottom")):
+        extent = volume.voxel_extent(axis)
+        span = float(np.ptp(face @ axis))
+        if span < _FACE_VOXELS * extent:
+            return NotMeasurable(f"voxels {extent:.1f} mm {name} across a glenoid face {span:.0f} mm: too coarse")
+    return normal
 
 
 def _glenoid_like(normal: np.ndarray, lateral: np.ndarray, superior: np.ndarray) -> bool:
@@ -183,10 +203,14 @@ def _glenoid_like(normal: np.ndarray, lateral: np.ndarray, superior: np.ndarray)
 
 
 def display(points: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Landmarks to show per measure, lines (two points) in LPS: what ``POINT_FUNCTIONS`` read."""
-    f, n, head = points["glenoid_center"], unit(points["glenoid_normal"]), points["head_center"]
+    """Landmarks to show per measure, lines (two points) in LPS: what ``POINT_FUNCTIONS`` read
+    (the head diameter alone when the glenoid face could not be read)."""
+    f, head, radius = points["glenoid_center"], points["head_center"], float(points["head_radius"])
     lateral, anterior, superior = scapular_frame(points["blade_normal"], head - f)
-    radius = float(points["head_radius"])
+    diameter = {"head diameter": np.stack([head - radius * anterior, head + radius * anterior])}
+    if "glenoid_normal" not in points:
+        return {"humeral_head_diameter": diameter}
+    n = unit(points["glenoid_normal"])
     face = np.cross(n, np.cross(anterior, lateral))
     return {
         "glenoid_version": {
@@ -201,5 +225,5 @@ def display(points: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
             "scapular line": np.stack([f, f + 2 * radius * lateral]),
             "head diameter": np.stack([head - radius * anterior, head + radius * anterior]),
         },
-        "humeral_head_diameter": {"head diameter": np.stack([head - radius * anterior, head + radius * anterior])},
+        "humeral_head_diameter": diameter,
     }
