@@ -115,12 +115,22 @@ class BoneGeometry:
     @cached_property
     def surface(self) -> tuple[np.ndarray, np.ndarray]:
         """Sub-voxel surface points (N, 3) LPS and outward unit normals (N, 3): marching cubes
-        (scikit-image) on the mask smoothed over about half a voxel, which evens out the steps
-        of thick slices."""
+        (scikit-image) on the mask smoothed over half a voxel along each axis (at least 0.6 mm),
+        which evens out the steps of thick slices without rounding the fine axes: for the shape
+        of small features (a child's trochlear facets)."""
+        spacing_kji = self.volume.spacing[::-1]
+        return self._surface(np.maximum(0.6, 0.5 * spacing_kji))
+
+    @cached_property
+    def smooth_surface(self) -> tuple[np.ndarray, np.ndarray]:
+        """As ``surface``, smoothed over at least 1 mm and half the thickest voxel on every axis:
+        for plane and sphere fits to a noisy segmentation (the glenoid face, the humeral head)."""
+        return self._surface(np.full(3, max(1.0, 0.5 * float(self.volume.spacing.max()))))
+
+    def _surface(self, sigma_kji_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in self.volume.box(self.key))
         spacing_kji = self.volume.spacing[::-1]
-        sigma_mm = np.maximum(0.6, 0.5 * spacing_kji)  # per axis: thick slices must not round the fine axes
-        smooth = ndimage.gaussian_filter(self.mask[box].astype(np.float32), sigma=sigma_mm / spacing_kji)
+        smooth = ndimage.gaussian_filter(self.mask[box].astype(np.float32), sigma=sigma_kji_mm / spacing_kji)
         smooth = np.pad(smooth, 1)
         if smooth.max() <= 0.5:
             raise NotMeasurable(f"{self.key} too thin for a surface")

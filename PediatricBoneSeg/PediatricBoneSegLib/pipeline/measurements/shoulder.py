@@ -146,8 +146,8 @@ def scapular_frame(blade_normal: np.ndarray, towards_head: np.ndarray) -> np.nda
 def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:
     """The landmarks of ``values`` from a label map (raises ``NotMeasurable``)."""
     humerus, scapula = volume.bone("humerus"), volume.bone("scapula")
-    h_points, _ = humerus.surface
-    s_points, _ = scapula.surface
+    h_points, _ = humerus.smooth_surface
+    s_points, _ = scapula.smooth_surface
     tolerance = 0.25 * float(volume.spacing.max()) + 0.5
     sparse = h_points[::4]  # a seed for the head region only: every 4th point is plenty, 16x faster
     nearest, _ = cKDTree(s_points[::4]).query(sparse)
@@ -170,30 +170,29 @@ def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:
     towards = normal if normal @ (head - center) > 0 else -normal
     return {
         "glenoid_center": center,
-        "glenoid_normal": _sampled_face(volume, s_points[window], towards, anterior, superior),
+        "glenoid_normal": _checked_face(volume, towards, anterior, superior),
         "blade_normal": blade_normal,
         "head_center": head,
         "head_radius": np.float64(radius),
     }
 
 
-_FACE_VOXELS = 4.0  # the glenoid face spans at least this many voxels each way, or its tilt is a guess
+_AXIAL_VOXEL_MM = 1.5  # version is read in the axial plane: coarser voxels there make it a guess
 
 
-def _sampled_face(
-    volume: LabelVolume, face: np.ndarray, normal: np.ndarray, anterior: np.ndarray, superior: np.ndarray
-) -> np.ndarray | NotMeasurable:
+def _checked_face(volume: LabelVolume, normal: np.ndarray, anterior: np.ndarray, superior: np.ndarray):
     """``normal``, or why it cannot be trusted: the refit face does not face along the scapular
-    axis as a glenoid does, or the voxels are too coarse to tell its tilt (its version from front
-    to back, its inclination from top to bottom, in the scapular frame): a face narrower than
-    ``_FACE_VOXELS`` voxels along either axis (a young child's glenoid on thick slices)."""
-    if not _glenoid_like(normal, np.cross(superior, anterior), superior):
+    axis as a glenoid does, or the voxels are coarser than ``_AXIAL_VOXEL_MM`` across the
+    scapular transverse plane (front to back or medial to lateral: the slices of a 2D coronal or
+    sagittal series), where the face's version lies and where thick slices' terraces look like
+    faces too."""
+    lateral = np.cross(superior, anterior)
+    if not _glenoid_like(normal, lateral, superior):
         return NotMeasurable("no glenoid-like face on the scapula next to the humeral head")
-    for axis, name in ((anterior, "front to back"), (superior, "top to bottom")):
+    for axis, name in ((anterior, "front to back"), (lateral, "medial to lateral")):
         extent = volume.voxel_extent(axis)
-        span = float(np.ptp(face @ axis))
-        if span < _FACE_VOXELS * extent:
-            return NotMeasurable(f"voxels {extent:.1f} mm {name} across a glenoid face {span:.0f} mm: too coarse")
+        if extent > _AXIAL_VOXEL_MM:
+            return NotMeasurable(f"voxels {extent:.1f} mm {name}: too coarse for the glenoid's version")
     return normal
 
 
