@@ -40,6 +40,7 @@ import dataclasses
 import io
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -172,9 +173,20 @@ def process_wall_time(inputs: list[Path], outdir: Path, model: str | None, repea
     def run() -> None:
         completed = subprocess.run(pbseg_process(inputs, outdir, model), capture_output=True, text=True, check=False)
         if completed.returncode != 0:
-            raise RuntimeError(f"pbseg segment failed:\n{completed.stdout[-2000:]}{completed.stderr[-2000:]}")
+            raise RuntimeError(
+                f"pbseg segment failed ({exit_status(completed.returncode)}):\n"
+                f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}"
+            )
 
     return median_time(run, repeats)[0]
+
+
+def exit_status(returncode: int) -> str:
+    """How a child process ended, in words: a negative code is the signal that killed it (SIGKILL
+    with no message is what the kernel's out-of-memory killer leaves)."""
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
 
 
 def batch_folder(volume: Path, folder: Path, count: int) -> Path:
