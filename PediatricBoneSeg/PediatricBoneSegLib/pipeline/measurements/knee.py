@@ -265,6 +265,7 @@ def _trochlea(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anter
     summit = femur[front > front.max() - 1.0].mean(0)
     if volume.near_border(summit[None], 3.0):
         raise NotMeasurable("trochlea cut by the field of view")
+    _check_sampling(volume, medial, anterior)
     surface, normals = bone.surface
     section = surface[(np.abs((surface - summit) @ SUPERIOR) <= _SECTION_HALF_MM) & (normals @ anterior > 0.0)]
     if len(section) < 10:
@@ -277,7 +278,6 @@ def _trochlea(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anter
     positions = along.min() + (np.arange(len(profile)) + 0.5) * PROFILE_STEP_MM
     profile = np.interp(positions, positions[filled], profile[filled])  # bins the surface skipped
     groove, lateral, medial_summit = facets_from_profile(positions, profile, 0.2 * np.ptp(femur @ medial))
-    _check_sampling(volume, medial, anterior, groove, lateral, medial_summit)
     base = summit - (summit @ medial) * medial - (summit @ anterior) * anterior
     return np.stack([base + m * medial + h * anterior for m, h in (groove, lateral, medial_summit)])
 
@@ -287,25 +287,18 @@ PROFILE_STEP_MM = 0.25  # sampling of a trochlear envelope along the mediolatera
 _FACET_PART = (0.2, 0.8)  # of the way from the groove to the summit: the facet's straight part
 
 
-_FACET_VOXELS = 3.0  # a facet spans at least this many voxels across, or its slope is a guess
+_AXIAL_VOXEL_MM = 1.5  # the trochlea is read in the axial plane: coarser voxels there make it a guess
 
 
-def _check_sampling(
-    volume: LabelVolume, medial: np.ndarray, anterior: np.ndarray, groove: tuple, *summits: tuple
-) -> None:
-    """Raise ``NotMeasurable`` when the voxels are too coarse for this trochlea: a facet narrower
-    than ``_FACET_VOXELS`` voxels across (sagittal thick slices), or a groove shallower than one
-    voxel from front to back (coronal thick slices)."""
-    across = volume.voxel_extent(medial)
-    deep = volume.voxel_extent(anterior)
-    narrowest = min(abs(summit[0] - groove[0]) for summit in summits)
-    depth = float(np.mean([summit[1] for summit in summits])) - groove[1]
-    if narrowest < _FACET_VOXELS * across:
-        raise NotMeasurable(
-            f"voxels {across:.1f} mm across the trochlea: too coarse for a facet {narrowest:.0f} mm wide"
-        )
-    if depth < deep:
-        raise NotMeasurable(f"voxels {deep:.1f} mm front to back: too coarse for a groove {depth:.1f} mm deep")
+def _check_sampling(volume: LabelVolume, medial: np.ndarray, anterior: np.ndarray) -> None:
+    """Raise ``NotMeasurable`` when the voxels are coarser than ``_AXIAL_VOXEL_MM`` across the
+    axial plane, where a child's facets (a few mm high) are read: the slices of a 2D sagittal
+    (medial to lateral) or coronal (front to back) series. A rule on the voxels, not on the
+    segmented groove, which a poor segmentation can deepen."""
+    for axis, name in ((medial, "medial to lateral"), (anterior, "front to back")):
+        extent = volume.voxel_extent(axis)
+        if extent > _AXIAL_VOXEL_MM:
+            raise NotMeasurable(f"voxels {extent:.1f} mm {name}: too coarse for the trochlea")
 
 
 def facets_from_profile(
