@@ -119,14 +119,16 @@ def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list
 def _growth_plates(volume: LabelVolume, quality: dict | None) -> list[Measurement]:
     catalog = get_joint(volume.joint)
     out = []
-    any_bone = volume.labels > 0
+    present = [b.key for b in catalog.bones if volume.has(b.key)]
     for bone in (b.key for b in catalog.bones if b.key in physis.LONG_BONES):
         reason = _blocked(volume, (bone,), (), quality)
-        others = any_bone & ~volume.mask(bone)
-        if reason is None and not others.any():
+        others = [key for key in present if key != bone]
+        if reason is None and not others:
             reason = "no other bone to tell the joint end"
         if reason is None:
-            joint_centre = volume.to_lps(np.argwhere(others)).mean(0)
+            # The mean of the other bones' voxels, from each one's box (no pass over the whole volume).
+            centres, counts = zip(*(volume.centroid(key) for key in others))
+            joint_centre = np.average(np.stack(centres), axis=0, weights=counts)
             try:
                 out += physis.measure_bone(volume, bone, joint_centre)
                 continue

@@ -266,7 +266,8 @@ def _trochlea(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anter
     if volume.near_border(summit[None], 3.0):
         raise NotMeasurable("trochlea cut by the field of view")
     _check_sampling(volume, medial, anterior)
-    surface, normals = bone.surface
+    near = femur[np.abs((femur - summit) @ SUPERIOR) <= _SECTION_HALF_MM + volume.voxel_extent(SUPERIOR)]
+    surface, normals = bone.surface_near(near, margin_mm=_SECTION_HALF_MM + 4.0)  # beyond the smoothing's reach
     section = surface[(np.abs((surface - summit) @ SUPERIOR) <= _SECTION_HALF_MM) & (normals @ anterior > 0.0)]
     if len(section) < 10:
         raise NotMeasurable("no trochlear surface on the axial section")

@@ -54,6 +54,7 @@ DEFINITIONS = (STATUS, AREA, VOLUME)
 _MAX_GAP_MM = 8.0
 _MIN_SHARE = 0.02
 _BOX_MARGIN = 3  # voxels around the bone: _facing_area's own box (2) and the cut test (1)
+_REGROW_STEPS = 2  # dilations that give a peeled piece back its surface (and a voxel more)
 _MIN_SEEN_MM = 35.0  # head-foot length of a cut bone in view that holds its epiphysis and plate
 _THINNEST_PLATE_MM = 1.8  # a gap this thin is seen only with voxels no thicker on any axis
 
@@ -87,7 +88,7 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
     if gap > _MAX_GAP_MM:
         closed = f"growth plate closed (second piece {gap:.0f} mm away: not a physeal gap)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
-    centroids = [volume.to_lps(np.argwhere(piece) + corner).mean(0) for piece in (first, second)]
+    centroids = [volume.to_lps(np.array([ndimage.center_of_mass(piece)]) + corner)[0] for piece in (first, second)]
     near = int(np.argmin([np.linalg.norm(c - joint_center) for c in centroids]))
     epiphysis, metaphysis = (first, second) if near == 0 else (second, first)
     status = Measurement(STATUS, 1.0, bone=bone, landmarks={"epiphysis centre": centroids[near][None]})
@@ -105,9 +106,10 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
 
 def _pieces(mask: np.ndarray, spacing_kji: np.ndarray) -> list[np.ndarray]:
     """The bone's pieces (``components``), largest first. When it is one piece, the pieces it
-    falls into once its surface is peeled by one voxel, each grown back over its share of the
-    bone: a segmented physeal gap is often bridged by a few voxels. Only the fine axes (voxels up
-    to ``_THINNEST_PLATE_MM``) are peeled, so a thick slice never cuts a thin bone in two."""
+    falls into once its surface is peeled by one voxel, each grown back within the bone (where
+    both reach a voxel, the second one takes it): a segmented physeal gap is often bridged by a
+    few voxels. Only the fine axes (voxels up to ``_THINNEST_PLATE_MM``) are peeled, so a thick
+    slice never cuts a thin bone in two."""
     pieces = components(mask, _MIN_SHARE)
     fine = spacing_kji <= _THINNEST_PLATE_MM
     if len(pieces) >= 2 or not fine.any():
@@ -119,14 +121,13 @@ def _pieces(mask: np.ndarray, spacing_kji: np.ndarray) -> list[np.ndarray]:
     cores = components(ndimage.binary_erosion(mask, element), _MIN_SHARE)
     if len(cores) < 2:
         return pieces
-    seeds = np.zeros(mask.shape, np.int32)
+    owner = np.zeros(mask.shape, np.uint8)
     for index, core in enumerate(cores[:2], start=1):
-        seeds[core] = index
-    nearest = ndimage.distance_transform_edt(
-        seeds == 0, sampling=spacing_kji, return_distances=False, return_indices=True
-    )
-    owner = seeds[tuple(nearest)]
-    return [mask & (owner == index) for index in (1, 2)]
+        owner[core] = index
+    for _ in range(_REGROW_STEPS):  # the peeled voxels go back to the core next to them
+        grown = ndimage.grey_dilation(owner, footprint=element)
+        owner = np.where(mask & (owner == 0), grown, owner)
+    return [owner == index for index in (1, 2)]
 
 
 def _touches_volume_border(piece: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
