@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 from skimage import measure
 
 from .base import SUPERIOR, Definition, Measurement, NotMeasurable
@@ -83,8 +84,7 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
         closed = "growth plate closed (one piece)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
     first, second = pieces[0], pieces[1]
-    distance_to_first = ndimage.distance_transform_edt(~first, sampling=spacing)
-    gap = float(distance_to_first[second].min())
+    gap = float(_nearest(first, spacing).query(_surface_voxels(second) * spacing)[0].min())
     if gap > _MAX_GAP_MM:
         closed = f"growth plate closed (second piece {gap:.0f} mm away: not a physeal gap)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
@@ -149,15 +149,27 @@ def _facing_area(
     padded = np.pad(smooth, 1)
     vertices, faces, _, _ = measure.marching_cubes(padded, 0.5, spacing=tuple(spacing))
     offset = (np.array([s.start for s in box]) - 1) * spacing
-    reach = ndimage.distance_transform_edt(~metaphysis, sampling=spacing)
     centres = (vertices[faces].mean(1) + offset) / spacing  # fractional (k, j, i)
     index = np.clip(np.round(centres).astype(int), 0, np.array(epiphysis.shape) - 1)
-    distance = reach[tuple(index.T)]
+    distance = _nearest(metaphysis, spacing).query(index * spacing)[0]
+    distance[metaphysis[tuple(index.T)]] = 0.0
     facing = distance < distance.min() + 0.5 * float(spacing.max()) + 0.5  # across the gap, not the sides
     if not facing.any():
         raise NotMeasurable("physis surface not found")
     area = float(measure.mesh_surface_area(vertices, faces[facing]))
     return area, volume.to_lps(centres[facing] + corner).mean(0)
+
+
+def _surface_voxels(mask: np.ndarray) -> np.ndarray:
+    """(N, 3) indices of the voxels of ``mask`` with a 6-neighbour outside it. The voxel of a mask
+    nearest to any point outside it is one of these, so distances to them are the distance
+    transform's, for a fraction of its time and memory."""
+    return np.argwhere(mask & ~ndimage.binary_erosion(mask, border_value=0))
+
+
+def _nearest(mask: np.ndarray, spacing_kji: np.ndarray) -> cKDTree:
+    """A KD-tree of ``mask``'s surface voxels in mm (query with ``index * spacing``)."""
+    return cKDTree(_surface_voxels(mask) * spacing_kji)
 
 
 def _none(definition: Definition, bone: str, reason: str) -> Measurement:
