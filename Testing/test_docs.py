@@ -41,13 +41,42 @@ PATH_PREFIXES = {
     "Resources/": "Resources/",
     ".ci/": ".ci/",
 }
-REPO_PATH = re.compile(
-    r"(?<![\w./-])((?:" + "|".join(re.escape(prefix) for prefix in PATH_PREFIXES) + r")[\w./-]*)"
-)
-ROOT_FILES = {"README.md", "CHANGELOG.md", "CITATION.cff", "Makefile", "pyproject.toml", "constraints.txt",
-              "CMakeLists.txt"}
-FILE_EXTENSIONS = {"py", "md", "toml", "json", "txt", "csv", "png", "gz", "nii", "nrrd", "mha", "sh", "cff", "ui",
-                   "safetensors", "html", "npz", "stl", "obj", "vtp", "ply", "dcm", "pt", "pth"}
+REPO_PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(re.escape(prefix) for prefix in PATH_PREFIXES) + r")[\w./-]*)")
+ROOT_FILES = {
+    "README.md",
+    "CHANGELOG.md",
+    "CITATION.cff",
+    "Makefile",
+    "pyproject.toml",
+    "constraints.txt",
+    "CMakeLists.txt",
+}
+FILE_EXTENSIONS = {
+    "py",
+    "md",
+    "toml",
+    "json",
+    "txt",
+    "csv",
+    "png",
+    "gz",
+    "nii",
+    "nrrd",
+    "mha",
+    "sh",
+    "cff",
+    "ui",
+    "safetensors",
+    "html",
+    "npz",
+    "stl",
+    "obj",
+    "vtp",
+    "ply",
+    "dcm",
+    "pt",
+    "pth",
+}
 EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # https:, mailto:...
 
 
