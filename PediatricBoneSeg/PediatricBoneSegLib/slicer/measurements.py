@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -81,7 +81,7 @@ def add_measurement_nodes(
         rows.append(
             {
                 "Measure": entry["name"],
-                "Value": "" if entry["value"] is None else str(entry["value"]),  # text: "" when not measurable
+                "Value": _value_text(entry),
                 "Unit": entry["unit"],
                 "Result": entry["text"],
                 "Source": SOURCE_PIPELINE if m.measurable else "",
@@ -98,29 +98,46 @@ def add_measurement_nodes(
         table.SetNodeReferenceID(VOLUME_ROLE, volume_node.GetID())
         transform_id = volume_node.GetTransformNodeID()
     links = LandmarkLinks(scene, table)
-    landmark_sets: list[tuple[str, np.ndarray, Any, list[str]]] = []  # name, points, node, measure keys
+    landmark_sets: list[_LandmarkSet] = []
     folder = 0
     for row, m in enumerate(measurements):
         nodes = {}
         for landmark, points in m.landmarks.items():
             points = np.atleast_2d(np.asarray(points, float))
-            shared = next((s for s in landmark_sets if s[0] == landmark and np.array_equal(s[1], points)), None)
+            shared = next((s for s in landmark_sets if s.name == landmark and np.array_equal(s.points, points)), None)
             if shared is None:
                 if folder == 0:
                     folder = create_folder(scene, f"{name} measurement landmarks", parent_item)
                 # A second set of the same name (another bone's growth plate) says whose it is.
-                taken = any(s[0] == landmark for s in landmark_sets)
+                taken = any(s.name == landmark for s in landmark_sets)
                 title = f"{landmark} ({m.to_json()['name']})" if taken else landmark
-                shared = (landmark, points, _add_landmark_node(scene, title, landmark, points, transform_id), [])
-                place_node(scene, shared[2], folder)
+                shared = _LandmarkSet(
+                    landmark, points, _add_landmark_node(scene, title, landmark, points, transform_id)
+                )
+                place_node(scene, shared.node, folder)
                 landmark_sets.append(shared)
-            shared[3].append(m.key)
-            nodes[landmark] = shared[2]
+            shared.measures.append(m.key)
+            nodes[landmark] = shared.node
         if nodes and m.measurable and point_function(m.definition) is not None:
             links.link(row, m, nodes)
-    for *_, node, keys in landmark_sets:
-        node.SetAttribute(MEASURES_ATTRIBUTE, " ".join(keys))
-    return table, [node for *_, node, _ in landmark_sets], folder, links
+    for landmark_set in landmark_sets:
+        landmark_set.node.SetAttribute(MEASURES_ATTRIBUTE, " ".join(landmark_set.measures))
+    return table, [s.node for s in landmark_sets], folder, links
+
+
+@dataclass(eq=False)
+class _LandmarkSet:
+    """One distinct landmark set of a case: its Markups node and the measures it serves."""
+
+    name: str
+    points: np.ndarray  # (N, 3) LPS mm, as the pipeline placed them
+    node: Any
+    measures: list[str] = field(default_factory=list)
+
+
+def _value_text(entry: dict) -> str:
+    """A measurement's Value cell: always text ("" when not measurable), so the column stays text."""
+    return "" if entry["value"] is None else str(entry["value"])
 
 
 def _add_landmark_node(scene: Any, title: str, landmark: str, points: np.ndarray, transform_id: str | None) -> Any:
@@ -273,7 +290,7 @@ class LandmarkLinks:
         entry = current.to_json()
         table = self.table_node
         for column, text in (
-            ("Value", "" if entry["value"] is None else str(entry["value"])),
+            ("Value", _value_text(entry)),
             ("Result", entry["text"]),
             ("Source", SOURCE_PIPELINE if unmoved else SOURCE_EDITED),
         ):

@@ -98,13 +98,11 @@ def _knee(mapped: dict, model: JointModel, grid: ScannerGrid, variation: Any, st
     order = np.argsort(along)
     positions = np.arange(along.min(), along.max(), knee.PROFILE_STEP_MM)
     profile = np.interp(positions, along[order], height[order])
-    centre = envelope.mean(0)
-    base = centre - (centre @ medial) * medial - (centre @ anterior) * anterior
     try:  # a noise-free envelope: any rise is a facet
         points = knee.facets_from_profile(positions, profile, 5.0 * grid.scale, prominence_mm=0.01)
     except NotMeasurable:  # too flat to read (a dysplastic trochlea of a small child): as planned
         return out
-    out["trochlea"] = np.stack([base + m * medial + h * anterior for m, h in points])
+    out["trochlea"] = knee.on_section(envelope.mean(0), medial, anterior, points)
     return out
 
 

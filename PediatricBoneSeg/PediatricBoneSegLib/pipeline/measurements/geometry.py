@@ -17,6 +17,10 @@ from ...catalog import get_joint
 from ...labelmaps import bone_boxes
 from .base import NotMeasurable
 
+# The trochlea and the glenoid's version are read in the axial plane, where a child's features are a
+# few mm: coarser voxels across it (the slices of a 2D sagittal or coronal series) make them a guess.
+AXIAL_VOXEL_MM = 1.5
+
 
 @dataclass
 class LabelVolume:
@@ -97,6 +101,15 @@ class LabelVolume:
     def voxel_extent(self, direction: np.ndarray) -> float:
         """A voxel's extent (mm) along the unit LPS ``direction``: how finely the image samples it."""
         return float(np.abs(self.direction.T @ direction) @ self.spacing)
+
+    def too_coarse(self, axes: dict[str, np.ndarray], what: str) -> NotMeasurable | None:
+        """Why the voxels are too coarse to read ``what`` (e.g. "the trochlea"), or None: a voxel
+        longer than ``AXIAL_VOXEL_MM`` along one of ``axes`` (description -> unit LPS direction)."""
+        for name, axis in axes.items():
+            extent = self.voxel_extent(axis)
+            if extent > AXIAL_VOXEL_MM:
+                return NotMeasurable(f"voxels {extent:.1f} mm {name}: too coarse for {what}")
+        return None
 
     def near_border(self, points: np.ndarray, margin_mm: float) -> bool:
         """Whether any LPS point lies within ``margin_mm`` of a face of the volume."""

@@ -9,6 +9,8 @@ summit): the femur's anterior profile there, a line fitted to each facet.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .base import ANTERIOR, SUPERIOR, Definition, NotMeasurable, angle_deg, points_by_measure, project, unit
@@ -207,7 +209,7 @@ def _mediolateral_seed(volume: LabelVolume) -> np.ndarray:
     direction of the distal femur, whose sign is arbitrary (so the measures that need to know the
     lateral side also need the fibula)."""
     if volume.usable("tibia") and volume.usable("fibula"):
-        return unit(project(volume.bone("tibia").points.mean(0) - volume.bone("fibula").points.mean(0), SUPERIOR))
+        return unit(project(volume.centroid("tibia")[0] - volume.centroid("fibula")[0], SUPERIOR))
     femur = volume.bone("femur").points
     height = femur @ SUPERIOR
     distal = femur[height < height.min() + _DISTAL_FEMUR_MM]
@@ -265,7 +267,9 @@ def _trochlea(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anter
     summit = femur[front > front.max() - 1.0].mean(0)
     if volume.near_border(summit[None], 3.0):
         raise NotMeasurable("trochlea cut by the field of view")
-    _check_sampling(volume, medial, anterior)
+    coarse = volume.too_coarse({"medial to lateral": medial, "front to back": anterior}, "the trochlea")
+    if coarse is not None:  # a rule on the voxels: a poor segmentation's deepened groove cannot pass it
+        raise coarse
     near = femur[np.abs((femur - summit) @ SUPERIOR) <= _SECTION_HALF_MM + volume.voxel_extent(SUPERIOR)]
     surface, normals = bone.surface_near(near, margin_mm=_SECTION_HALF_MM + 4.0)  # beyond the smoothing's reach
     section = surface[(np.abs((surface - summit) @ SUPERIOR) <= _SECTION_HALF_MM) & (normals @ anterior > 0.0)]
@@ -278,28 +282,19 @@ def _trochlea(volume: LabelVolume, bone: BoneGeometry, medial: np.ndarray, anter
     filled = np.isfinite(profile)
     positions = along.min() + (np.arange(len(profile)) + 0.5) * PROFILE_STEP_MM
     profile = np.interp(positions, positions[filled], profile[filled])  # bins the surface skipped
-    groove, lateral, medial_summit = facets_from_profile(positions, profile, 0.2 * np.ptp(femur @ medial))
-    base = summit - (summit @ medial) * medial - (summit @ anterior) * anterior
-    return np.stack([base + m * medial + h * anterior for m, h in (groove, lateral, medial_summit)])
+    return on_section(summit, medial, anterior, facets_from_profile(positions, profile, 0.2 * np.ptp(femur @ medial)))
+
+
+def on_section(through: np.ndarray, medial: np.ndarray, anterior: np.ndarray, points: Sequence) -> np.ndarray:
+    """(N, 3) LPS of (mediolateral mm, anterior mm) ``points`` of the axial section through the LPS
+    point ``through`` (its ``medial`` and ``anterior`` axes, as ``facets_from_profile`` reads it)."""
+    base = through - (through @ medial) * medial - (through @ anterior) * anterior
+    return np.stack([base + m * medial + h * anterior for m, h in points])
 
 
 _SECTION_HALF_MM = 0.75  # half-thickness of the section: thick slices' in-between surface is interpolated
 PROFILE_STEP_MM = 0.25  # sampling of a trochlear envelope along the mediolateral axis
 _FACET_PART = (0.2, 0.8)  # of the way from the groove to the summit: the facet's straight part
-
-
-_AXIAL_VOXEL_MM = 1.5  # the trochlea is read in the axial plane: coarser voxels there make it a guess
-
-
-def _check_sampling(volume: LabelVolume, medial: np.ndarray, anterior: np.ndarray) -> None:
-    """Raise ``NotMeasurable`` when the voxels are coarser than ``_AXIAL_VOXEL_MM`` across the
-    axial plane, where a child's facets (a few mm high) are read: the slices of a 2D sagittal
-    (medial to lateral) or coronal (front to back) series. A rule on the voxels, not on the
-    segmented groove, which a poor segmentation can deepen."""
-    for axis, name in ((medial, "medial to lateral"), (anterior, "front to back")):
-        extent = volume.voxel_extent(axis)
-        if extent > _AXIAL_VOXEL_MM:
-            raise NotMeasurable(f"voxels {extent:.1f} mm {name}: too coarse for the trochlea")
 
 
 def facets_from_profile(

@@ -177,23 +177,16 @@ def landmarks(volume: LabelVolume) -> dict[str, np.ndarray]:
     }
 
 
-_AXIAL_VOXEL_MM = 1.5  # version is read in the axial plane: coarser voxels there make it a guess
-
-
 def _checked_face(volume: LabelVolume, normal: np.ndarray, anterior: np.ndarray, superior: np.ndarray):
     """``normal``, or why it cannot be trusted: the refit face does not face along the scapular
-    axis as a glenoid does, or the voxels are coarser than ``_AXIAL_VOXEL_MM`` across the
-    scapular transverse plane (front to back or medial to lateral: the slices of a 2D coronal or
-    sagittal series), where the face's version lies and where thick slices' terraces look like
-    faces too."""
+    axis as a glenoid does, or the voxels are too coarse across the scapular transverse plane
+    (``LabelVolume.too_coarse``: the slices of a 2D coronal or sagittal series), where the face's
+    version lies and where thick slices' terraces look like faces too."""
     lateral = np.cross(superior, anterior)
     if not _glenoid_like(normal, lateral, superior):
         return NotMeasurable("no glenoid-like face on the scapula next to the humeral head")
-    for axis, name in ((anterior, "front to back"), (lateral, "medial to lateral")):
-        extent = volume.voxel_extent(axis)
-        if extent > _AXIAL_VOXEL_MM:
-            return NotMeasurable(f"voxels {extent:.1f} mm {name}: too coarse for the glenoid's version")
-    return normal
+    axes = {"front to back": anterior, "medial to lateral": lateral}
+    return volume.too_coarse(axes, "the glenoid's version") or normal
 
 
 def _glenoid_like(normal: np.ndarray, lateral: np.ndarray, superior: np.ndarray) -> bool:
