@@ -129,6 +129,12 @@ def test_not_measurable_when_a_bone_is_missing_cut_or_unreliable() -> None:
     middle = int(np.argwhere(labels == catalog.label_of("talus"))[:, 2].mean())
     image = phantom.labels[middle:, :, :]  # a field of view through the middle of the talus
     assert "talus cut by the field of view" in {m.reason for m in measure(image, "ankle")}
+    # A segmentation that leaves the cut bone's outermost slice empty still reads as cut.
+    emptied = sitk.GetArrayFromImage(image)
+    emptied[:, :, 0] = 0
+    shy = sitk.GetImageFromArray(emptied)
+    shy.CopyInformation(image)
+    assert "talus cut by the field of view" in {m.reason for m in measure(shy, "ankle")}
 
     unreliable = {"talus": BoneQuality(0.2, False, {}, ["low confidence"])}
     verdicts = {m.key: m for m in measure(phantom.labels, "ankle", unreliable)}

@@ -20,6 +20,7 @@ from .base import NotMeasurable
 # The trochlea and the glenoid's version are read in the axial plane, where a child's features are a
 # few mm: coarser voxels across it (the slices of a 2D sagittal or coronal series) make them a guess.
 AXIAL_VOXEL_MM = 1.5
+_BORDER_MM = 2.5  # a bone this close to a face of the volume is taken as cut by the field of view
 
 
 @dataclass
@@ -85,9 +86,14 @@ class LabelVolume:
         return self.has(bone) and bone not in self.unreliable
 
     def touches_border(self, bone: str) -> bool:
-        """Whether ``bone`` reaches a face of the volume (cut by the field of view): its box does."""
+        """Whether ``bone`` is cut by the field of view: its box reaches within ``_BORDER_MM`` (at
+        least one voxel) of a face of the volume. Not only the face itself: a segmentation often
+        leaves the outermost slices of a bone empty (their signal falls off), which hides the cut."""
         box = self.box(bone)
-        return box is not None and any(s.start == 0 or s.stop == n for s, n in zip(box, self.labels.shape))
+        if box is None:
+            return False
+        layers = np.maximum(1, np.ceil(_BORDER_MM / self.spacing[::-1]).astype(int))
+        return any(s.start < m or s.stop > n - m for s, n, m in zip(box, self.labels.shape, layers))
 
     def bone(self, bone: str) -> BoneGeometry:
         """``bone``'s geometry, built once per volume (one case): its voxel points and surface are
