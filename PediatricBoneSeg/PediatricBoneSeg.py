@@ -50,6 +50,16 @@ class PediatricBoneSeg(ScriptedLoadableModule):
             "anatomical priors, Medical Image Analysis 2022 (arXiv 2207.13502). The bundled model was "
             "trained on synthetic phantoms; see the extension's README for its model card."
         )
+        # A saved scene's clinical tables follow their Markups again once loaded, also when this
+        # module's panel is never opened (its logic is then never created).
+        slicer.app.connect("startupCompleted()", followSavedMeasurements)
+
+
+def followSavedMeasurements() -> None:
+    """Restore the landmark links of the application scene's clinical tables, now and after every load."""
+    from PediatricBoneSegLib.slicer.measurements import follow_scene_loads
+
+    follow_scene_loads(slicer.mrmlScene)
 
 
 @parameterNodeWrapper

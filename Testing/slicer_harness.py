@@ -8,10 +8,11 @@ pointers to each other, so every one created here is kept alive until the proces
 
 Stand-ins (the project's own, tiny, ONLY for the Qt application layer that slicer-core lacks):
 ``application_standins`` makes ``import qt``, ``import ctk``, ``slicer.ScriptedLoadableModule``,
-``slicer.parameterNodeWrapper``, ``slicer.mrmlScene`` and ``slicer.modules.segmentations.logic()``
-resolve while ``PediatricBoneSeg.py`` is imported and its Test class runs. They implement just
-what that file touches at import time and in its Test class (class bases, decorators,
-``delayDisplay``); the Widget, which needs real Qt, is never instantiated here.
+``slicer.parameterNodeWrapper``, ``slicer.mrmlScene``, ``slicer.modules.segmentations.logic()`` and
+``slicer.app.connect`` (which records the application signals' slots in ``harness.app_slots``)
+resolve while ``PediatricBoneSeg.py`` is imported and its Test class runs. They implement just what
+that file touches at import time and in its Test class (class bases, decorators, ``delayDisplay``,
+the start-up hook); the Widget, which needs real Qt, is never instantiated here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class MRMLHarness:
         self.segmentationsLogic = slicer.vtkSlicerSegmentationsModuleLogic()
         self.segmentationsLogic.SetMRMLScene(self.scene)
         self.scene.GetSubjectHierarchyNode()  # the application's scene always has one
+        self.app_slots: dict[str, list[Any]] = {}  # Qt signal of slicer.app -> slots connected to it
         _KEEP_ALIVE.extend([self.scene, self.segmentationsLogic])
 
     @property
@@ -114,7 +116,9 @@ def application_standins(harness: MRMLHarness) -> Iterator[types.ModuleType]:
     wrapper.parameterNodeWrapper = _parameterNodeWrapper
     wrapper.Choice = wrapper.WithinRange = _Annotation
     segmentations = types.SimpleNamespace(logic=lambda: harness.segmentationsLogic)
+    app = types.SimpleNamespace(connect=lambda signal, slot: harness.app_slots.setdefault(signal, []).append(slot))
     attributes = {
+        "app": app,
         "mrmlScene": harness.scene,
         "modules": types.SimpleNamespace(segmentations=segmentations),
         "ScriptedLoadableModule": base,

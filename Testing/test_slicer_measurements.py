@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer
-from slicer_harness import MRMLHarness
+from slicer_harness import MRMLHarness, application_standins
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 from vtkmodules.vtkCommonTransforms import vtkGeneralTransform
 
@@ -368,6 +368,38 @@ def test_a_saved_scene_loaded_again_follows_its_markups(knee, tmp_path):
     assert len(links.observed_nodes) == len(HAND_LANDMARKS)
     _set(nodes["tubercle"], tubercle)
     assert _table(reloaded) == table  # back where the pipeline put it: "pipeline" again
+
+
+def test_the_module_follows_loaded_scenes_from_application_start_without_its_logic(tmp_path):
+    """The module (``PediatricBoneSeg.py``, imported with the Qt stand-ins of ``slicer_harness``;
+    ``slicer.app`` is one of them) hooks the application's start; once started, a scene loaded
+    into the real ``slicer.mrmlScene`` follows its Markups though no logic was ever created."""
+    harness = MRMLHarness()
+    _markups_storage(harness.scene)
+    result = _hand_case(harness)
+    row = _row(result, "tt_tg")
+    value = _cell(result, row, "Value")
+    mrml = _save_scene(harness.scene, [result.clinicalTableNode, *result.landmarkNodes], tmp_path)
+
+    application = MRMLHarness()
+    _markups_storage(application.scene)
+    with application_standins(application) as module:
+        module.PediatricBoneSeg(types.SimpleNamespace())
+        (started,) = application.app_slots["startupCompleted()"]
+        started()
+    application.scene.SetURL(mrml)
+    assert application.scene.Connect() == 1
+    table = application.scene.GetNodesByClass("vtkMRMLTableNode").GetItemAsObject(0)
+    loaded = types.SimpleNamespace(
+        clinicalTableNode=table,
+        landmarkNodes=[
+            n for n in application.scene.GetNodesByClass("vtkMRMLMarkupsNode") if n.GetAttribute(LANDMARK_ATTRIBUTE)
+        ],
+    )
+    tubercle = _nodes(loaded, "tt_tg")["tubercle"]
+    _set(tubercle, _lps(tubercle) + 5.0 * _lateral(result.measurements[row]))
+    assert _cell(loaded, row, "Value") != value
+    assert _cell(loaded, row, "Source") == SOURCE_EDITED
 
 
 def test_restore_without_the_hook_and_a_row_whose_markups_are_missing(tmp_path):

@@ -99,6 +99,21 @@ def test_interrupted_and_resumed_run_ends_in_the_same_weights(phantom_root: Path
     assert len(history(tmp_path / "resumed")) == 8
 
 
+def test_warm_start_continues_from_an_exported_model_and_refuses_another_network(
+    phantom_root: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(phantom_root, scheme="full", steps=12)
+    first = train(config, tmp_path / "first", show_progress=False)
+    warm = config.with_overrides(initial_model=str(first), steps=4)
+    continued = train(warm, tmp_path / "warm", show_progress=False)
+    # step 0 draws the same batch in both runs: the warm start has already learned it
+    assert history(tmp_path / "warm")[0] < 0.8 * history(tmp_path / "first")[0]
+    assert load_model(continued).manifest.provenance["initial_model"] == "model.safetensors"
+    other = warm.with_overrides(decoder_channels=(8, 8, 8, 8, 8))
+    with pytest.raises(ValueError, match=r"model\.safetensors: its network .* is not the one"):
+        train(other, tmp_path / "other", show_progress=False)
+
+
 def test_two_process_torchrun_on_cpu_exports_a_loadable_model(phantom_root: Path, tmp_path: Path) -> None:
     lines = [f"{key} = {json.dumps(value)}" for key, value in {**TINY, "scheme": "mtmd", "steps": 4}.items()]
     lines += [f'[[datasets]]\npath = "{phantom_root / joint}"' for joint in JOINT_KEYS]

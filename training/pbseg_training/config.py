@@ -34,6 +34,9 @@ class TrainingConfig:
     encoder: str = "mobilenet_v2"
     decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
     imagenet_weights: str | None = None
+    # warm start: an exported model file whose network (same architecture and joints as the last
+    # phase) starts the training, instead of ImageNet; a longer training of a bundled model on more data
+    initial_model: str | None = None
     input_size: int = 160
     # optimization
     steps: int = 3000
@@ -75,6 +78,8 @@ class TrainingConfig:
             found.append("no datasets")
         if self.scheme in ("individual", "transfer") and not self.target_joint:
             found.append(f"scheme {self.scheme!r} needs target_joint")
+        if self.initial_model and self.scheme == "transfer":
+            found.append("initial_model starts the last phase: the transfer scheme has two")
         if self.steps < 1 or self.batch_per_domain < 1:
             found.append("steps and batch_per_domain must be >= 1")
         return found
@@ -115,9 +120,10 @@ def config_from_dict(raw: dict[str, Any], base: Path | None = None) -> TrainingC
         cases = entry.get("cases")
         datasets.append(DatasetSpec(str(dataset_path), entry.get("joint"), tuple(cases) if cases else None))
     values["datasets"] = tuple(datasets)
-    weights = values.get("imagenet_weights")
-    if weights and base is not None and not Path(weights).is_absolute():
-        values["imagenet_weights"] = str(base / weights)
+    for key in ("imagenet_weights", "initial_model"):
+        weights = values.get(key)
+        if weights and base is not None and not Path(weights).is_absolute():
+            values[key] = str(base / weights)
     for key in ("decoder_channels", "scale_range"):
         if key in values:
             values[key] = tuple(values[key])

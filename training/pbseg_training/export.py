@@ -73,6 +73,7 @@ def export_model(
             "steps": config.steps,
             "batch_per_domain": config.batch_per_domain,
             "encoder_init": "imagenet" if config.imagenet_weights else "random",
+            "initial_model": Path(config.initial_model).name if config.initial_model else None,
             "loss_weights": {
                 "contrastive": config.contrastive_weight if config.contrastive else 0.0,
                 "shape": config.shape_weight if config.shape_prior else 0.0,

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.network import MultiDomainUNet, load_imagenet_encoder
 from PediatricBoneSegLib.network.config import PreprocessingConfig
+from PediatricBoneSegLib.network.modelfile import load_model
 
 from .augment import augment_batch
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
@@ -69,6 +70,8 @@ def build_network(phase: Phase, config: TrainingConfig, previous: MultiDomainUNe
     if previous is not None:  # transfer: keep every shared weight, a fresh head for the new task
         inherited = {k: v for k, v in previous.state_dict().items() if not k.startswith("heads.")}
         network.load_state_dict(inherited, strict=False)
+    elif config.initial_model:
+        network.load_state_dict(initial_network(config.initial_model, phase).state_dict())
     elif config.imagenet_weights:
         report = load_imagenet_encoder(network.encoder, config.imagenet_weights)
         if report.unmatched or report.missing:
@@ -77,6 +80,19 @@ def build_network(phase: Phase, config: TrainingConfig, previous: MultiDomainUNe
                 f"{len(report.missing)} encoder tensors missing {report.missing[:5]}"
             )
     return network.to(memory_format=torch.channels_last)
+
+
+def initial_network(path: str | Path, phase: Phase) -> MultiDomainUNet:
+    """The network of an exported model file, checked against the phase it is to start."""
+    loaded = load_model(path)
+    if loaded.manifest.architecture != phase.network:
+        raise ValueError(
+            f"{path}: its network ({loaded.manifest.architecture}) is not the one this configuration trains "
+            f"({phase.network}): same encoder, decoder channels, joints and layout needed for a warm start"
+        )
+    if list(loaded.manifest.joints) != list(phase.joints):
+        raise ValueError(f"{path}: its joints {loaded.manifest.joints} are not this training's {list(phase.joints)}")
+    return loaded.network
 
 
 def _domain_batch(
