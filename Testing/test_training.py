@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file
 
 from pbseg_training.checkpoint import load_checkpoint
 from pbseg_training.config import SCHEMES, DatasetSpec, TrainingConfig, config_from_dict
-from pbseg_training.data import load_domain
+from pbseg_training.data import load_domain, sample_indices
+from pbseg_training.dataset import write_raw_dataset
 from pbseg_training.evaluate_model import dice_by_family, evaluate, markdown
 from pbseg_training.phantoms import write_phantom_dataset
 from pbseg_training.phantoms.appearance import TISSUES
@@ -155,6 +158,40 @@ def test_tissue_maps_reach_the_pools_and_synthesis_trains_from_them(phantom_root
     assert set(pool.tissues[bone].unique().tolist()) & {TISSUES.index("marrow"), TISSUES.index("cortex")}
     config = tiny_config(phantom_root, scheme="mtmd", steps=4, augment=True, synthesis_probability=1.0)
     assert load_model(train(config, tmp_path, show_progress=False)).manifest.joints == list(JOINT_KEYS)
+
+
+def _volume(shape_zyx: tuple[int, int, int], spacing_xyz: tuple[float, float, float]) -> tuple[sitk.Image, sitk.Image]:
+    rng = np.random.default_rng(0)
+    labels = np.zeros(shape_zyx, np.uint8)
+    labels[2:-2, 3:-3, 4:-4] = 1
+    image = sitk.GetImageFromArray((rng.normal(100, 10, shape_zyx) + 200 * labels).astype(np.float32))
+    label_image = sitk.GetImageFromArray(labels)
+    for volume in (image, label_image):
+        volume.SetSpacing(spacing_xyz)
+    return image, label_image
+
+
+def test_fine_volumes_are_also_sliced_along_extra_planes_and_cases_can_weigh_alike(tmp_path: Path) -> None:
+    fine = _volume((20, 24, 28), (1.0, 1.0, 1.0))  # near-isotropic: S 20, P 24, L 28 voxels
+    thick = _volume((6, 24, 28), (1.0, 1.0, 4.0))  # a 2D axial series: 6 slices of 4 mm
+    write_raw_dataset(tmp_path / "knee", "knee", [("knee_000", *fine), ("knee_001", *thick)], 2)
+    spec, preprocessing = DatasetSpec(str(tmp_path / "knee")), PreprocessingConfig(size=32)
+    usual = load_domain(spec, preprocessing)
+    assert torch.bincount(usual.case_index).tolist() == [28, 6]  # the knee's sagittal slices; the series' own
+    pool = load_domain(spec, preprocessing, ("coronal", "axial"))
+    # every other slice of the extra planes, of the fine volume only
+    assert torch.bincount(pool.case_index).tolist() == [28 + 12 + 10, 6]
+    assert torch.equal(pool.images[:28], usual.images[:28]) and torch.equal(pool.images[-6:], usual.images[-6:])
+    assert pool.mirrorable.tolist() == [False] * 28 + [True] * 28
+    generator = torch.Generator().manual_seed(0)
+    by_slice = torch.bincount(pool.case_index[sample_indices(pool, 4000, 0.0, generator)], minlength=2)
+    by_case = torch.bincount(pool.case_index[sample_indices(pool, 4000, 0.0, generator, by_case=True)], minlength=2)
+    assert by_slice[1] < 0.2 * 4000 and abs(by_case[1] - 2000) < 150
+    foreground = sample_indices(pool, 4000, 1.0, generator, by_case=True)
+    assert pool.foreground[foreground].all()
+    assert abs(torch.bincount(pool.case_index[foreground], minlength=2)[1] - 2000) < 150
+    with pytest.raises(ValueError, match=r"sampling 'some'.*extra_planes \['oblique'\]"):
+        config_from_dict({"sampling": "some", "extra_planes": ["oblique"], "datasets": [{"path": "x"}]})
 
 
 def test_model_card_evaluation_reports_dice_per_protocol_family(phantom_root: Path, tmp_path: Path) -> None:

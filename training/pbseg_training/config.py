@@ -8,7 +8,11 @@ from typing import Any
 
 import tomllib
 
+from PediatricBoneSegLib.pipeline.orientation import PLANE_AXIS
+
 SCHEMES = ("individual", "transfer", "shared", "mtmd", "mtmd_contrastive", "full")
+SAMPLINGS = ("slices", "cases")
+PLANES = tuple(PLANE_AXIS)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,13 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     foreground_fraction: float = 0.5  # share of sampled slices that contain bone
+    # "slices": every slice of the pool equally likely (a 3D case weighs as much as its slices);
+    # "cases": every case equally likely, then a slice of it (a 2D thick-slice series weighs as a 3D one)
+    sampling: str = "slices"
+    # near-isotropic (3D) training volumes are also sliced along these planes besides the joint's usual
+    # plane (inference slices them along the usual plane, and 2D series along their acquisition plane:
+    # the network then sees every joint in every plane); every other slice of them is kept
+    extra_planes: tuple[str, ...] = ()
     transfer_pretrain_fraction: float = 0.5  # transfer: share of steps spent pre-training
     # losses
     contrastive_weight: float = 0.1
@@ -80,6 +91,11 @@ class TrainingConfig:
             found.append(f"scheme {self.scheme!r} needs target_joint")
         if self.initial_model and self.scheme == "transfer":
             found.append("initial_model starts the last phase: the transfer scheme has two")
+        if self.sampling not in SAMPLINGS:
+            found.append(f"sampling {self.sampling!r} not in {SAMPLINGS}")
+        unknown_planes = sorted(set(self.extra_planes) - set(PLANES))
+        if unknown_planes:
+            found.append(f"extra_planes {unknown_planes} not in {PLANES}")
         if self.steps < 1 or self.batch_per_domain < 1:
             found.append("steps and batch_per_domain must be >= 1")
         return found
@@ -124,7 +140,7 @@ def config_from_dict(raw: dict[str, Any], base: Path | None = None) -> TrainingC
         weights = values.get(key)
         if weights and base is not None and not Path(weights).is_absolute():
             values[key] = str(base / weights)
-    for key in ("decoder_channels", "scale_range"):
+    for key in ("decoder_channels", "scale_range", "extra_planes"):
         if key in values:
             values[key] = tuple(values[key])
     return TrainingConfig(**values)

@@ -17,7 +17,7 @@ from pbseg_training.dataset import RawDataset, validate_dataset
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.network.config import PreprocessingConfig
 from PediatricBoneSegLib.pipeline.orientation import PLANE_AXIS
-from PediatricBoneSegLib.pipeline.preprocessing import slice_volume
+from PediatricBoneSegLib.pipeline.preprocessing import canonical_normalized, slice_volume
 
 from .config import DatasetSpec
 
@@ -55,8 +55,11 @@ def load_volume_pair(image_path: Path, label_path: Path) -> tuple[sitk.Image, np
     return image, labels
 
 
-def load_domain(spec: DatasetSpec, preprocessing: PreprocessingConfig) -> DomainSlices:
-    """Validate the dataset (all problems reported at once) and slice every (selected) case."""
+def load_domain(
+    spec: DatasetSpec, preprocessing: PreprocessingConfig, extra_planes: tuple[str, ...] = ()
+) -> DomainSlices:
+    """Validate the dataset (all problems reported at once) and slice every (selected) case as
+    inference does; a near-isotropic case also along ``extra_planes`` (every other slice)."""
     problems = validate_dataset(spec.path)
     if problems:
         listing = "\n".join(f"  {problem.path}: {problem.message}" for problem in problems)
@@ -71,20 +74,25 @@ def load_domain(spec: DatasetSpec, preprocessing: PreprocessingConfig) -> Domain
     with_tissues = all(case.tissue_path is not None for case in cases)
     for index, case in enumerate(cases):
         image, label_array = load_volume_pair(case.image_path, case.label_path)
-        sliced = slice_volume(
-            sitk.GetArrayViewFromImage(image),
-            image.GetSpacing(),
-            image.GetDirection(),
-            joint.usual_plane,
-            preprocessing,
-        )
-        images.append(sliced.network_input(0, len(sliced.slices)))
-        labels.append(sliced.network_labels(label_array).to(torch.uint8))
+        tissue_array = None
         if with_tissues:
-            tissue_array = sitk.GetArrayFromImage(sitk.ReadImage(str(case.tissue_path)))
-            tissues.append(sliced.network_labels(tissue_array.astype(np.uint8)).to(torch.uint8))
-        case_index.append(torch.full((len(sliced.slices),), index, dtype=torch.long))
-        mirrorable.append(torch.full((len(sliced.slices),), sliced.axis != PLANE_AXIS["sagittal"]))
+            tissue_array = sitk.GetArrayFromImage(sitk.ReadImage(str(case.tissue_path))).astype(np.uint8)
+        array = sitk.GetArrayViewFromImage(image)
+        normalized = canonical_normalized(array, image.GetDirection(), preprocessing)
+        axes = set()
+        for plane in (joint.usual_plane, *extra_planes):
+            sliced = slice_volume(array, image.GetSpacing(), image.GetDirection(), plane, preprocessing, normalized)
+            if sliced.axis in axes:  # a 2D series: sliced along its acquisition axis only
+                continue
+            step = 1 if not axes else 2  # neighbouring slices of a fine volume add little
+            axes.add(sliced.axis)
+            images.append(sliced.network_input(0, len(sliced.slices))[::step])
+            labels.append(sliced.network_labels(label_array).to(torch.uint8)[::step])
+            if tissue_array is not None:
+                tissues.append(sliced.network_labels(tissue_array).to(torch.uint8)[::step])
+            count = len(labels[-1])
+            case_index.append(torch.full((count,), index, dtype=torch.long))
+            mirrorable.append(torch.full((count,), sliced.axis != PLANE_AXIS["sagittal"]))
     if not cases:
         raise ValueError(f"dataset {spec.path}: no cases selected")
     return DomainSlices(
@@ -101,12 +109,29 @@ def load_domain(spec: DatasetSpec, preprocessing: PreprocessingConfig) -> Domain
 
 
 def sample_indices(
-    pool: DomainSlices, count: int, foreground_fraction: float, generator: torch.Generator
+    pool: DomainSlices, count: int, foreground_fraction: float, generator: torch.Generator, by_case: bool = False
 ) -> torch.Tensor:
-    """``count`` slice indices: about ``foreground_fraction`` of them from slices showing bone."""
+    """``count`` slice indices: about ``foreground_fraction`` of them from slices showing bone.
+    ``by_case``: a case drawn uniformly first, then one of its (bone-showing) slices, so that a
+    case's weight does not grow with its number of slices."""
     foreground = torch.nonzero(pool.foreground).flatten()
     n_foreground = int((torch.rand(count, generator=generator) < foreground_fraction).sum()) if len(foreground) else 0
+    if by_case:
+        picks = [_by_case(torch.arange(len(pool.labels)), pool.case_index, count - n_foreground, generator)]
+        if n_foreground:
+            picks.append(_by_case(foreground, pool.case_index[foreground], n_foreground, generator))
+        return torch.cat(picks)
     picks = [torch.randint(len(pool.labels), (count - n_foreground,), generator=generator)]
     if n_foreground:
         picks.append(foreground[torch.randint(len(foreground), (n_foreground,), generator=generator)])
     return torch.cat(picks)
+
+
+def _by_case(indices: torch.Tensor, cases: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` of ``indices`` (grouped by case, ``cases`` theirs): a uniform case, then a uniform index of it."""
+    per_case = torch.bincount(cases)
+    present = torch.nonzero(per_case).flatten()
+    starts = torch.cumsum(per_case, 0) - per_case
+    chosen = present[torch.randint(len(present), (count,), generator=generator)]
+    offsets = (torch.rand(count, generator=generator) * per_case[chosen]).long().clamp_max(per_case[chosen] - 1)
+    return indices[starts[chosen] + offsets]

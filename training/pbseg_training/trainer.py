@@ -100,7 +100,9 @@ def _domain_batch(
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
     images, labels, domains = [], [], []
     for domain, pool in enumerate(pools):
-        index = sample_indices(pool, config.batch_per_domain, config.foreground_fraction, generator)
+        index = sample_indices(
+            pool, config.batch_per_domain, config.foreground_fraction, generator, config.sampling == "cases"
+        )
         batch_images, batch_labels = pool.images[index], pool.labels[index].long()
         if config.augment:
             tissues = None if pool.tissues is None else pool.tissues[index]
@@ -194,7 +196,7 @@ def train(
     torch.manual_seed(config.seed)
     preprocessing = PreprocessingConfig(size=config.input_size)
     specs = list(config.datasets)
-    all_pools = [load_domain(spec, preprocessing) for spec in specs]
+    all_pools = [load_domain(spec, preprocessing, config.extra_planes) for spec in specs]
     pools_by_joint = {pool.joint: pool for pool in all_pools}
     if len(pools_by_joint) != len(all_pools):
         raise ValueError("two datasets of the same joint: merge them into one dataset")
