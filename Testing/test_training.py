@@ -18,7 +18,7 @@ from pbseg_training.checkpoint import load_checkpoint
 from pbseg_training.config import SCHEMES, DatasetSpec, TrainingConfig, config_from_dict
 from pbseg_training.data import load_domain, sample_indices
 from pbseg_training.dataset import write_raw_dataset
-from pbseg_training.evaluate_model import dice_by_family, evaluate, markdown
+from pbseg_training.evaluate_model import dice_by_acquisition, dice_by_family, evaluate, markdown
 from pbseg_training.phantoms import write_phantom_dataset
 from pbseg_training.phantoms.appearance import TISSUES
 from pbseg_training.phantoms.generator import GENERATOR_VERSION
@@ -207,3 +207,7 @@ def test_model_card_evaluation_reports_dice_per_protocol_family(phantom_root: Pa
     assert all(set(row) <= {"T1", "STIR"} and row for row in table.values())
     text = markdown(results)
     assert "per protocol family" in text and "| T1 | STIR |" in text
+    kinds = {v["acquisition"] for bones in results["metrics"].values() for values in bones.values() for v in values}
+    assert kinds and all(kind == "3D" or kind.split()[0] == "2D" for kind in kinds)
+    assert set(dice_by_acquisition(results)["knee/femur"]) <= kinds
+    assert "per acquisition" in text and all(f" {kind} |" in text for kind in kinds)

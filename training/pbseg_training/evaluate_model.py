@@ -79,6 +79,15 @@ def held_out_cases(cases: int, seed: int, version: str, protocols: Sequence[str]
             yield joint, family, phantom
 
 
+def acquisition_of(parameters: dict) -> str | None:
+    """A phantom's acquisition as the model card groups it: "3D", or "2D <plane>" (the plane of
+    its thick slices); None for generator 1.0 (no protocol drawn)."""
+    protocol = parameters.get("protocol")
+    if not protocol:
+        return None
+    return "3D" if protocol["acquisition"] == "3D" else f"2D {protocol['plane']}"
+
+
 def evaluate(
     loaded: LoadedModel,
     cases: int,
@@ -110,10 +119,13 @@ def evaluate(
         truth = sitk.GetArrayViewFromImage(phantom.labels)
         voxel_ml = float(np.prod(phantom.labels.GetSpacing())) / 1000.0
         cut = phantom.parameters.get("cut_bones", [])
+        acquisition = acquisition_of(phantom.parameters)
         for bone, values in image_metrics(result.labels, phantom.labels, joint).items():
             truth_ml = float(np.count_nonzero(truth == get_joint(joint).label_of(bone))) * voxel_ml
             if truth_ml > 0:  # a bone wholly outside the field of view is not scored
-                metrics[joint][bone].append({**values, "protocol": family, "cut": bone in cut, "truth_ml": truth_ml})
+                metrics[joint][bone].append(
+                    {**values, "protocol": family, "acquisition": acquisition, "cut": bone in cut, "truth_ml": truth_ml}
+                )
     out_of_distribution = {}
     for name, image in out_of_distribution_volumes(seed).items():
         result = segment_image(image, SegmentOptions(joint="auto"), model=loaded)
@@ -182,6 +194,18 @@ def dice_by_family(results: dict) -> dict[str, dict[str, float]]:
     return table
 
 
+def dice_by_acquisition(results: dict) -> dict[str, dict[str, float]]:
+    """Mean Dice per ``joint/bone`` and acquisition (``acquisition_of``; empty for generator 1.0)."""
+    table: dict[str, dict[str, float]] = {}
+    for joint, bones in results["metrics"].items():
+        for bone, values in bones.items():
+            kinds = sorted({v["acquisition"] for v in values if v.get("acquisition")})
+            table[f"{joint}/{bone}"] = {
+                kind: float(np.mean([v["dice"] for v in values if v.get("acquisition") == kind])) for kind in kinds
+            }
+    return table
+
+
 def markdown(results: dict) -> str:
     lines = ["| joint | bone | Dice (%) | ASSD (mm) |", "|---|---|---|---|"]
     for joint, bones in results["metrics"].items():
@@ -204,6 +228,23 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {bone} | " + " | ".join(f"{100 * row[f]:.1f}" if f in row else "-" for f in families) + " |"
             )
+    by_acquisition = dice_by_acquisition(results)
+    kinds = sorted({kind for row in by_acquisition.values() for kind in row})
+    if kinds:
+        counts = {
+            kind: sum(
+                v.get("acquisition") == kind
+                for bones in results["metrics"].values()
+                for values in bones.values()
+                for v in values
+            )
+            for kind in kinds
+        }
+        lines += ["", "Mean Dice (%) per acquisition (bones scored)", "", "| bone | " + " | ".join(kinds) + " |"]
+        lines.append("|---" * (len(kinds) + 1) + "|")
+        lines.append("| (bones) | " + " | ".join(str(counts[kind]) for kind in kinds) + " |")
+        for bone, row in by_acquisition.items():
+            lines.append(f"| {bone} | " + " | ".join(f"{100 * row[k]:.1f}" if k in row else "-" for k in kinds) + " |")
     lines += [
         "",
         "Auto-detection (rows: true joint, columns: detected)",
