@@ -113,6 +113,31 @@ def test_garbage_probabilities_give_no_reliable_bone(model):
     assert len(warnings) == 4 and warnings[0].startswith("Femur: unreliable segmentation (quality ")
 
 
+def test_an_epiphysis_across_its_growth_plate_is_part_of_the_bone_a_far_piece_is_not(truth):
+    """A femur cut by a 2 mm physis into metaphysis and epiphysis is one main body (nothing
+    outside it, one piece) and reliable; the same epiphysis 8 mm away is a fragment."""
+    z = np.arange(SHAPE[0])[:, None, None]
+    split = truth.copy()
+    split[(truth == 1) & (z >= 30) & (z < 32)] = 0
+    far = split.copy()
+    far[(split == 1) & (z >= 32)] = 0
+    far[np.roll((split == 1) & (z >= 32), 6, axis=0) & (far == 0)] = 1  # 2 + 6 mm from the metaphysis
+    found = {}
+    for name, labels in (("split", split), ("far", far)):
+        found[name] = assess_bones(labels, labels, _network_evidence(labels), SPACING, "knee")["femur"]
+    epiphysis = np.count_nonzero((split == 1) & (z >= 32)) / np.count_nonzero(split == 1)
+    assert found["split"].features["outside_main"] == 0.0 and found["split"].features["components"] == pytest.approx(
+        np.log(2)
+    )
+    assert found["split"].reliable, found["split"]
+    assert abs(found["far"].features["outside_main"] - epiphysis) < 0.02 and 0.15 < epiphysis < 0.5
+    assert found["far"].features["components"] == pytest.approx(np.log(3))
+    assert found["far"].score < found["split"].score
+    fragmentation = FEATURES.index("outside_main")
+    assert DEFAULT_QUALITY.contributions(found["far"].features)[fragmentation] < -5.0
+    assert DEFAULT_QUALITY.contributions(found["split"].features)[fragmentation] > 0.0
+
+
 def test_missing_bones_are_never_reliable(truth, evidence):
     qualities = assess_bones(truth, truth, evidence, SPACING, "knee")
     assert qualities["femur"].reliable and qualities["tibia"].reliable
@@ -139,6 +164,13 @@ def test_quality_section_round_trips_and_old_files_get_the_default(tmp_path: Pat
     assert quality_model(load_model(path)) == calibrated
     assert main(["info", str(path)]) == 0 and "quality:    calibrated, threshold 0.600" in capsys.readouterr().out
     assert main(["info", str(old.path)]) == 0 and "quality:    not calibrated" in capsys.readouterr().out
+    older = {**calibrated.to_json(), "features": ["outside_largest" if f == "outside_main" else f for f in FEATURES]}
+    old.manifest.quality = older
+    stale = load_model(save_model(tmp_path / "stale.safetensors", old.network, old.manifest))
+    assert quality_model(stale) is DEFAULT_QUALITY and quality_model(stale) is DEFAULT_QUALITY
+    assert len(stale.warnings) == 1 and "recalibrate" in stale.warnings[0] and str(stale.path) in stale.warnings[0]
+    assert main(["info", str(stale.path)]) == 0
+    assert "calibrated on another version's features" in capsys.readouterr().out
     broken = {**calibrated.to_json(), "features": list(FEATURES[:-1])}
     with pytest.raises(ValueError, match="quality features"):
         QualityModel.from_json(broken)

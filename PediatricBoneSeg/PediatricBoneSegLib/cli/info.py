@@ -26,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..network.modelfile import FORMAT_VERSION, ModelFileError, load_model, read_manifest, resave_model
+    from ..pipeline.quality import FEATURES
 
     try:
         loaded = load_model(args.model)  # verifies the checksum and the tensors, not only the header
@@ -63,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
         )
         threshold = quality.get("threshold")
         shown = f"{threshold:.3f}" if isinstance(threshold, float) else threshold
-        print(f"quality:    calibrated, threshold {shown}{measured}")
+        if quality.get("features") != list(FEATURES):
+            print(
+                "quality:    calibrated on another version's features (the conservative default applies: "
+                "recalibrate with python -m pbseg_training.calibrate_quality)"
+            )
+        else:
+            print(f"quality:    calibrated, threshold {shown}{measured}")
     else:
         print("quality:    not calibrated (the conservative default applies)")
     provenance = loaded.manifest.provenance

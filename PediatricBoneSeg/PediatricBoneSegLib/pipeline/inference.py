@@ -37,7 +37,14 @@ from .components import bone_components
 from .detection import choose_joint
 from .postprocess import clean_labels, plausibility_warnings
 from .preprocessing import JointSlicings, SlicedVolume
-from .quality import DEFAULT_QUALITY, NetworkEvidence, QualityModel, assess_bones, quality_warnings
+from .quality import (
+    DEFAULT_QUALITY,
+    NetworkEvidence,
+    QualityFeaturesError,
+    QualityModel,
+    assess_bones,
+    quality_warnings,
+)
 from .results import InferenceResult
 
 _model_cache: dict[tuple[str, int, int], LoadedModel] = {}
@@ -185,11 +192,21 @@ def model_slicings(loaded: LoadedModel, image: sitk.Image) -> JointSlicings:
 
 
 def quality_model(loaded: LoadedModel) -> QualityModel:
-    """The model file's calibrated quality model, or the conservative default when it has none."""
+    """The model file's calibrated quality model, or the conservative default when it has none,
+    or one fitted on another version's features (then the model's warnings say so, once)."""
     if loaded.manifest.quality is None:
         return DEFAULT_QUALITY
     try:
         return QualityModel.from_json(loaded.manifest.quality)
+    except QualityFeaturesError as error:
+        warning = (
+            f"{loaded.path}: its per-bone quality model was calibrated on the features of another version "
+            f"({error}): the conservative default quality model is used; recalibrate it with "
+            "python -m pbseg_training.calibrate_quality"
+        )
+        if warning not in loaded.warnings:
+            loaded.warnings.append(warning)
+        return DEFAULT_QUALITY
     except ValueError as error:
         raise ModelFileError(loaded.path, str(error)) from None
 

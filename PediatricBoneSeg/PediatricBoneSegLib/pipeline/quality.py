@@ -4,10 +4,13 @@ For each bone the network predicted, seven features (``FEATURES``) are measured:
 
 - ``confidence``: mean probability, by the network, of the bone's label over the bone's voxels;
 - ``uncertain``: share of the bone's voxels where that probability is below 0.5;
-- ``outside_largest``: share of the bone's predicted volume outside its largest 3D component
-  (before post-processing);
-- ``components``: ln(1 + number of 3D components of the predicted bone of at least
-  ``MIN_FRAGMENT_FRACTION`` of the largest: noise specks do not count);
+- ``outside_main``: share of the bone's predicted volume outside its main body (before
+  post-processing). The main body is the largest 3D piece and, when one lies within
+  ``PHYSIS_GAP_MM`` of it, the largest such other piece: a child's epiphysis, which its open
+  growth plate separates from the metaphysis, belongs to the bone, and is no fragment;
+- ``components``: ln(1 + number of 3D pieces of the predicted bone of at least
+  ``MIN_FRAGMENT_FRACTION`` of the largest, the main body counting as one: noise specks do not
+  count);
 - ``removed``: share of the predicted volume that the anatomical post-processing removed;
 - ``volume_z``: |ln(volume) - mean| / std, the final volume against the bone's volumes in the
   training-like data (``QualityModel.volume_log_ml``);
@@ -17,9 +20,8 @@ For each bone the network predicted, seven features (``FEATURES``) are measured:
 
 A ``QualityModel`` (logistic, stored in the model file's manifest as its ``quality`` section by
 ``pbseg_training.calibrate_quality``) turns them into a quality in [0, 1]; a bone is reliable when
-its quality reaches the model's threshold and its largest piece holds at least half of it (a
-child's bone split by its growth plate is two pieces, the larger one at least half: more than half
-outside the largest piece is scattered patches, however confident). A model file without a ``quality`` section gets
+its quality reaches the model's threshold and its main body holds at least half of it (more
+than half outside it is scattered patches, however confident). A model file without a ``quality`` section gets
 ``DEFAULT_QUALITY``: hand-set and conservative (it flags a bone unless the network is confident,
 the bone is in one piece and its volume is within the catalog's pediatric range). A missing bone
 has quality 0 and is never reliable. NumPy and SciPy only: the report writers import this.
@@ -33,17 +35,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..catalog import get_joint
 from .components import BoneComponents, bone_components
 from .postprocess import MIN_FRAGMENT_FRACTION
 
-FEATURES = ("confidence", "uncertain", "outside_largest", "components", "removed", "volume_z", "joint_distance")
+FEATURES = ("confidence", "uncertain", "outside_main", "components", "removed", "volume_z", "joint_distance")
+# The widest gap, as segmented, between a child's epiphysis and its metaphysis: the physis's
+# cartilage (about 1-2 mm) and a voxel of partial volume on each side.
+PHYSIS_GAP_MM = 3.0
 UNCERTAIN_BELOW = 0.5  # probability of the bone's label under which a voxel counts as uncertain
 _REASONS = {
     "confidence": "low network confidence",
     "uncertain": "many uncertain voxels",
-    "outside_largest": "fragmented",
+    "outside_main": "fragmented",
     "components": "many pieces",
     "removed": "much removed by the post-processing",
     "volume_z": "implausible volume",
@@ -90,11 +96,15 @@ class NetworkEvidence:
         return np.where(labels == value, confidence, 1.0 - confidence)
 
 
+class QualityFeaturesError(ValueError):
+    """A quality section fitted on the features of another version of this code."""
+
+
 @dataclass(frozen=True)
 class QualityModel:
     """Logistic model of a bone's reliability: quality = sigmoid(bias + sum of ``weights`` x
     (feature - ``means``) / ``scales``), all three in ``FEATURES`` order; reliable when quality >=
-    ``threshold`` and ``outside_largest`` <= ``fragmented_above``. ``volume_log_ml``: bone key ->
+    ``threshold`` and ``outside_main`` <= ``fragmented_above``. ``volume_log_ml``: bone key ->
     (mean, std) of ln(volume in ml) in training-like data (bones not listed: from the catalog's
     range). ``calibration``: the figures measured when it was fitted (free-form, kept in the
     manifest)."""
@@ -135,7 +145,7 @@ class QualityModel:
 
     def reliable(self, features: dict[str, float]) -> bool:
         """The verdict on one bone's ``FEATURES``: quality at the threshold or above, not fragmented."""
-        return self.score(features) >= self.threshold and features["outside_largest"] <= self.fragmented_above
+        return self.score(features) >= self.threshold and features["outside_main"] <= self.fragmented_above
 
     def volume_stats(self, bone: str, joint: str) -> tuple[float, float]:
         """(mean, std) of ln(volume in ml) of ``joint``'s ``bone``: calibrated, else the catalog's."""
@@ -160,7 +170,7 @@ class QualityModel:
         if not isinstance(data, dict):
             raise ValueError("the quality section is not a JSON object")
         if data.get("features") != list(FEATURES):
-            raise ValueError(f"quality features {data.get('features')} are not {list(FEATURES)}")
+            raise QualityFeaturesError(f"quality features {data.get('features')} are not {list(FEATURES)}")
         try:
             return cls(
                 weights=tuple(data["weights"]),
@@ -202,6 +212,35 @@ class BoneQuality:
     reasons: tuple[str, ...] = ()
 
 
+def main_body(parts: BoneComponents, spacing_zyx: Sequence[float]) -> tuple[int, int]:
+    """(voxels of the bone's main body, 1 if a second piece is part of it else 0): the largest
+    piece, plus the largest other piece of at least ``MIN_FRAGMENT_FRACTION`` of it that comes
+    within ``PHYSIS_GAP_MM`` of it (an epiphysis across its open growth plate)."""
+    largest = parts.largest
+    order = np.argsort(parts.sizes, kind="stable")[::-1]
+    candidates = [
+        int(i) for i in order if i != parts.main and i != 0 and parts.sizes[i] >= MIN_FRAGMENT_FRACTION * largest
+    ]
+    if not candidates:
+        return largest, 0
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    reach = np.ceil(PHYSIS_GAP_MM / spacing).astype(int)
+    main_mask = parts.labels == parts.main
+    boxes = ndimage.find_objects(parts.labels)
+    for piece in candidates:
+        around = tuple(
+            slice(max(0, axis.start - r), min(n, axis.stop + r))
+            for axis, r, n in zip(boxes[piece - 1], reach, parts.labels.shape)
+        )
+        near_main = main_mask[around]
+        if not near_main.any():
+            continue
+        distance = ndimage.distance_transform_edt(parts.labels[around] != piece, sampling=spacing)
+        if distance[near_main].min() <= PHYSIS_GAP_MM:
+            return largest + int(parts.sizes[piece]), 1
+    return largest, 0
+
+
 def bone_features(
     predicted: np.ndarray,
     final: np.ndarray,
@@ -238,15 +277,16 @@ def bone_features(
         mask = parts.labels != 0
         count = parts.voxels
         probability = evidence.label_probability(box, value, mask)
-        largest = parts.largest
+        body, attached = main_body(parts, spacing_zyx)
+        significant = int(np.count_nonzero(parts.sizes[1:] >= MIN_FRAGMENT_FRACTION * parts.largest))
         kept = int(np.count_nonzero(mask & (final[box] == value)))
         volume_ml = float(final_counts[value]) * voxel_ml
         mean, std = model.volume_stats(bone.key, joint)
         result[bone.key] = {
             "confidence": float(probability.mean()),
             "uncertain": float(np.mean(probability < UNCERTAIN_BELOW)),
-            "outside_largest": 1.0 - largest / count,
-            "components": math.log1p(int(np.count_nonzero(parts.sizes[1:] >= MIN_FRAGMENT_FRACTION * largest))),
+            "outside_main": 1.0 - body / count,
+            "components": math.log1p(significant - attached),
             "removed": 1.0 - kept / count,
             "volume_z": abs(math.log(volume_ml) - mean) / std,
             "joint_distance": joint_distance,
@@ -276,8 +316,8 @@ def assess_bones(
             continue
         score, reliable = model.score(features), model.reliable(features)
         reasons: tuple[str, ...] = ()
-        if features["outside_largest"] > model.fragmented_above:
-            reasons = (f"fragmented: {features['outside_largest']:.0%} outside its largest piece",)
+        if features["outside_main"] > model.fragmented_above:
+            reasons = (f"fragmented: {features['outside_main']:.0%} outside its main piece",)
         elif not reliable:
             terms = model.contributions(features)
             reasons = tuple(_REASONS[FEATURES[i]] for i in np.argsort(terms)[:2] if terms[i] < 0)
