@@ -225,14 +225,13 @@ def main_body(parts: BoneComponents, spacing_zyx: Sequence[float]) -> tuple[int,
         return largest, 0
     spacing = np.asarray(spacing_zyx, dtype=float)
     reach = np.ceil(PHYSIS_GAP_MM / spacing).astype(int)
-    main_mask = parts.labels == parts.main
     boxes = ndimage.find_objects(parts.labels)
     for piece in candidates:
         around = tuple(
             slice(max(0, axis.start - r), min(n, axis.stop + r))
             for axis, r, n in zip(boxes[piece - 1], reach, parts.labels.shape)
         )
-        near_main = main_mask[around]
+        near_main = parts.labels[around] == parts.main  # only around the piece: no whole-box mask
         if not near_main.any():
             continue
         distance = ndimage.distance_transform_edt(parts.labels[around] != piece, sampling=spacing)
