@@ -185,9 +185,9 @@ def test_fine_volumes_are_also_sliced_along_extra_planes_and_cases_can_weigh_ali
     assert pool.mirrorable.tolist() == [False] * 28 + [True] * 28
     generator = torch.Generator().manual_seed(0)
     by_slice = torch.bincount(pool.case_index[sample_indices(pool, 4000, 0.0, generator)], minlength=2)
-    by_case = torch.bincount(pool.case_index[sample_indices(pool, 4000, 0.0, generator, by_case=True)], minlength=2)
+    by_case = torch.bincount(pool.case_index[sample_indices(pool, 4000, 0.0, generator, "cases")], minlength=2)
     assert by_slice[1] < 0.2 * 4000 and abs(by_case[1] - 2000) < 150
-    foreground = sample_indices(pool, 4000, 1.0, generator, by_case=True)
+    foreground = sample_indices(pool, 4000, 1.0, generator, "cases")
     assert pool.foreground[foreground].all()
     assert abs(torch.bincount(pool.case_index[foreground], minlength=2)[1] - 2000) < 150
     with pytest.raises(ValueError, match=r"sampling 'some'.*extra_planes \['oblique'\]"):

@@ -11,7 +11,7 @@ import tomllib
 from PediatricBoneSegLib.pipeline.orientation import PLANE_AXIS
 
 SCHEMES = ("individual", "transfer", "shared", "mtmd", "mtmd_contrastive", "full")
-SAMPLINGS = ("slices", "cases")
+SAMPLINGS = ("slices", "cases", "bones")
 PLANES = tuple(PLANE_AXIS)
 
 
@@ -50,7 +50,9 @@ class TrainingConfig:
     warmup_steps: int = 100
     foreground_fraction: float = 0.5  # share of sampled slices that contain bone
     # "slices": every slice of the pool equally likely (a 3D case weighs as much as its slices);
-    # "cases": every case equally likely, then a slice of it (a 2D thick-slice series weighs as a 3D one)
+    # "cases": every case equally likely, then a slice of it (a 2D thick-slice series weighs as a 3D one);
+    # "bones": a case, then one of its slicing planes, then (bone-showing draws) one of the bones that
+    # plane shows, then a slice showing it (a small bone in a rare plane weighs as a big one)
     sampling: str = "slices"
     # near-isotropic (3D) training volumes are also sliced along these planes besides the joint's usual
     # plane (inference slices them along the usual plane, and 2D series along their acquisition plane:

@@ -7,6 +7,7 @@ uses, so the network is trained on exactly what it will see in Slicer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,8 @@ class DomainSlices:
     ``images``: [N, 1, S, S] float32; ``labels``: [N, S, S] uint8 in the joint's label space;
     ``tissues``: [N, S, S] uint8 tissue label maps where every case has one (else None), for
     label-to-image synthesis;
-    ``case_index``: [N] which case each slice comes from (``case_ids``); ``mirrorable``: [N] bool,
-    True where the slice's width axis is left-right (mirroring it gives the other side's anatomy;
-    a sagittal slice has no left-right axis)."""
+    ``case_index``: [N] which case each slice comes from (``case_ids``); ``axes``: [N] the canonical
+    axis each slice was cut along (``PLANE_AXIS``)."""
 
     joint: str
     source: str
@@ -41,12 +41,34 @@ class DomainSlices:
     labels: torch.Tensor
     case_index: torch.Tensor
     case_ids: list[str]
-    mirrorable: torch.Tensor
+    axes: torch.Tensor
     tissues: torch.Tensor | None = None
 
     @property
     def foreground(self) -> torch.Tensor:
         return self.labels.flatten(1).amax(dim=1) > 0
+
+    @property
+    def mirrorable(self) -> torch.Tensor:
+        """[N] bool: True where the slice's width axis is left-right (mirroring it gives the other
+        side's anatomy; a sagittal slice has no left-right axis)."""
+        return self.axes != PLANE_AXIS["sagittal"]
+
+    @cached_property
+    def strata(self) -> dict[tuple[int, int], dict[int, torch.Tensor]]:
+        """Slice indices per (case, slicing axis), then per label shown (0: every slice of the stratum)."""
+        bones = range(1, int(self.labels.max()) + 1)
+        shown = torch.stack([(self.labels == bone).flatten(1).any(dim=1) for bone in bones], dim=1)
+        strata: dict[tuple[int, int], dict[int, torch.Tensor]] = {}
+        for key in torch.unique(torch.stack([self.case_index, self.axes], dim=1), dim=0).tolist():
+            members = torch.nonzero((self.case_index == key[0]) & (self.axes == key[1])).flatten()
+            by_bone = {0: members}
+            for bone in bones:
+                showing = members[shown[members, bone - 1]]
+                if len(showing):
+                    by_bone[bone] = showing
+            strata[(key[0], key[1])] = by_bone
+        return strata
 
 
 def load_volume_pair(image_path: Path, label_path: Path) -> tuple[sitk.Image, np.ndarray]:
@@ -70,7 +92,7 @@ def load_domain(
     if spec.cases is not None and len(cases) != len(set(spec.cases)):
         missing = sorted(set(spec.cases) - {case.case_id for case in cases})
         raise ValueError(f"dataset {spec.path}: unknown case ids {missing}")
-    images, labels, case_index, mirrorable, tissues = [], [], [], [], []
+    images, labels, case_index, slice_axes, tissues = [], [], [], [], []
     with_tissues = all(case.tissue_path is not None for case in cases)
     for index, case in enumerate(cases):
         image, label_array = load_volume_pair(case.image_path, case.label_path)
@@ -92,7 +114,7 @@ def load_domain(
                 tissues.append(sliced.network_labels(tissue_array).to(torch.uint8)[::step])
             count = len(labels[-1])
             case_index.append(torch.full((count,), index, dtype=torch.long))
-            mirrorable.append(torch.full((count,), sliced.axis != PLANE_AXIS["sagittal"]))
+            slice_axes.append(torch.full((count,), sliced.axis, dtype=torch.long))
     if not cases:
         raise ValueError(f"dataset {spec.path}: no cases selected")
     return DomainSlices(
@@ -103,20 +125,25 @@ def load_domain(
         torch.cat(labels),
         torch.cat(case_index),
         [case.case_id for case in cases],
-        torch.cat(mirrorable),
+        torch.cat(slice_axes),
         torch.cat(tissues) if with_tissues else None,
     )
 
 
 def sample_indices(
-    pool: DomainSlices, count: int, foreground_fraction: float, generator: torch.Generator, by_case: bool = False
+    pool: DomainSlices, count: int, foreground_fraction: float, generator: torch.Generator, sampling: str = "slices"
 ) -> torch.Tensor:
     """``count`` slice indices: about ``foreground_fraction`` of them from slices showing bone.
-    ``by_case``: a case drawn uniformly first, then one of its (bone-showing) slices, so that a
-    case's weight does not grow with its number of slices."""
+    ``sampling`` (``SAMPLINGS``): "slices", every slice alike; "cases", a case drawn uniformly first,
+    then one of its (bone-showing) slices, so that a case's weight does not grow with its number of
+    slices; "bones", a case, then one of the planes it was sliced in, then for a bone-showing draw
+    one of the bones that plane shows, then a slice showing it, so that a small bone in a rare plane
+    (the patella in axial slices) is drawn as often as the femur in the usual one."""
+    if sampling == "bones":
+        return _by_bone(pool, count, foreground_fraction, generator)
     foreground = torch.nonzero(pool.foreground).flatten()
     n_foreground = int((torch.rand(count, generator=generator) < foreground_fraction).sum()) if len(foreground) else 0
-    if by_case:
+    if sampling == "cases":
         picks = [_by_case(torch.arange(len(pool.labels)), pool.case_index, count - n_foreground, generator)]
         if n_foreground:
             picks.append(_by_case(foreground, pool.case_index[foreground], n_foreground, generator))
@@ -125,6 +152,26 @@ def sample_indices(
     if n_foreground:
         picks.append(foreground[torch.randint(len(foreground), (n_foreground,), generator=generator)])
     return torch.cat(picks)
+
+
+def _uniform(choices: list, generator: torch.Generator):
+    return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+
+
+def _by_bone(pool: DomainSlices, count: int, foreground_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    strata = pool.strata
+    planes_of: dict[int, list[int]] = {}
+    for case, axis in strata:
+        planes_of.setdefault(case, []).append(axis)
+    cases = sorted(planes_of)
+    picks = []
+    for with_bone in (torch.rand(count, generator=generator) < foreground_fraction).tolist():
+        case = _uniform(cases, generator)
+        by_bone = strata[(case, _uniform(planes_of[case], generator))]
+        bones = [bone for bone in by_bone if bone] if with_bone else []
+        members = by_bone[_uniform(bones, generator)] if bones else by_bone[0]
+        picks.append(_uniform(members.tolist(), generator))
+    return torch.tensor(picks, dtype=torch.long)
 
 
 def _by_case(indices: torch.Tensor, cases: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:

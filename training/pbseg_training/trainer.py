@@ -100,9 +100,7 @@ def _domain_batch(
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
     images, labels, domains = [], [], []
     for domain, pool in enumerate(pools):
-        index = sample_indices(
-            pool, config.batch_per_domain, config.foreground_fraction, generator, config.sampling == "cases"
-        )
+        index = sample_indices(pool, config.batch_per_domain, config.foreground_fraction, generator, config.sampling)
         batch_images, batch_labels = pool.images[index], pool.labels[index].long()
         if config.augment:
             tissues = None if pool.tissues is None else pool.tissues[index]

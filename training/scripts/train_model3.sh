@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Train candidate model 3: model 2 (training/results/model2/pediatric_bones_2.safetensors) trained on, on
-# 60 generator-2.0 phantoms per joint. Resumable: run it again after an interruption.
+# Train a bundled-model candidate that continues an exported model on 60 generator-2.0 phantoms per
+# joint (data/bundled3: model 2's 40 training cases per joint, same seeds, and 20 more; the held-out
+# evaluation uses other seeds). Resumable: run it again after an interruption.
+#   bash training/scripts/train_model3.sh            # model 3 (config bundled3.toml)
+#   bash training/scripts/train_model3.sh 4          # model 4 (config bundled4.toml)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
-# model 2's training seeds: the first 40 cases are model 2's own; the held-out evaluation uses others
+MODEL=${1:-3}
 declare -A SEEDS=([ankle]=2100 [knee]=2200 [shoulder]=2300)
 for joint in ankle knee shoulder; do
   if [ ! -f "data/bundled3/$joint/dataset.json" ]; then
     "$BIN/pbseg" phantoms --joint "$joint" --n 60 --seed "${SEEDS[$joint]}" -o "data/bundled3/$joint"
   fi
 done
-"$BIN/pbseg-train" training/configs/bundled3.toml -o runs/bundled3 --resume
-mkdir -p training/results/model3
-cp runs/bundled3/model.safetensors training/results/model3/pediatric_bones_3.safetensors
-"$BIN/pbseg" info training/results/model3/pediatric_bones_3.safetensors
+"$BIN/pbseg-train" "training/configs/bundled$MODEL.toml" -o "runs/bundled$MODEL" --resume
+mkdir -p "training/results/model$MODEL"
+cp "runs/bundled$MODEL/model.safetensors" "training/results/model$MODEL/pediatric_bones_$MODEL.safetensors"
+"$BIN/pbseg" info "training/results/model$MODEL/pediatric_bones_$MODEL.safetensors"
