@@ -194,6 +194,36 @@ def test_fine_volumes_are_also_sliced_along_extra_planes_and_cases_can_weigh_ali
         config_from_dict({"sampling": "some", "extra_planes": ["oblique"], "datasets": [{"path": "x"}]})
 
 
+def test_bone_balanced_sampling_draws_a_small_bone_and_a_rare_plane_as_often_as_the_others(tmp_path: Path) -> None:
+    fine, fine_labels = _volume((20, 24, 28), (1.0, 1.0, 1.0))
+    small = sitk.GetArrayFromImage(fine_labels)
+    small[9:11, 10:12, 12:14] = 2  # a 2-voxel bone: 2 of the 28 sagittal slices, 1 coronal, 1 axial
+    small_labels = sitk.GetImageFromArray(small)
+    small_labels.CopyInformation(fine_labels)
+    thick = _volume((6, 24, 28), (1.0, 1.0, 4.0))
+    write_raw_dataset(tmp_path / "knee", "knee", [("knee_000", fine, small_labels), ("knee_001", *thick)], 2)
+    pool = load_domain(DatasetSpec(str(tmp_path / "knee")), PreprocessingConfig(size=32), ("coronal", "axial"))
+    assert pool.axes.tolist() == [2] * 28 + [1] * 12 + [0] * 10 + [0] * 6
+    assert set(pool.strata) == {(0, 0), (0, 1), (0, 2), (1, 0)} and 2 not in pool.strata[(1, 0)]
+
+    def shares(sampling: str, foreground_fraction: float) -> tuple[float, float, float]:
+        index = sample_indices(pool, 6000, foreground_fraction, torch.Generator().manual_seed(1), sampling)
+        fine_case = pool.case_index[index] == 0
+        shows_small = (pool.labels[index] == 2).flatten(1).any(dim=1)
+        fine_axial = fine_case & (pool.axes[index] == 0)
+        return float(fine_case.float().mean()), float(shows_small.float().mean()), float(fine_axial.float().mean())
+
+    by_case, by_bone = shares("cases", 1.0), shares("bones", 1.0)
+    assert abs(by_case[0] - 0.5) < 0.03 and abs(by_bone[0] - 0.5) < 0.03  # cases weigh alike in both
+    # the small bone: 4 of the fine case's 50 slices with "cases"; with "bones", one bone of two in each
+    # plane (0.25, a little more: a slice drawn for the big bone may show the small one too)
+    assert by_case[1] < 0.1 and 0.24 < by_bone[1] < 0.32
+    assert by_case[2] < 0.12 and abs(by_bone[2] - 0.5 / 3) < 0.03  # each of the fine case's planes alike
+    assert pool.foreground[sample_indices(pool, 500, 1.0, torch.Generator().manual_seed(2), "bones")].all()
+    anywhere = sample_indices(pool, 4000, 0.0, torch.Generator(), "bones")
+    assert not pool.foreground[anywhere].all()  # draws that need not show bone reach the empty edge slices
+
+
 def test_model_card_evaluation_reports_dice_per_protocol_family(phantom_root: Path, tmp_path: Path) -> None:
     loaded = load_model(train(tiny_config(phantom_root, scheme="mtmd", steps=2), tmp_path, show_progress=False))
     results = evaluate(loaded, 1, 90_000, protocols=("T1", "STIR"), voxel_scale=3.0)
