@@ -6,6 +6,7 @@ uses, so the network is trained on exactly what it will see in Slicer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -154,7 +155,7 @@ def sample_indices(
     return torch.cat(picks)
 
 
-def _uniform(choices: list, generator: torch.Generator):
+def _uniform(choices: Sequence | torch.Tensor, generator: torch.Generator):
     return choices[int(torch.randint(len(choices), (1,), generator=generator))]
 
 
@@ -170,7 +171,7 @@ def _by_bone(pool: DomainSlices, count: int, foreground_fraction: float, generat
         by_bone = strata[(case, _uniform(planes_of[case], generator))]
         bones = [bone for bone in by_bone if bone] if with_bone else []
         members = by_bone[_uniform(bones, generator)] if bones else by_bone[0]
-        picks.append(_uniform(members.tolist(), generator))
+        picks.append(int(_uniform(members, generator)))
     return torch.tensor(picks, dtype=torch.long)
 
 

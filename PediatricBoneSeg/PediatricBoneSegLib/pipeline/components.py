@@ -4,7 +4,9 @@ prediction is. NumPy and SciPy only."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -50,6 +52,28 @@ class BoneComponents:
     def largest(self) -> int:
         """Voxels of the largest piece."""
         return int(self.sizes.max())
+
+    @cached_property
+    def piece_boxes(self) -> list[tuple[slice, ...]]:
+        """The bounding box of each piece 1..count inside ``labels`` (index 0: piece 1)."""
+        return ndimage.find_objects(self.labels)
+
+    def near_main(self, piece: int, spacing_zyx: Sequence[float], gap_mm: float) -> bool:
+        """Whether ``piece`` comes within ``gap_mm`` of the main piece (voxel centres). Exact, and
+        computed in the piece's box widened by the gap only (a main-piece voxel outside it is
+        farther), so memory scales with the piece."""
+        spacing = np.asarray(spacing_zyx, dtype=float)
+        reach = np.ceil(gap_mm / spacing).astype(int)
+        around = tuple(
+            slice(max(0, axis.start - r), min(n, axis.stop + r))
+            for axis, r, n in zip(self.piece_boxes[piece - 1], reach, self.labels.shape)
+        )
+        crop = self.labels[around]
+        main_voxels = crop == self.main
+        if not main_voxels.any():
+            return False
+        distance = ndimage.distance_transform_edt(~main_voxels, sampling=spacing)
+        return float(distance[crop == piece].min()) <= gap_mm
 
 
 def bone_components(labels: np.ndarray, num_classes: int) -> list[BoneComponents | None]:

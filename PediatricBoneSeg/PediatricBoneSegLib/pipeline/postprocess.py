@@ -59,27 +59,9 @@ def kept_pieces(parts: BoneComponents, spacing_zyx: Sequence[float]) -> np.ndarr
     sizes, main = parts.sizes, parts.main
     keep = np.zeros(parts.count + 1, dtype=bool)
     keep[main] = True
-    candidates = [
-        label
-        for label in range(1, parts.count + 1)
-        if label != main and sizes[label] >= MIN_FRAGMENT_FRACTION * sizes[main]
-    ]
-    if candidates:
-        spacing = np.asarray(spacing_zyx, dtype=float)
-        margin = np.ceil(MAX_FRAGMENT_GAP_MM / spacing).astype(int)
-        boxes = ndimage.find_objects(parts.labels)
-        for label in candidates:
-            # Distances within the fragment's box widened by the gap: a main-body voxel outside it
-            # is farther than the gap, so the decision is exact, and memory scales with the fragment.
-            region = tuple(
-                slice(max(0, s.start - m), min(n, s.stop + m))
-                for s, m, n in zip(boxes[label - 1], margin, parts.labels.shape)
-            )
-            crop = parts.labels[region]
-            main_body = crop == main
-            if main_body.any():
-                distance = ndimage.distance_transform_edt(~main_body, sampling=spacing)
-                keep[label] = float(distance[crop == label].min()) <= MAX_FRAGMENT_GAP_MM
+    for label in range(1, parts.count + 1):
+        if label != main and sizes[label] >= MIN_FRAGMENT_FRACTION * sizes[main]:
+            keep[label] = parts.near_main(label, spacing_zyx, MAX_FRAGMENT_GAP_MM)
     return keep
 
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..catalog import get_joint
 from .components import BoneComponents, bone_components
@@ -221,21 +220,8 @@ def main_body(parts: BoneComponents, spacing_zyx: Sequence[float]) -> tuple[int,
     candidates = [
         int(i) for i in order if i != parts.main and i != 0 and parts.sizes[i] >= MIN_FRAGMENT_FRACTION * largest
     ]
-    if not candidates:
-        return largest, 0
-    spacing = np.asarray(spacing_zyx, dtype=float)
-    reach = np.ceil(PHYSIS_GAP_MM / spacing).astype(int)
-    boxes = ndimage.find_objects(parts.labels)
     for piece in candidates:
-        around = tuple(
-            slice(max(0, axis.start - r), min(n, axis.stop + r))
-            for axis, r, n in zip(boxes[piece - 1], reach, parts.labels.shape)
-        )
-        near_main = parts.labels[around] == parts.main  # only around the piece: no whole-box mask
-        if not near_main.any():
-            continue
-        distance = ndimage.distance_transform_edt(parts.labels[around] != piece, sampling=spacing)
-        if distance[near_main].min() <= PHYSIS_GAP_MM:
+        if parts.near_main(piece, spacing_zyx, PHYSIS_GAP_MM):
             return largest + int(parts.sizes[piece]), 1
     return largest, 0
 

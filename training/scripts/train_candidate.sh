@@ -2,12 +2,12 @@
 # Train a bundled-model candidate that continues an exported model on 60 generator-2.0 phantoms per
 # joint (data/bundled3: model 2's 40 training cases per joint, same seeds, and 20 more; the held-out
 # evaluation uses other seeds). Resumable: run it again after an interruption.
-#   bash training/scripts/train_model3.sh            # model 3 (config bundled3.toml)
-#   bash training/scripts/train_model3.sh 4          # model 4 (config bundled4.toml)
+#   bash training/scripts/train_candidate.sh 3          # model 3 (config bundled3.toml)
+#   bash training/scripts/train_candidate.sh 4          # model 4 (config bundled4.toml)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
-MODEL=${1:-3}
+MODEL=${1:?give the candidate number: 3 or 4}
 declare -A SEEDS=([ankle]=2100 [knee]=2200 [shoulder]=2300)
 for joint in ankle knee shoulder; do
   if [ ! -f "data/bundled3/$joint/dataset.json" ]; then
