@@ -130,3 +130,36 @@ def test_an_interrupt_reports_the_case_written_meanwhile() -> None:
     results, unfinished, log = _interrupted_batch(finish_write=True)
     assert results == ["wrote 0"] and unfinished == [1]
     assert log == ["write 0 over", "raised"]
+
+
+def test_start_runs_while_the_first_case_is_read_and_its_error_ends_the_batch() -> None:
+    # pbseg segment loads the model (PyTorch: seconds) while its first volume is read.
+    reading, events = threading.Event(), []
+
+    def read(job: int) -> str:
+        reading.set()
+        events.append(f"read {job}")
+        return f"image {job}"
+
+    def start() -> None:
+        assert reading.wait(WAIT_S), "the first case was not being read while the batch started"
+        events.append("start")
+
+    def compute(job: int, data: object) -> str:
+        events.append(f"compute {job}")
+        return "labels"
+
+    results: list[str] = []
+    write = lambda job, data, computed, cancel: f"wrote {job}"  # noqa: E731
+    run_pipelined([0, 1], read, compute, write, lambda job, error: "failed", results.append, start=start)
+    assert events.index("start") < events.index("compute 0") and results == ["wrote 0", "wrote 1"]
+
+    def refuse() -> None:
+        raise LookupError("no model")
+
+    with pytest.raises(LookupError):
+        run_pipelined([0, 1], read, compute, write, lambda job, error: "failed", results.append, start=refuse)
+    assert results == ["wrote 0", "wrote 1"] and events.count("compute 0") == 1  # nothing computed after it
+    started: list[int] = []
+    run_pipelined([], read, compute, write, lambda job, error: "", results.append, start=lambda: started.append(0))
+    assert started == [0]  # with no case to read, start still runs (the model is still checked)

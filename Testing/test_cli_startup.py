@@ -39,3 +39,18 @@ def test_the_probe_sees_a_heavy_import() -> None:
     )
     completed = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, check=False)
     assert "torch" in json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_long_lived_imports_pause_the_collector_and_freeze_what_they_created() -> None:
+    # In a child process: gc.freeze is process-wide and permanent.
+    code = (
+        "import gc, json\n"
+        "from PediatricBoneSegLib.startup import long_lived_imports\n"
+        "before = gc.get_freeze_count()\n"
+        "with long_lived_imports():\n"
+        "    inside = gc.isenabled()\n"
+        "    import xml.dom.minidom\n"
+        "print(json.dumps([inside, gc.isenabled(), gc.get_freeze_count() > before]))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(completed.stdout) == [False, True, True]

@@ -20,7 +20,7 @@ from scipy import ndimage
 from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import get_joint
 from PediatricBoneSegLib.pipeline.measurements import definitions, measure, point_function, remeasure
-from PediatricBoneSegLib.pipeline.measurements.geometry import components
+from PediatricBoneSegLib.pipeline.measurements.geometry import components, prominent_peaks
 from PediatricBoneSegLib.pipeline.quality import BoneQuality
 
 CASES = {"knee": (9, 1.0), "ankle": (0, 1.5), "shoulder": (2, 1.0)}
@@ -260,6 +260,26 @@ def test_knee_measures_that_do_not_need_the_lateral_side_do_without_the_fibula()
     assert without["tibial_plateau_width"].measurable
     for key in ("lateral_trochlear_inclination", "tt_tg", "patellar_tilt"):
         assert without[key].value is None and "fibula segmentation unreliable" in without[key].reason, key
+
+
+def test_prominent_peaks_are_scipy_find_peaks_peaks() -> None:
+    # The trochlea's summits come from our peak finder (scipy.signal costs a second to import);
+    # it must pick what scipy.signal.find_peaks picks, plateaus, ties and padded ends included.
+    from scipy.signal import find_peaks
+
+    rng = np.random.default_rng(3)
+    for trial in range(3000):
+        count = int(rng.integers(3, 100))
+        profile = [
+            rng.normal(size=count).cumsum(),  # smooth-ish envelope
+            np.round(rng.normal(size=count) * 3),  # plateaus and equal peaks
+            np.round(rng.normal(size=count).cumsum() * 2) / 2,
+        ][trial % 3]
+        if trial % 4 == 0:
+            profile = np.concatenate([[-np.inf], profile, [-np.inf]])  # as the trochlea pads its envelope
+        prominence, distance = float(rng.choice([0.0, 0.3, 1.0, 2.5])), int(rng.integers(1, 15))
+        expected, _ = find_peaks(profile, prominence=prominence, distance=distance)
+        np.testing.assert_array_equal(prominent_peaks(profile, prominence, distance), expected)
 
 
 def test_a_physeal_gap_bridged_by_a_few_voxels_is_still_open() -> None:

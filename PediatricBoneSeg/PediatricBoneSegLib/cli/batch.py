@@ -61,11 +61,14 @@ def run_pipelined(
     write: Callable[[Job, Any, Any, CancelToken], Result],
     fail: Callable[[Job, Exception], Result],
     report: Callable[[Result], None],
+    start: Callable[[], None] | None = None,
 ) -> None:
     """Run every job: ``read(job)`` on the reader thread (returns the case's data, or ``Done``),
     ``compute(job, data)`` on this thread, ``write(job, data, computed, cancel)`` on the writer
     thread (checking ``cancel``), and ``report`` each job's result on this thread, in order: what
-    ``write`` returned, or ``fail(job, error)`` for an ``Exception`` of any stage (the batch goes on)."""
+    ``write`` returned, or ``fail(job, error)`` for an ``Exception`` of any stage (the batch goes on).
+    ``start()`` runs on this thread while the first job is read, before anything is computed (it
+    loads what computing needs: the model); an exception of it ends the batch and is raised."""
     # Reading or writing while a case computes runs in the background (lower priority); the first
     # read and the last write, which the main thread only waits for, at full priority.
     first_reader, reader = _pool("pbseg-read", False), _pool("pbseg-read-ahead", True)
@@ -74,6 +77,8 @@ def run_pipelined(
     flights: list[_InFlight] = []  # started, not yet reported: the one being written and the next
     current: list[Job] = []  # the job being read or computed
     try:
+        if start is not None and not jobs:
+            start()
         for index, job in enumerate(jobs):
             current[:] = [job]
             with deferred_interrupts():  # a pool's thread that starts as a signal arrives must be registered
@@ -81,6 +86,8 @@ def run_pipelined(
                     reads[0] = first_reader.submit(read, job)
                 if index + 1 < len(jobs):
                     reads[index + 1] = reader.submit(read, jobs[index + 1])
+            if index == 0 and start is not None:
+                start()
             pool = writer if index + 1 < len(jobs) else last_writer
             _start(job, reads.pop(index), compute, write, fail, pool, flights, current)
             while len(flights) > 1:  # the previous job's write ran while this one computed

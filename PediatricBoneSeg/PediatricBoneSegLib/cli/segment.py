@@ -33,6 +33,7 @@ from ..options import PRECISIONS, SURFACE_FORMATS, CaseOptions, IfExists, Segmen
 from ..progress import CancelToken
 from ..shards import Shard, parse_shard
 from ..signals import exit_code, interrupts_as_exceptions
+from ..startup import long_lived_imports
 from .batch import Done, run_pipelined
 
 if TYPE_CHECKING:
@@ -126,16 +127,7 @@ def _run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"pbseg segment: error: {problem}", file=sys.stderr)
         return 2
-    # PyTorch (seconds to import) only once the options are known to be valid.
-    from ..network.modelfile import ModelFileError
-    from ..pipeline.inference import get_model
-
     summaries: list[CaseSummary] = []
-    try:
-        model = get_model(args.model)
-    except (FileNotFoundError, ModelFileError) as error:
-        print(f"pbseg segment: error: {error}", file=sys.stderr)
-        return 2
     sources: list[VolumeSource] = []
     current = ""
     try:
@@ -154,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         first_of: dict[str, VolumeSource] = {}  # over all cases, so that a shard judges names as the whole run does
         for source in sources:
             first_of.setdefault(case_folder_name(source.name), source)
-        batch = _Batch(args, options, model, inputs, first_of)
+        batch = _Batch(args, options, inputs, first_of)
         start = time.perf_counter()
         run_pipelined(
             _shard_sources(sources, args.shard),
@@ -163,8 +155,12 @@ def _run(args: argparse.Namespace) -> int:
             batch.write,
             _case_failed,
             summaries.append,
+            start=batch.load_model,
         )
         batch_seconds = time.perf_counter() - start
+    except _ModelUnavailableError as error:
+        print(f"pbseg segment: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as interruption:
         unfinished = getattr(interruption, "unfinished", None)  # set by the batch: its cases in progress
         if unfinished is None or (not unfinished and not summaries):
@@ -196,16 +192,34 @@ class _Prepared:
     read_seconds: float
 
 
+class _ModelUnavailableError(Exception):
+    """The model file cannot be loaded: the run stops before computing anything (exit 2)."""
+
+
 @dataclass
 class _Batch:
     """What every case of the run shares, and its three stages (``batch.run_pipelined``): prepare on
-    the reader thread, compute on the main thread, write on the writer thread."""
+    the reader thread, compute on the main thread, write on the writer thread. ``load_model`` runs
+    while the first case is read."""
 
     args: argparse.Namespace
     options: CaseOptions
-    model: LoadedModel
     inputs: list[str | Path]
     first_of: dict[str, VolumeSource]
+    model: LoadedModel | None = None
+
+    def load_model(self) -> None:
+        """Import what computing and writing need (PyTorch, VTK, matplotlib: seconds, spent while
+        the first volume is read) and load the model."""
+        with long_lived_imports():
+            from .. import case  # noqa: F401  (VTK, matplotlib and the measurements, for every case)
+            from ..network.modelfile import ModelFileError
+            from ..pipeline.inference import get_model
+
+            try:
+                self.model = get_model(self.args.model)
+            except (FileNotFoundError, ModelFileError) as error:
+                raise _ModelUnavailableError(str(error)) from None
 
     def prepare(self, source: VolumeSource) -> _Prepared | Done[CaseSummary]:
         """Check the case's name and folder before any work, then read its volume."""
@@ -233,6 +247,7 @@ class _Batch:
                 bar.n = round(100 * fraction)
                 bar.set_postfix_str(message, refresh=True)
 
+            assert self.model is not None, "load_model runs before any case is computed"
             case = run_case(prepared.image, self.options, self.model, progress)
         case.inference.timings = {"read": prepared.read_seconds, **case.inference.timings}
         return case

@@ -285,6 +285,47 @@ def fit_plane(
     return points[inliers].mean(0), plane_normal(points[inliers])
 
 
+def prominent_peaks(values: np.ndarray, prominence: float, distance: int) -> np.ndarray:
+    """Indices of the peaks of a 1D profile that are at least ``distance`` samples apart and rise
+    at least ``prominence`` above their higher base: ``scipy.signal.find_peaks(values,
+    prominence=prominence, distance=distance)``'s peaks, without importing ``scipy.signal`` (about a
+    second). A peak is a sample higher than its neighbours (the middle of a plateau); of peaks
+    closer than ``distance``, the highest is kept; a peak's base on each side is the lowest sample
+    before the profile rises above the peak again (or ends)."""
+    count = len(values)
+    peaks = []
+    index = 1
+    while index < count - 1:
+        if values[index - 1] < values[index]:
+            ahead = index + 1
+            while ahead < count - 1 and values[ahead] == values[index]:
+                ahead += 1
+            if values[ahead] < values[index]:
+                peaks.append((index + ahead - 1) // 2)
+            index = ahead
+        else:
+            index += 1
+    peaks = np.asarray(peaks, dtype=np.intp)
+    keep = np.ones(len(peaks), dtype=bool)
+    for position in np.argsort(values[peaks])[::-1]:  # highest first, as scipy orders them
+        if keep[position]:
+            close = np.abs(peaks - peaks[position]) < distance
+            close[position] = False
+            keep &= ~close
+    peaks = peaks[keep]
+    rises = [values[peak] - max(_base(values, peak, -1), _base(values, peak, 1)) for peak in peaks]
+    return peaks[np.asarray(rises, dtype=float) >= prominence] if len(peaks) else peaks
+
+
+def _base(values: np.ndarray, peak: int, direction: int) -> float:
+    """The lowest sample from ``peak`` in ``direction`` until the profile rises above the peak."""
+    lowest, index = values[peak], peak
+    while 0 <= index < len(values) and values[index] <= values[peak]:
+        lowest = min(lowest, values[index])
+        index += direction
+    return lowest
+
+
 def _subset(points: np.ndarray, seed: int, size: int = 4000) -> np.ndarray:
     """At most ``size`` of the points (a fixed random choice): RANSAC needs no more."""
     if len(points) <= size:

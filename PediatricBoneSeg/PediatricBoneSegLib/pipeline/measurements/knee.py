@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .base import ANTERIOR, SUPERIOR, Definition, NotMeasurable, angle_deg, points_by_measure, project, unit
-from .geometry import BoneGeometry, LabelVolume, principal_axes
+from .geometry import BoneGeometry, LabelVolume, principal_axes, prominent_peaks
 
 _REF_DEJOUR = "Dejour H et al., Knee Surg Sports Traumatol Arthrosc 1994;2:19-26"
 _REF_PFIRRMANN = "Pfirrmann CWA et al., Radiology 2000;216:858-64"
@@ -309,12 +309,9 @@ def facets_from_profile(
     facet's line, so that the angle at the groove is the angle between the two facets. Shared by
     the measurement (envelope of the segmented surface) and the phantoms' ground truth (envelope
     of the analytic bone)."""
-    from scipy.signal import find_peaks  # 1.1 s to import: only when a knee is measured
-
     apart = max(1, int(apart_mm / PROFILE_STEP_MM))
     padded = np.concatenate([[-np.inf], profile, [-np.inf]])
-    peaks, _ = find_peaks(padded, prominence=prominence_mm, distance=apart)
-    peaks -= 1
+    peaks = prominent_peaks(padded, prominence_mm, apart) - 1
     if len(peaks) < 2:
         raise NotMeasurable("no trochlear groove between two facets")
     low, high = positions[np.sort(peaks[np.argsort(profile[peaks])[-2:]])]

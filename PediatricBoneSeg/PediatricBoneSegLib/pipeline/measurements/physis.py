@@ -84,7 +84,10 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
         closed = "growth plate closed (one piece)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
     first, second = pieces[0], pieces[1]
-    gap = float(_nearest(first, spacing).query(_surface_voxels(second) * spacing)[0].min())
+    tree, facing_points = _nearest(first, spacing), _surface_voxels(second) * spacing
+    gap = float(_distances_below(tree, facing_points, _MAX_GAP_MM + 1.0).min())
+    if not np.isfinite(gap):  # only to say how far
+        gap = float(tree.query(facing_points, workers=-1)[0].min())
     if gap > _MAX_GAP_MM:
         closed = f"growth plate closed (second piece {gap:.0f} mm away: not a physeal gap)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
@@ -95,7 +98,7 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
     if _touches_volume_border(epiphysis, box, volume.labels.shape):
         cut = "epiphysis cut by the field of view"
         return [status, _none(AREA, bone, cut), _none(VOLUME, bone, cut)]
-    area, centre = _facing_area(epiphysis, metaphysis, spacing, volume, corner)
+    area, centre = _facing_area(epiphysis, metaphysis, spacing, volume, corner, gap)
     epiphysis_ml = float(epiphysis.sum()) * float(np.prod(volume.spacing)) / 1000.0
     return [
         status,
@@ -139,10 +142,16 @@ def _touches_volume_border(piece: np.ndarray, box: tuple[slice, ...], shape: tup
 
 
 def _facing_area(
-    epiphysis: np.ndarray, metaphysis: np.ndarray, spacing: np.ndarray, volume: LabelVolume, corner: np.ndarray
+    epiphysis: np.ndarray,
+    metaphysis: np.ndarray,
+    spacing: np.ndarray,
+    volume: LabelVolume,
+    corner: np.ndarray,
+    gap_mm: float,
 ) -> tuple[float, np.ndarray]:
     """Area (mm²) of the epiphysis mesh within the gap's reach of the metaphysis, and its centre.
-    ``epiphysis`` and ``metaphysis`` are masks of the volume's box that starts at index ``corner``."""
+    ``epiphysis`` and ``metaphysis`` are masks of the volume's box that starts at index ``corner``;
+    ``gap_mm``: the distance between their surfaces."""
     box = ndimage.find_objects(epiphysis.astype(np.uint8))[0]
     box = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in box)
     smooth = ndimage.gaussian_filter(epiphysis[box].astype(np.float32), 0.5)
@@ -151,9 +160,14 @@ def _facing_area(
     offset = (np.array([s.start for s in box]) - 1) * spacing
     centres = (vertices[faces].mean(1) + offset) / spacing  # fractional (k, j, i)
     index = np.clip(np.round(centres).astype(int), 0, np.array(epiphysis.shape) - 1)
-    distance = _nearest(metaphysis, spacing).query(index * spacing)[0]
+    reach = 0.5 * float(spacing.max()) + 0.5  # across the gap, not the sides
+    tree, bound = _nearest(metaphysis, spacing), gap_mm + 2 * reach + 1.0
+    distance = _distances_below(tree, index * spacing, bound)
     distance[metaphysis[tuple(index.T)]] = 0.0
-    facing = distance < distance.min() + 0.5 * float(spacing.max()) + 0.5  # across the gap, not the sides
+    if distance.min() + reach >= bound:  # a facing face may lie beyond the bound: search without it
+        distance = tree.query(index * spacing, workers=-1)[0]
+        distance[metaphysis[tuple(index.T)]] = 0.0
+    facing = distance < distance.min() + reach
     if not facing.any():
         raise NotMeasurable("physis surface not found")
     area = float(measure.mesh_surface_area(vertices, faces[facing]))
@@ -165,6 +179,13 @@ def _surface_voxels(mask: np.ndarray) -> np.ndarray:
     nearest to any point outside it is one of these, so distances to them are the distance
     transform's, for a fraction of its time and memory."""
     return np.argwhere(mask & ~ndimage.binary_erosion(mask, border_value=0))
+
+
+def _distances_below(tree: cKDTree, points: np.ndarray, bound_mm: float) -> np.ndarray:
+    """Distance (mm) from each of ``points`` to the nearest point of ``tree``: exact where it is
+    below ``bound_mm``, infinity elsewhere. The search stops at the bound and runs on every core:
+    several times faster than the full search, which only the distances below the bound need."""
+    return tree.query(points, distance_upper_bound=bound_mm, workers=-1)[0]
 
 
 def _nearest(mask: np.ndarray, spacing_kji: np.ndarray) -> cKDTree:
