@@ -194,7 +194,7 @@ def test_fine_volumes_are_also_sliced_along_extra_planes_and_cases_can_weigh_ali
         config_from_dict({"sampling": "some", "extra_planes": ["oblique"], "datasets": [{"path": "x"}]})
 
 
-def test_bone_balanced_sampling_draws_a_small_bone_and_a_rare_plane_as_often_as_the_others(tmp_path: Path) -> None:
+def test_bone_and_plane_balanced_sampling_draw_a_small_bone_and_a_rare_plane_as_often_as_others(tmp_path: Path) -> None:
     fine, fine_labels = _volume((20, 24, 28), (1.0, 1.0, 1.0))
     small = sitk.GetArrayFromImage(fine_labels)
     small[9:11, 10:12, 12:14] = 2  # a 2-voxel bone: 2 of the 28 sagittal slices, 1 coronal, 1 axial
@@ -222,6 +222,13 @@ def test_bone_balanced_sampling_draws_a_small_bone_and_a_rare_plane_as_often_as_
     assert pool.foreground[sample_indices(pool, 500, 1.0, torch.Generator().manual_seed(2), "bones")].all()
     anywhere = sample_indices(pool, 4000, 0.0, torch.Generator(), "bones")
     assert not pool.foreground[anywhere].all()  # draws that need not show bone reach the empty edge slices
+    # "planes": each plane a third of the draws, although only the fine case was sliced coronally and
+    # sagittally; the thick case shares the axial third with the fine one
+    by_plane = sample_indices(pool, 6000, 1.0, torch.Generator().manual_seed(3), "planes")
+    plane_shares = torch.bincount(pool.axes[by_plane], minlength=3).float() / len(by_plane)
+    assert torch.allclose(plane_shares, torch.full((3,), 1 / 3), atol=0.03)
+    fine_share = float((pool.case_index[by_plane] == 0).float().mean())
+    assert abs(fine_share - (2 / 3 + 1 / 6)) < 0.03 and pool.foreground[by_plane].all()
 
 
 def test_model_card_evaluation_reports_dice_per_protocol_family(phantom_root: Path, tmp_path: Path) -> None:

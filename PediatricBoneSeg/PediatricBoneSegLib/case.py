@@ -53,18 +53,35 @@ def run_case(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> CaseResult:
-    """Segment ``image`` and build its surfaces and measurements. ``model``: a ``LoadedModel``
-    (default: ``options.segment.model_path`` or the bundled model, cached). Raises ValueError for
-    invalid options or input, ``Cancelled`` when ``cancel`` is set."""
+    """Segment ``image`` and build its surfaces and measurements: ``segment_case``, then
+    ``finish_case``. ``model``: a ``LoadedModel`` (default: ``options.segment.model_path`` or the
+    bundled model, cached). Raises ValueError for invalid options or input, ``Cancelled`` when
+    ``cancel`` is set."""
+    model = model if model is not None else get_model(_checked(options).segment.model_path)
+    inference = segment_case(image, options, model, sub_progress(progress, 0.0, NETWORK_SHARE), cancel)
+    check_cancelled(cancel)
+    return finish_case(inference, options, sub_progress(progress, NETWORK_SHARE, 1.0), str(model.path))
+
+
+def segment_case(
+    image: sitk.Image,
+    options: CaseOptions,
+    model: Any,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> InferenceResult:
+    """The first half of ``run_case``: the labels and what the network learned. A batch runs it
+    for one case while the second half, ``finish_case``, runs for the previous one."""
+    return segment_image(image, _checked(options).segment, progress, cancel, model)
+
+
+def _checked(options: CaseOptions) -> CaseOptions:
     if not isinstance(options, CaseOptions):
         raise TypeError(f"run_case needs CaseOptions, got {type(options).__name__}")
     problems = options.problems()
     if problems:
         raise ValueError("invalid options: " + "; ".join(problems))
-    model = model if model is not None else get_model(options.segment.model_path)
-    inference = segment_image(image, options.segment, sub_progress(progress, 0.0, NETWORK_SHARE), cancel, model)
-    check_cancelled(cancel)
-    return finish_case(inference, options, sub_progress(progress, NETWORK_SHARE, 1.0), str(model.path))
+    return options
 
 
 def finish_case(

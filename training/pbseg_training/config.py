@@ -11,7 +11,7 @@ import tomllib
 from PediatricBoneSegLib.pipeline.orientation import PLANE_AXIS
 
 SCHEMES = ("individual", "transfer", "shared", "mtmd", "mtmd_contrastive", "full")
-SAMPLINGS = ("slices", "cases", "bones")
+SAMPLINGS = ("slices", "cases", "bones", "planes")
 PLANES = tuple(PLANE_AXIS)
 
 
@@ -52,7 +52,9 @@ class TrainingConfig:
     # "slices": every slice of the pool equally likely (a 3D case weighs as much as its slices);
     # "cases": every case equally likely, then a slice of it (a 2D thick-slice series weighs as a 3D one);
     # "bones": a case, then one of its slicing planes, then (bone-showing draws) one of the bones that
-    # plane shows, then a slice showing it (a small bone in a rare plane weighs as a big one)
+    # plane shows, then a slice showing it (a small bone in a rare plane weighs as a big one);
+    # "planes": as "bones", but a slicing plane first, then a case sliced in it (every plane weighs
+    # alike, however few of the cases are 3D volumes sliced in all three)
     sampling: str = "slices"
     # near-isotropic (3D) training volumes are also sliced along these planes besides the joint's usual
     # plane (inference slices them along the usual plane, and 2D series along their acquisition plane:

@@ -139,9 +139,11 @@ def sample_indices(
     then one of its (bone-showing) slices, so that a case's weight does not grow with its number of
     slices; "bones", a case, then one of the planes it was sliced in, then for a bone-showing draw
     one of the bones that plane shows, then a slice showing it, so that a small bone in a rare plane
-    (the patella in axial slices) is drawn as often as the femur in the usual one."""
-    if sampling == "bones":
-        return _by_bone(pool, count, foreground_fraction, generator)
+    (the patella in axial slices) is drawn as often as the femur in the usual one; "planes", as
+    "bones" but a slicing plane first (of those any case was sliced in), then a case sliced in it, so
+    that every plane weighs alike however few cases were sliced in it (the 3D ones)."""
+    if sampling in ("bones", "planes"):
+        return _by_bone(pool, count, foreground_fraction, generator, plane_first=sampling == "planes")
     foreground = torch.nonzero(pool.foreground).flatten()
     n_foreground = int((torch.rand(count, generator=generator) < foreground_fraction).sum()) if len(foreground) else 0
     if sampling == "cases":
@@ -159,16 +161,25 @@ def _uniform(choices: Sequence | torch.Tensor, generator: torch.Generator):
     return choices[int(torch.randint(len(choices), (1,), generator=generator))]
 
 
-def _by_bone(pool: DomainSlices, count: int, foreground_fraction: float, generator: torch.Generator) -> torch.Tensor:
+def _by_bone(
+    pool: DomainSlices, count: int, foreground_fraction: float, generator: torch.Generator, plane_first: bool
+) -> torch.Tensor:
     strata = pool.strata
     planes_of: dict[int, list[int]] = {}
-    for case, axis in strata:
+    cases_of: dict[int, list[int]] = {}
+    for case, axis in sorted(strata):
         planes_of.setdefault(case, []).append(axis)
-    cases = sorted(planes_of)
+        cases_of.setdefault(axis, []).append(case)
+    cases, planes = sorted(planes_of), sorted(cases_of)
     picks = []
     for with_bone in (torch.rand(count, generator=generator) < foreground_fraction).tolist():
-        case = _uniform(cases, generator)
-        by_bone = strata[(case, _uniform(planes_of[case], generator))]
+        if plane_first:
+            axis = _uniform(planes, generator)
+            case = _uniform(cases_of[axis], generator)
+        else:
+            case = _uniform(cases, generator)
+            axis = _uniform(planes_of[case], generator)
+        by_bone = strata[(case, axis)]
         bones = [bone for bone in by_bone if bone] if with_bone else []
         members = by_bone[_uniform(bones, generator)] if bones else by_bone[0]
         picks.append(int(_uniform(members, generator)))

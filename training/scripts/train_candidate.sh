@@ -4,10 +4,11 @@
 # evaluation uses other seeds). Resumable: run it again after an interruption.
 #   bash training/scripts/train_candidate.sh 3          # model 3 (config bundled3.toml)
 #   bash training/scripts/train_candidate.sh 4          # model 4 (config bundled4.toml)
+#   bash training/scripts/train_candidate.sh 5          # model 5 (config bundled5.toml)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
-MODEL=${1:?give the candidate number: 3 or 4}
+MODEL=${1:?give the candidate number: 3, 4 or 5}
 declare -A SEEDS=([ankle]=2100 [knee]=2200 [shoulder]=2300)
 for joint in ankle knee shoulder; do
   if [ ! -f "data/bundled3/$joint/dataset.json" ]; then

@@ -30,7 +30,7 @@ from ..io.case_folder import (
 from ..io.dicom_seg import dicom_seg_sources
 from ..io.volumes import VolumeReadError, VolumeSource, discover_sources, read_volume
 from ..options import PRECISIONS, SURFACE_FORMATS, CaseOptions, IfExists, SegmentOptions
-from ..progress import CancelToken
+from ..progress import CancelToken, check_cancelled
 from ..shards import Shard, parse_shard
 from ..signals import exit_code, interrupts_as_exceptions
 from ..startup import long_lived_imports
@@ -39,8 +39,8 @@ from .batch import Done, run_pipelined
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-    from ..case import CaseResult
     from ..network.modelfile import LoadedModel
+    from ..pipeline.results import InferenceResult
 
 
 @dataclass
@@ -238,8 +238,9 @@ class _Batch:
         if_exists = IfExists.REPLACE if replace else IfExists.FAIL
         return _Prepared(image, target, if_exists, start, time.perf_counter() - start)
 
-    def compute(self, source: VolumeSource, prepared: _Prepared) -> CaseResult:
-        from ..case import run_case
+    def compute(self, source: VolumeSource, prepared: _Prepared) -> InferenceResult:
+        """The network half of the case workflow (``case.segment_case``), on the main thread."""
+        from ..case import segment_case
 
         with tqdm(total=100, desc=source.name, unit="%", leave=False, disable=None, file=sys.stderr) as bar:
 
@@ -247,14 +248,19 @@ class _Batch:
                 bar.n = round(100 * fraction)
                 bar.set_postfix_str(message, refresh=True)
 
-            assert self.model is not None, "load_model runs before any case is computed"
-            case = run_case(prepared.image, self.options, self.model, progress)
-        case.inference.timings = {"read": prepared.read_seconds, **case.inference.timings}
-        return case
+            inference = segment_case(prepared.image, self.options, self.model, progress)
+        inference.timings = {"read": prepared.read_seconds, **inference.timings}
+        return inference
 
-    def write(self, source: VolumeSource, prepared: _Prepared, case: CaseResult, cancel: CancelToken) -> CaseSummary:
-        from ..case import write_case_folder
+    def write(
+        self, source: VolumeSource, prepared: _Prepared, inference: InferenceResult, cancel: CancelToken
+    ) -> CaseSummary:
+        """The case workflow's second half (``case.finish_case``: surfaces, measurements) and the
+        case folder, on the writer thread: while the next case's network runs."""
+        from ..case import finish_case, write_case_folder
 
+        case = finish_case(inference, self.options, model_file=str(self.model.path))
+        check_cancelled(cancel)
         try:
             folder = write_case_folder(
                 self.args.output,
