@@ -249,17 +249,31 @@ def test_a_trochlea_on_thick_sagittal_slices_is_not_measured() -> None:
     assert axial["sulcus_angle"].measurable, axial["sulcus_angle"].reason
 
 
-def test_knee_measures_that_do_not_need_the_lateral_side_do_without_the_fibula() -> None:
-    """The fibula only tells lateral from medial: with it unreliable the symmetric measures are
-    still given (the same values), those that need the side are not."""
+def test_the_fibula_only_tells_the_lateral_side() -> None:
+    """Judged unreliable, the fibula still tells lateral from medial: every knee measure keeps its
+    value, and those that need the side are marked "check" with the reason. Missing, the
+    symmetric measures are still given and those that need the side are not measurable."""
     phantom, with_fibula = case("knee")
     unreliable = {"fibula": BoneQuality(0.2, False, {}, ["low confidence"])}
-    without = {m.key: m for m in measure(phantom.labels, "knee", unreliable)}
+    doubted = {m.key: m for m in measure(phantom.labels, "knee", unreliable)}
+    sided = ("lateral_trochlear_inclination", "tt_tg", "patellar_tilt")
+    for key in (*sided, "sulcus_angle", "trochlear_depth", "bicondylar_width", "tibial_plateau_width"):
+        assert doubted[key].value == pytest.approx(with_fibula[key].value, abs=1e-9), key
+        assert with_fibula[key].to_json()["status"] == "ok", key
+    for key in sided:
+        assert doubted[key].to_json()["status"] == "check" and "fibula" in doubted[key].reason, key
+        assert doubted[key].text.endswith(f"(check: {doubted[key].reason})")
+    assert doubted["sulcus_angle"].to_json()["status"] == "ok"
+    array = sitk.GetArrayFromImage(phantom.labels)
+    array[array == get_joint("knee").label_of("fibula")] = 0
+    no_fibula = sitk.GetImageFromArray(array)
+    no_fibula.CopyInformation(phantom.labels)
+    without = {m.key: m for m in measure(no_fibula, "knee")}
     for key, tolerance in (("sulcus_angle", 1.0), ("trochlear_depth", 0.1), ("bicondylar_width", 0.2)):
         assert without[key].value == pytest.approx(with_fibula[key].value, abs=tolerance), key
     assert without["tibial_plateau_width"].measurable
-    for key in ("lateral_trochlear_inclination", "tt_tg", "patellar_tilt"):
-        assert without[key].value is None and "fibula segmentation unreliable" in without[key].reason, key
+    for key in sided:
+        assert without[key].value is None and without[key].reason == "fibula missing: the lateral side is unknown"
 
 
 def test_prominent_peaks_are_scipy_find_peaks_peaks() -> None:

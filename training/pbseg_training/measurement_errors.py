@@ -48,6 +48,7 @@ def evaluate(model_path: Path, cases: int, seed: int, voxel_scale: float) -> dic
     errors: dict[str, dict[str, list[float]]] = {"model": defaultdict(list), "truth": defaultdict(list)}
     skipped: dict[str, dict[str, Counter]] = {"model": defaultdict(Counter), "truth": defaultdict(Counter)}
     status = {"model": Counter(), "truth": Counter()}
+    checked = {"model": Counter(), "truth": Counter()}  # values given with a reason to check them
     for joint in JOINT_KEYS:
         for index in range(cases):
             phantom = generate_phantom(joint, case_seed(seed + JOINT_KEYS.index(joint), index), voxel_scale=voxel_scale)
@@ -66,8 +67,9 @@ def evaluate(model_path: Path, cases: int, seed: int, voxel_scale: float) -> dic
                         skipped[source][m.key][m.reason.split(" (")[0]] += 1
                     else:
                         errors[source][m.key].append(abs(m.value - truth["measurements"][m.key]))
+                        checked[source][m.key] += m.status == "check"
             print(f"{joint} {index}: {time.strftime('%H:%M:%S')}", flush=True)
-    return {"errors": errors, "skipped": skipped, "status": status}
+    return {"errors": errors, "skipped": skipped, "status": status, "checked": checked}
 
 
 def summary(outcome: dict) -> dict:
@@ -80,6 +82,7 @@ def summary(outcome: dict) -> dict:
             reasons = outcome["skipped"][source].get(key, Counter())
             row = {
                 "measured": len(values),
+                "marked_check": int(outcome.get("checked", {}).get(source, Counter())[key]),
                 "not_measurable": int(sum(reasons.values())),
                 "commonest_reason": reasons.most_common(1)[0][0] if reasons else "",
                 "median_abs_error": round(float(np.median(values)), 2) if len(values) else None,

@@ -92,7 +92,7 @@ def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list
     unreliable = frozenset(bone for bone, verdict in (quality or {}).items() if not verdict.reliable)
     volume = LabelVolume.from_image(labels, joint, unreliable)
     module = JOINT_MODULES[joint]
-    blocked = {d.key: _blocked(volume, d.bones, d.complete, quality) for d in module.DEFINITIONS}
+    blocked = {d.key: _blocked(volume, d.bones, d.complete, quality) or _unsided(volume, d) for d in module.DEFINITIONS}
     found: dict = {}
     if any(reason is None for reason in blocked.values()):
         try:
@@ -112,7 +112,7 @@ def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list
             results.append(Measurement(d, None, reason))
             continue
         points = shown.get(d.key) or {name: np.atleast_2d(valid[name]) for name in d.needs if np.size(valid[name]) >= 3}
-        results.append(Measurement(d, computed[d.key], landmarks=points))
+        results.append(Measurement(d, computed[d.key], _side_doubt(d, quality), landmarks=points))
     return results + _growth_plates(volume, quality)
 
 
@@ -136,6 +136,24 @@ def _growth_plates(volume: LabelVolume, quality: dict | None) -> list[Measuremen
                 reason = str(error)
         out += [Measurement(d, None, reason, bone=bone) for d in physis.DEFINITIONS]
     return out
+
+
+def _unsided(volume: LabelVolume, definition: Definition) -> str | None:
+    """Why the lateral side of a measure that needs it is unknown, or None."""
+    if definition.sided_by and not volume.has(definition.sided_by):
+        return f"{definition.sided_by} missing: the lateral side is unknown"
+    return None
+
+
+def _side_doubt(definition: Definition, quality: dict | None) -> str:
+    """Why a measure's lateral side may be wrong ("" when not): its side bone judged unreliable."""
+    verdict = (quality or {}).get(definition.sided_by) if definition.sided_by else None
+    if verdict is None or verdict.reliable:
+        return ""
+    return (
+        f"the lateral side is told by the {definition.sided_by}, whose segmentation is unreliable "
+        f"(quality {verdict.score:.2f})"
+    )
 
 
 def _blocked(

@@ -14,7 +14,9 @@ class Definition:
     """One measure. ``bones``: the bones it needs (catalog keys); ``complete``: those of them that
     must lie wholly inside the field of view (a long bone only needs its joint end); ``needs``:
     the landmarks (names in its joint module) it is computed from; ``plane``: the patient plane
-    closest to the one it is read in, where the QC picture draws its landmarks."""
+    closest to the one it is read in, where the QC picture draws its landmarks; ``sided_by``: a
+    bone that only tells which side is lateral (its shape is not measured): it must be present,
+    and when its segmentation is judged unreliable the value is still given, marked "check"."""
 
     key: str
     joint: str | None  # None: measured for every long bone (growth plates)
@@ -27,12 +29,14 @@ class Definition:
     needs: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()  # a categorical measure: its value indexes these words
     plane: str = ""  # the patient plane it is read in (axial, coronal, sagittal): where qc.png draws it
+    sided_by: str = ""
 
 
 @dataclass
 class Measurement:
     """A measure of one case. ``value`` None means not measurable, and ``reason`` says why (bone
-    missing, cut by the field of view, unreliable segmentation, not found). ``landmarks``: name ->
+    missing, cut by the field of view, unreliable segmentation, not found); a value with a
+    ``reason`` is to be checked (status "check"), the reason says why. ``landmarks``: name ->
     (N, 3) LPS mm points used (one point, a line's two ends, an angle's three points); ``bone``:
     the long bone of a growth-plate measure."""
 
@@ -56,8 +60,17 @@ class Measurement:
         if self.value is None:
             return f"not measurable: {self.reason}"
         if self.definition.categories:
-            return self.definition.categories[round(self.value)]
-        return f"{self.value:.1f} {self.definition.unit}"
+            shown = self.definition.categories[round(self.value)]
+        else:
+            shown = f"{self.value:.1f} {self.definition.unit}"
+        return f"{shown} (check: {self.reason})" if self.reason else shown
+
+    @property
+    def status(self) -> str:
+        """ "ok", "check" (a value, with a reason to doubt it) or "not measurable"."""
+        if self.value is None:
+            return "not measurable"
+        return "check" if self.reason else "ok"
 
     def to_json(self) -> dict:
         d = self.definition
@@ -67,7 +80,7 @@ class Measurement:
             "value": None if self.value is None else round(float(self.value), 3),
             "unit": d.unit,
             "text": self.text,
-            "status": "ok" if self.measurable else "not measurable",
+            "status": self.status,
             "reason": self.reason,
             "definition": d.definition,
             "reference": d.reference,

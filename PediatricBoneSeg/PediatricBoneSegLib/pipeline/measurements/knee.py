@@ -18,7 +18,7 @@ from .geometry import BoneGeometry, LabelVolume, principal_axes, prominent_peaks
 
 _REF_DEJOUR = "Dejour H et al., Knee Surg Sports Traumatol Arthrosc 1994;2:19-26"
 _REF_PFIRRMANN = "Pfirrmann CWA et al., Radiology 2000;216:858-64"
-_SIDED = ("femur", "tibia", "fibula")  # the fibula says which side is lateral
+_SIDED = ("femur", "tibia")  # with the fibula, which says which side is lateral (``sided_by``)
 _TROCHLEA = ("posterior_condyles", "trochlea")
 
 DEFINITIONS = (
@@ -57,6 +57,7 @@ DEFINITIONS = (
         _SIDED,
         needs=_TROCHLEA,
         plane="axial",
+        sided_by="fibula",
     ),
     Definition(
         "tt_tg",
@@ -69,6 +70,7 @@ DEFINITIONS = (
         _SIDED,
         needs=(*_TROCHLEA, "tubercle"),
         plane="axial",
+        sided_by="fibula",
     ),
     Definition(
         "patellar_tilt",
@@ -82,6 +84,7 @@ DEFINITIONS = (
         ("patella",),
         needs=("posterior_condyles", "patella_axis"),
         plane="axial",
+        sided_by="fibula",
     ),
     Definition(
         "bicondylar_width",
@@ -205,10 +208,11 @@ def _width_ends(points: np.ndarray, medial: np.ndarray, pad: float) -> np.ndarra
 
 def _mediolateral_seed(volume: LabelVolume) -> np.ndarray:
     """A first mediolateral axis for the posterior condylar line: from the fibula (lateral) to the
-    tibia when both can be used, which gives medial its anatomical sign; else the widest axial
-    direction of the distal femur, whose sign is arbitrary (so the measures that need to know the
-    lateral side also need the fibula)."""
-    if volume.usable("tibia") and volume.usable("fibula"):
+    tibia when the tibia can be used and the fibula is present (even judged unreliable: only its
+    side is read, and the measures that need the side are then marked), which gives medial its
+    anatomical sign; else the widest axial direction of the distal femur, whose sign is arbitrary
+    (so the measures that need to know the lateral side also need the fibula)."""
+    if volume.usable("tibia") and volume.has("fibula"):
         return unit(project(volume.centroid("tibia")[0] - volume.centroid("fibula")[0], SUPERIOR))
     femur = volume.bone("femur").points
     height = femur @ SUPERIOR
