@@ -67,7 +67,7 @@ class Measurement:
 
     @property
     def status(self) -> str:
-        """ "ok", "check" (a value, with a reason to doubt it) or "not measurable"."""
+        """The status for people and files: ok, check (a value, with a reason to doubt it) or not measurable."""
         if self.value is None:
             return "not measurable"
         return "check" if self.reason else "ok"
