@@ -135,8 +135,9 @@ class BoneGeometry:
 
     @cached_property
     def points(self) -> np.ndarray:
-        """(N, 3) LPS mm of the bone's voxel centres."""
-        return self.volume.to_lps(np.argwhere(self.mask))
+        """(N, 3) LPS mm of the bone's voxel centres, in the volume's index order (found in its box)."""
+        box = self.volume.box(self.key)
+        return self.volume.to_lps(np.argwhere(self.mask[box]) + [s.start for s in box])
 
     @cached_property
     def surface(self) -> tuple[np.ndarray, np.ndarray]:
