@@ -19,7 +19,13 @@ from scipy import ndimage
 
 from pbseg_training.phantoms import generate_phantom
 from PediatricBoneSegLib.catalog import get_joint
-from PediatricBoneSegLib.pipeline.measurements import definitions, measure, point_function, remeasure
+from PediatricBoneSegLib.pipeline.measurements import (
+    SIDE_QUALITY_FLOOR,
+    definitions,
+    measure,
+    point_function,
+    remeasure,
+)
 from PediatricBoneSegLib.pipeline.measurements.geometry import components, prominent_peaks
 from PediatricBoneSegLib.pipeline.quality import BoneQuality
 
@@ -254,7 +260,7 @@ def test_the_fibula_only_tells_the_lateral_side() -> None:
     value, and those that need the side are marked "check" with the reason. Missing, the
     symmetric measures are still given and those that need the side are not measurable."""
     phantom, with_fibula = case("knee")
-    unreliable = {"fibula": BoneQuality(0.2, False, {}, ["low confidence"])}
+    unreliable = {"fibula": BoneQuality(SIDE_QUALITY_FLOOR, False, {}, ["low confidence"])}
     doubted = {m.key: m for m in measure(phantom.labels, "knee", unreliable)}
     sided = ("lateral_trochlear_inclination", "tt_tg", "patellar_tilt")
     for key in (*sided, "sulcus_angle", "trochlear_depth", "bicondylar_width", "tibial_plateau_width"):
@@ -264,6 +270,13 @@ def test_the_fibula_only_tells_the_lateral_side() -> None:
         assert doubted[key].to_json()["status"] == "check" and "fibula" in doubted[key].reason, key
         assert doubted[key].text.endswith(f"(check: {doubted[key].reason})")
     assert doubted["sulcus_angle"].to_json()["status"] == "ok"
+    # Too poor a fibula may lie on the wrong side (a model's fragments on the medial side, seen
+    # with model 5): below the floor it tells no side.
+    garbage = {"fibula": BoneQuality(SIDE_QUALITY_FLOOR - 0.01, False, {}, ["fragmented"])}
+    poor = {m.key: m for m in measure(phantom.labels, "knee", garbage)}
+    for key in sided:
+        assert poor[key].value is None and "too poor to tell the lateral side" in poor[key].reason, key
+    assert poor["sulcus_angle"].value == pytest.approx(with_fibula["sulcus_angle"].value, abs=1e-9)
     array = sitk.GetArrayFromImage(phantom.labels)
     array[array == get_joint("knee").label_of("fibula")] = 0
     no_fibula = sitk.GetImageFromArray(array)
