@@ -19,6 +19,7 @@ CORE = {
     "resources",
     "image_checks",
     "shards",
+    "startup",
 }
 # What each unit may import from the library (besides itself). pipeline modules that io may use are
 # the light ones: result types, orientation, morphometry, clinical measurements (no PyTorch).
