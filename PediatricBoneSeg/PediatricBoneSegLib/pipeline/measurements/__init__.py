@@ -92,8 +92,10 @@ def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list
     unreliable = frozenset(bone for bone, verdict in (quality or {}).items() if not verdict.reliable)
     volume = LabelVolume.from_image(labels, joint, unreliable)
     module = JOINT_MODULES[joint]
-    blocked = {d.key: _blocked(volume, d.bones, d.complete, quality) for d in module.DEFINITIONS}
-    blocked = {d.key: blocked[d.key] or _unsided(volume, d, quality) for d in module.DEFINITIONS}
+    blocked = {
+        d.key: _blocked(volume, d.bones, d.complete, quality) or _unsided(volume, d, quality)
+        for d in module.DEFINITIONS
+    }
     found: dict = {}
     if any(reason is None for reason in blocked.values()):
         try:

@@ -16,7 +16,8 @@ class Definition:
     the landmarks (names in its joint module) it is computed from; ``plane``: the patient plane
     closest to the one it is read in, where the QC picture draws its landmarks; ``sided_by``: a
     bone that only tells which side is lateral (its shape is not measured): it must be present,
-    and when its segmentation is judged unreliable the value is still given, marked "check"."""
+    and when its segmentation is judged unreliable the value is still given, marked "check"
+    (below ``SIDE_QUALITY_FLOOR`` it tells no side)."""
 
     key: str
     joint: str | None  # None: measured for every long bone (growth plates)

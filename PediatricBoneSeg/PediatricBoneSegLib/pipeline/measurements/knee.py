@@ -209,7 +209,8 @@ def _width_ends(points: np.ndarray, medial: np.ndarray, pad: float) -> np.ndarra
 def _mediolateral_seed(volume: LabelVolume) -> np.ndarray:
     """A first mediolateral axis for the posterior condylar line: from the fibula (lateral) to the
     tibia when the tibia can be used and the fibula is present (even judged unreliable: only its
-    side is read, and the measures that need the side are then marked), which gives medial its
+    side is read; the measures that need the side are then marked, or not measurable below the
+    side quality floor, ``measurements.SIDE_QUALITY_FLOOR``), which gives medial its
     anatomical sign; else the widest axial direction of the distal femur, whose sign is arbitrary
     (so the measures that need to know the lateral side also need the fibula)."""
     if volume.usable("tibia") and volume.has("fibula"):

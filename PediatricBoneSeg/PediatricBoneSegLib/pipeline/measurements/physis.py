@@ -84,10 +84,7 @@ def measure_bone(volume: LabelVolume, bone: str, joint_center: np.ndarray) -> li
         closed = "growth plate closed (one piece)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
     first, second = pieces[0], pieces[1]
-    tree, facing_points = _nearest(first, spacing), _surface_voxels(second) * spacing
-    gap = float(_distances_below(tree, facing_points, _MAX_GAP_MM + 1.0).min())
-    if not np.isfinite(gap):  # only to say how far
-        gap = float(tree.query(facing_points, workers=-1)[0].min())
+    gap = float(_distances(_nearest(first, spacing), _surface_voxels(second) * spacing, _MAX_GAP_MM + 1.0).min())
     if gap > _MAX_GAP_MM:
         closed = f"growth plate closed (second piece {gap:.0f} mm away: not a physeal gap)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
@@ -161,12 +158,8 @@ def _facing_area(
     centres = (vertices[faces].mean(1) + offset) / spacing  # fractional (k, j, i)
     index = np.clip(np.round(centres).astype(int), 0, np.array(epiphysis.shape) - 1)
     reach = 0.5 * float(spacing.max()) + 0.5  # across the gap, not the sides
-    tree, bound = _nearest(metaphysis, spacing), gap_mm + 2 * reach + 1.0
-    distance = _distances_below(tree, index * spacing, bound)
+    distance = _distances(_nearest(metaphysis, spacing), index * spacing, gap_mm + 2 * reach + 1.0, reach)
     distance[metaphysis[tuple(index.T)]] = 0.0
-    if distance.min() + reach >= bound:  # a facing face may lie beyond the bound: search without it
-        distance = tree.query(index * spacing, workers=-1)[0]
-        distance[metaphysis[tuple(index.T)]] = 0.0
     facing = distance < distance.min() + reach
     if not facing.any():
         raise NotMeasurable("physis surface not found")
@@ -181,11 +174,15 @@ def _surface_voxels(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(mask & ~ndimage.binary_erosion(mask, border_value=0))
 
 
-def _distances_below(tree: cKDTree, points: np.ndarray, bound_mm: float) -> np.ndarray:
-    """Distance (mm) from each of ``points`` to the nearest point of ``tree``: exact where it is
-    below ``bound_mm``, infinity elsewhere. The search stops at the bound and runs on every core:
-    several times faster than the full search, which only the distances below the bound need."""
-    return tree.query(points, distance_upper_bound=bound_mm, workers=-1)[0]
+def _distances(tree: cKDTree, points: np.ndarray, bound_mm: float, margin_mm: float = 0.0) -> np.ndarray:
+    """Distance (mm) from each of ``points`` to the nearest point of ``tree``, exact wherever it is
+    below the smallest one plus ``margin_mm`` (infinity may stand for larger ones). The search
+    stops at ``bound_mm`` and runs on every core, several times faster than the full search, which
+    runs only when the smallest distance plus the margin is not below the bound."""
+    distance = tree.query(points, distance_upper_bound=bound_mm, workers=-1)[0]
+    if distance.min(initial=np.inf) + margin_mm >= bound_mm:
+        distance = tree.query(points, workers=-1)[0]
+    return distance
 
 
 def _nearest(mask: np.ndarray, spacing_kji: np.ndarray) -> cKDTree:
