@@ -177,11 +177,13 @@ def _surface_voxels(mask: np.ndarray) -> np.ndarray:
 def _distances(tree: cKDTree, points: np.ndarray, bound_mm: float, margin_mm: float = 0.0) -> np.ndarray:
     """Distance (mm) from each of ``points`` to the nearest point of ``tree``, exact wherever it is
     below the smallest one plus ``margin_mm`` (infinity may stand for larger ones). The search
-    stops at ``bound_mm`` and runs on every core, several times faster than the full search, which
-    runs only when the smallest distance plus the margin is not below the bound."""
-    distance = tree.query(points, distance_upper_bound=bound_mm, workers=-1)[0]
+    stops at ``bound_mm``, several times faster than the full search, which runs only when the
+    smallest distance plus the margin is not below the bound. One thread: SciPy's worker threads
+    (``workers=-1``) made a later Ctrl-C during the writing of a case crash the process (SIGSEGV),
+    and on two cores they were not faster."""
+    distance = tree.query(points, distance_upper_bound=bound_mm)[0]
     if distance.min(initial=np.inf) + margin_mm >= bound_mm:
-        distance = tree.query(points, workers=-1)[0]
+        distance = tree.query(points)[0]
     return distance
 
 
