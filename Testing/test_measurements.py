@@ -119,6 +119,22 @@ def test_closed_growth_plate_and_thick_slices() -> None:
     assert "could hide" in measured["femur_growth_plate_open"].reason
 
 
+def test_a_networks_one_piece_bone_is_closed_to_be_checked() -> None:
+    """A network may fill an open plate with bone: from its labels (quality verdicts given), one
+    piece says "closed" marked check; two pieces a gap apart still say "open" without a doubt."""
+    reliable = {bone: BoneQuality(0.9, True) for bone in ("femur", "tibia", "patella", "fibula")}
+    closed, _ = case("knee", 0, 1.5)  # 14 years, near-isotropic: the femoral physis has closed
+    segmented = {m.key: m for m in measure(closed.labels, "knee", reliable)}
+    assert segmented["femur_growth_plate_open"].value == 0.0
+    assert segmented["femur_growth_plate_open"].status == "check"
+    assert "confirm on the image" in segmented["femur_growth_plate_open"].text
+    open_plates, _ = case("knee")
+    assert open_plates.parameters["truth"]["physes"]["femur"]["open"]
+    segmented = {m.key: m for m in measure(open_plates.labels, "knee", reliable)}
+    assert segmented["femur_growth_plate_open"].value == 1.0
+    assert segmented["femur_growth_plate_open"].status == "ok"
+
+
 def test_not_measurable_when_a_bone_is_missing_cut_or_unreliable() -> None:
     phantom, _ = case("ankle")
     labels = sitk.GetArrayFromImage(phantom.labels)

@@ -8,7 +8,8 @@ the joint given; their clinical measurements (``pipeline.measurements``, with th
 quality verdicts) are compared with the generator's recorded truth. Reported per measure: how many
 cases were measured, how many were marked not measurable (and the commonest reason), the median and
 90th percentile absolute error; growth-plate status accuracy over the long bones whose status was
-given; and the issue's targets, met or not.
+given without a reason to check it, and apart over those marked check (a network's one-piece
+"closed"); and the issue's targets, met or not.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def evaluate(model_path: Path, cases: int, seed: int, voxel_scale: float) -> dic
                         if m.definition.key == "growth_plate_open" and m.bone in truth["physes"]:
                             expected = float(truth["physes"][m.bone]["open"])
                             outcome = "not given" if m.value is None else ("right" if m.value == expected else "wrong")
-                            status[source][outcome] += 1
+                            status[source][outcome + (" (check)" if m.status == "check" else "")] += 1
                         continue
                     if m.value is None:
                         skipped[source][m.key][m.reason.split(" (")[0]] += 1
@@ -94,11 +95,14 @@ def summary(outcome: dict) -> dict:
             rows[key] = row
         counts = outcome["status"][source]
         given = counts["right"] + counts["wrong"]
+        marked = counts["right (check)"] + counts["wrong (check)"]
         rows["growth_plate_status"] = {
-            "given": given,
+            "given": given,  # without a reason to check them
             "not_given": counts["not given"],
             "accuracy": round(counts["right"] / given, 3) if given else None,
             "target_met": bool(given) and counts["right"] / given >= STATUS_TARGET,
+            "marked_check": marked,
+            "marked_check_accuracy": round(counts["right (check)"] / marked, 3) if marked else None,
         }
         table[source] = rows
     return table

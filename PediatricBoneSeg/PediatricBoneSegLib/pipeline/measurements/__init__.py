@@ -86,8 +86,9 @@ def remeasure(measurement: Measurement, points: dict[str, np.ndarray]) -> Measur
 
 def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list[Measurement]:
     """Every measure of ``joint`` on ``labels`` (catalog labels). ``quality``: bone key ->
-    ``BoneQuality`` (``pipeline.quality``); a bone judged unreliable makes every measure that
-    needs it not measurable."""
+    ``BoneQuality`` (``pipeline.quality``) of a network's segmentation (None or empty: labels
+    from a reader or the truth); a bone judged unreliable makes every measure that needs it not
+    measurable, and a network's one-piece bone is "closed" to be checked (``physis.BRIDGED``)."""
     joint = get_joint(joint).key
     unreliable = frozenset(bone for bone, verdict in (quality or {}).items() if not verdict.reliable)
     volume = LabelVolume.from_image(labels, joint, unreliable)
@@ -133,7 +134,7 @@ def _growth_plates(volume: LabelVolume, quality: dict | None) -> list[Measuremen
             centres, counts = zip(*(volume.centroid(key) for key in others))
             joint_centre = np.average(np.stack(centres), axis=0, weights=counts)
             try:
-                out += physis.measure_bone(volume, bone, joint_centre)
+                out += physis.measure_bone(volume, bone, joint_centre, segmented=bool(quality))
                 continue
             except NotMeasurable as error:
                 reason = str(error)
