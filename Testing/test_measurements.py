@@ -26,7 +26,7 @@ from PediatricBoneSegLib.pipeline.measurements import (
     point_function,
     remeasure,
 )
-from PediatricBoneSegLib.pipeline.measurements.geometry import components, prominent_peaks
+from PediatricBoneSegLib.pipeline.measurements.geometry import centre_of_mass, components, prominent_peaks
 from PediatricBoneSegLib.pipeline.quality import BoneQuality
 
 CASES = {"knee": (9, 1.0), "ankle": (0, 1.5), "shoulder": (2, 1.0)}
@@ -323,6 +323,30 @@ def test_prominent_peaks_are_scipy_find_peaks_peaks() -> None:
         prominence, distance = float(rng.choice([0.0, 0.3, 1.0, 2.5])), int(rng.integers(1, 15))
         expected, _ = find_peaks(profile, prominence=prominence, distance=distance)
         np.testing.assert_array_equal(prominent_peaks(profile, prominence, distance), expected)
+
+
+def test_components_and_centres_are_those_of_scikit_image_and_scipy() -> None:
+    # One labelling instead of scikit-image's small-object removal and a second labelling, and
+    # centres from integer counts: the same pieces in the same order, the same centres.
+    from skimage import measure as skmeasure
+    from skimage import morphology
+
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        shape = tuple(int(n) for n in rng.integers(4, 24, size=3))
+        mask = (
+            ndimage.binary_opening(rng.random(shape) < rng.uniform(0.3, 0.7)) if trial % 2 else rng.random(shape) < 0.2
+        )
+        share = float(rng.choice([0.0, 0.02, 0.1, 0.3]))
+        kept = morphology.remove_small_objects(mask, max_size=max(1, int(share * mask.sum())), connectivity=3)
+        labelled = skmeasure.label(kept, connectivity=3)
+        sizes = np.bincount(labelled.ravel())[1:]
+        expected = [labelled == index + 1 for index in np.argsort(sizes)[::-1] if sizes[index] > 0]
+        found = components(mask, share)
+        assert len(found) == len(expected)
+        for piece, reference in zip(found, expected):
+            np.testing.assert_array_equal(piece, reference)
+            np.testing.assert_allclose(centre_of_mass(piece), ndimage.center_of_mass(piece), rtol=0, atol=1e-9)
 
 
 def test_a_physeal_gap_bridged_by_a_few_voxels_is_still_open() -> None:

@@ -105,7 +105,7 @@ def finish_case(
     inference.timings["morphometry"] = time.perf_counter() - begin
     report(0.9, "clinical measurements")
     begin = time.perf_counter()
-    clinical = measure(inference.labels, inference.joint, inference.quality)
+    clinical = measure(inference.labels, inference.joint, inference.quality, inference.bone_boxes())
     inference.timings["clinical_measurements"] = time.perf_counter() - begin
     report(1.0, "case done")
     return CaseResult(inference, surfaces, measurements, model_file, clinical)

@@ -87,7 +87,9 @@ def write_case(
         # A signal between creating the staging folder and knowing its name would leak it.
         with deferred_interrupts():
             staging = staging_folder(target)
-        clinical = measure(result.labels, result.joint, result.quality) if clinical is None else clinical
+        clinical = (
+            measure(result.labels, result.joint, result.quality, result.bone_boxes()) if clinical is None else clinical
+        )
         files = [
             (SEGMENTATION_FILE, lambda p: write_segmentation_nrrd(result.labels, result.joint, p, result.bone_boxes())),
             (LABELS_FILE, lambda p: sitk.WriteImage(result.labels, str(p), useCompression=True)),

@@ -84,14 +84,20 @@ def remeasure(measurement: Measurement, points: dict[str, np.ndarray]) -> Measur
     return Measurement(measurement.definition, value, landmarks=moved, bone=measurement.bone)
 
 
-def measure(labels: sitk.Image, joint: str, quality: dict | None = None) -> list[Measurement]:
+def measure(
+    labels: sitk.Image,
+    joint: str,
+    quality: dict | None = None,
+    boxes: list[tuple[slice, ...] | None] | None = None,
+) -> list[Measurement]:
     """Every measure of ``joint`` on ``labels`` (catalog labels). ``quality``: bone key ->
     ``BoneQuality`` (``pipeline.quality``) of a network's segmentation (None or empty: labels
     from a reader or the truth); a bone judged unreliable makes every measure that needs it not
-    measurable, and a network's one-piece bone is "closed" to be checked (``physis.BRIDGED``)."""
+    measurable, and a network's one-piece bone is "closed" to be checked (``physis.BRIDGED``).
+    ``boxes``: each bone's bounding box in ``labels`` when known (``InferenceResult.bone_boxes``)."""
     joint = get_joint(joint).key
     unreliable = frozenset(bone for bone, verdict in (quality or {}).items() if not verdict.reliable)
-    volume = LabelVolume.from_image(labels, joint, unreliable)
+    volume = LabelVolume.from_image(labels, joint, unreliable, boxes)
     module = JOINT_MODULES[joint]
     blocked = {
         d.key: _blocked(volume, d.bones, d.complete, quality) or _unsided(volume, d, quality)

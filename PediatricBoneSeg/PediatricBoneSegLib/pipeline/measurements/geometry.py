@@ -1,6 +1,6 @@
 """A label volume in patient coordinates and the fits the landmark finders share: bone voxels and
 surface points (with outward normals) in LPS mm, robust sphere and plane fits (scikit-image
-RANSAC), growth-plate components (scikit-image morphology)."""
+RANSAC), growth-plate components (scikit-image labelling)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from functools import cached_property
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
-from skimage import measure, morphology
+from skimage import measure
 
 from ...catalog import get_joint
 from ...labelmaps import bone_boxes
@@ -34,11 +34,20 @@ class LabelVolume:
     direction: np.ndarray
     origin: np.ndarray
     unreliable: frozenset[str] = frozenset()  # bones whose segmentation was judged unreliable
+    boxes: list[tuple[slice, ...] | None] | None = None  # every bone's box (``labelmaps.bone_boxes``), if known
     _masks: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
     _bones: dict[str, BoneGeometry] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _centroids: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_image(cls, image: sitk.Image, joint: str, unreliable: frozenset[str] = frozenset()) -> LabelVolume:
+    def from_image(
+        cls,
+        image: sitk.Image,
+        joint: str,
+        unreliable: frozenset[str] = frozenset(),
+        boxes: list[tuple[slice, ...] | None] | None = None,
+    ) -> LabelVolume:
+        """``boxes``: the bones' boxes when the caller has them (``InferenceResult.bone_boxes``)."""
         return cls(
             sitk.GetArrayFromImage(image),
             get_joint(joint).key,
@@ -46,6 +55,7 @@ class LabelVolume:
             np.asarray(image.GetDirection(), float).reshape(3, 3),
             np.asarray(image.GetOrigin(), float),
             unreliable,
+            boxes,
         )
 
     def to_lps(self, kji: np.ndarray) -> np.ndarray:
@@ -55,16 +65,21 @@ class LabelVolume:
 
     def mask(self, bone: str) -> np.ndarray:
         """Boolean (k, j, i) mask of ``bone``, computed once per volume (the availability, border and
-        landmark checks all ask for it) and read-only, as it is shared."""
+        landmark checks all ask for it) inside the bone's box, and read-only, as it is shared."""
         if bone not in self._masks:
-            mask = self.labels == get_joint(self.joint).label_of(bone)
+            mask = np.zeros(self.labels.shape, bool)
+            box = self.box(bone)
+            if box is not None:
+                mask[box] = self.labels[box] == get_joint(self.joint).label_of(bone)
             mask.setflags(write=False)
             self._masks[bone] = mask
         return self._masks[bone]
 
     @cached_property
     def _boxes(self) -> list[tuple[slice, ...] | None]:
-        """Every bone's bounding box, found in one pass (``labelmaps.bone_boxes``)."""
+        """Every bone's bounding box: the given ``boxes``, else found in one pass (``labelmaps.bone_boxes``)."""
+        if self.boxes is not None:
+            return list(self.boxes)
         return bone_boxes(self.labels, get_joint(self.joint).num_classes)
 
     def box(self, bone: str) -> tuple[slice, ...] | None:
@@ -75,11 +90,13 @@ class LabelVolume:
         return self.box(bone) is not None
 
     def centroid(self, bone: str) -> tuple[np.ndarray, int]:
-        """``bone``'s centre of mass (LPS mm) and voxel count, from its box alone."""
-        box = self.box(bone)
-        crop = self.mask(bone)[box]
-        centre = np.array(ndimage.center_of_mass(crop)) + [s.start for s in box]
-        return self.to_lps(centre[None])[0], int(crop.sum())
+        """``bone``'s centre of mass (LPS mm) and voxel count, from its box alone, once per volume."""
+        if bone not in self._centroids:
+            box = self.box(bone)
+            crop = self.mask(bone)[box]
+            centre = centre_of_mass(crop) + [s.start for s in box]
+            self._centroids[bone] = self.to_lps(centre[None])[0], int(crop.sum())
+        return self._centroids[bone]
 
     def usable(self, bone: str) -> bool:
         """Whether a landmark finder may use ``bone``: present and not judged unreliable."""
@@ -335,9 +352,28 @@ def _subset(points: np.ndarray, seed: int, size: int = 4000) -> np.ndarray:
 
 
 def components(mask: np.ndarray, min_share: float) -> list[np.ndarray]:
-    """3D components (26-connected) of ``mask`` holding at least ``min_share`` of it, largest
-    first, after scikit-image's small-object removal."""
-    kept = morphology.remove_small_objects(mask, max_size=max(1, int(min_share * mask.sum())), connectivity=3)
-    labelled = measure.label(kept, connectivity=3)
+    """3D components (26-connected) of ``mask`` holding more than ``min_share`` of it (at least
+    one voxel more than ``max(1, int(min_share * voxels))``, as scikit-image's small-object
+    removal keeps them), largest first; one labelling (scikit-image)."""
+    labelled = measure.label(mask, connectivity=3)
     sizes = np.bincount(labelled.ravel())[1:]
-    return [labelled == index + 1 for index in np.argsort(sizes)[::-1] if sizes[index] > 0]
+    kept = np.flatnonzero(sizes > max(1, int(min_share * sizes.sum())))
+    # sorted as the labels of the kept pieces alone would be (their numbering keeps its order)
+    return [labelled == kept[index] + 1 for index in np.argsort(sizes[kept])[::-1]]
+
+
+def centre_of_mass(mask: np.ndarray) -> np.ndarray:
+    """Centre (fractional indices, one per axis) of a boolean ``mask``'s voxels, from its voxel
+    counts per index of each axis (exact integer sums; ``ndimage.center_of_mass`` sums float
+    products over the whole array)."""
+    total = mask.sum()
+    if total == 0:
+        raise NotMeasurable("empty mask has no centre")
+    axes = range(mask.ndim)
+    return np.array(
+        [
+            np.dot(np.count_nonzero(mask, axis=tuple(a for a in axes if a != axis)), np.arange(mask.shape[axis]))
+            / total
+            for axis in axes
+        ]
+    )

@@ -14,7 +14,7 @@ from scipy.spatial import cKDTree
 from skimage import measure
 
 from .base import SUPERIOR, Definition, Measurement, NotMeasurable
-from .geometry import LabelVolume, components
+from .geometry import LabelVolume, centre_of_mass, components
 
 LONG_BONES = ("femur", "tibia", "fibula", "humerus")
 _REF = "Laor T, Jaramillo D. Radiology 2009;250:28-38 (MR imaging of the growth plate)"
@@ -98,7 +98,7 @@ def measure_bone(
     if gap > _MAX_GAP_MM:
         closed = f"growth plate closed (second piece {gap:.0f} mm away: not a physeal gap)"
         return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
-    centroids = [volume.to_lps(np.array([ndimage.center_of_mass(piece)]) + corner)[0] for piece in (first, second)]
+    centroids = [volume.to_lps(centre_of_mass(piece)[None] + corner)[0] for piece in (first, second)]
     near = int(np.argmin([np.linalg.norm(c - joint_center) for c in centroids]))
     epiphysis, metaphysis = (first, second) if near == 0 else (second, first)
     status = Measurement(STATUS, 1.0, bone=bone, landmarks={"epiphysis centre": centroids[near][None]})
