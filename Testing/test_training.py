@@ -248,3 +248,9 @@ def test_model_card_evaluation_reports_dice_per_protocol_family(phantom_root: Pa
     assert kinds and all(kind == "3D" or kind.split()[0] == "2D" for kind in kinds)
     assert set(dice_by_acquisition(results)["knee/femur"]) <= kinds
     assert "per acquisition" in text and all(f" {kind} |" in text for kind in kinds)
+    # a bone barely in view is summarized apart too (the targets are judged on all)
+    scored = [v for bones in results["metrics"].values() for values in bones.values() for v in values]
+    assert "ml in view" not in text or min(v["truth_ml"] for v in scored) < 1.0
+    scored[0]["truth_ml"], scored[0]["dice"] = 0.5, 0.0
+    assert f"ml in view ({len(scored) - 1} of {len(scored)})" in markdown(results)
+    assert "worst 0.0 %" in markdown(results).split("ml in view")[0]
