@@ -78,9 +78,7 @@ class LabelVolume:
     @cached_property
     def _boxes(self) -> list[tuple[slice, ...] | None]:
         """Every bone's bounding box: the given ``boxes``, else found in one pass (``labelmaps.bone_boxes``)."""
-        if self.boxes is not None:
-            return list(self.boxes)
-        return bone_boxes(self.labels, get_joint(self.joint).num_classes)
+        return self.boxes if self.boxes is not None else bone_boxes(self.labels, get_joint(self.joint).num_classes)
 
     def box(self, bone: str) -> tuple[slice, ...] | None:
         """Bounding box (numpy (k, j, i) slices) of ``bone``; None where it is absent."""
