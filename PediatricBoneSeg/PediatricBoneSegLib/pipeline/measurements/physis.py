@@ -62,7 +62,7 @@ _THINNEST_PLATE_MM = 1.8  # a gap this thin is seen only with voxels no thicker 
 # model 5's segmentations of 48 held-out phantoms, 6 of the 8 one-piece bones that were thin-sliced
 # enough to judge had an open plate), so one piece only says "closed" with a reason to check it.
 # Two pieces a gap apart are rarely a network's invention (all of its 17 "open" verdicts were right).
-BRIDGED = "one piece, but a segmentation may fill an open growth plate: confirm on the image"
+BRIDGED = "no physeal gap, but a segmentation may fill an open growth plate: confirm on the image"
 
 
 def measure_bone(
@@ -90,14 +90,11 @@ def measure_bone(
             )
         if unreadable is not None:
             return [_none(definition, bone, unreadable) for definition in DEFINITIONS]
-        closed = "growth plate closed (one piece)"
-        status = Measurement(STATUS, 0.0, BRIDGED if segmented else "", bone=bone)
-        return [status, _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
+        return _closed(bone, "growth plate closed (one piece)", segmented)
     first, second = pieces[0], pieces[1]
     gap = float(_distances(_nearest(first, spacing), _surface_voxels(second) * spacing, _MAX_GAP_MM + 1.0).min())
     if gap > _MAX_GAP_MM:
-        closed = f"growth plate closed (second piece {gap:.0f} mm away: not a physeal gap)"
-        return [Measurement(STATUS, 0.0, bone=bone), _none(AREA, bone, closed), _none(VOLUME, bone, closed)]
+        return _closed(bone, f"growth plate closed (second piece {gap:.0f} mm away: not a physeal gap)", segmented)
     centroids = [volume.to_lps(centre_of_mass(piece)[None] + corner)[0] for piece in (first, second)]
     near = int(np.argmin([np.linalg.norm(c - joint_center) for c in centroids]))
     epiphysis, metaphysis = (first, second) if near == 0 else (second, first)
@@ -112,6 +109,13 @@ def measure_bone(
         Measurement(AREA, area, bone=bone, landmarks={"physis centre": centre[None]}),
         Measurement(VOLUME, epiphysis_ml, bone=bone, landmarks={"epiphysis centre": centroids[near][None]}),
     ]
+
+
+def _closed(bone: str, why: str, segmented: bool) -> list[Measurement]:
+    """The three measures of a bone read as closed (``why``: the reason the area and volume are
+    not measurable); a network's closed verdict is marked to be checked (``BRIDGED``)."""
+    status = Measurement(STATUS, 0.0, BRIDGED if segmented else "", bone=bone)
+    return [status, _none(AREA, bone, why), _none(VOLUME, bone, why)]
 
 
 def _pieces(mask: np.ndarray, spacing_kji: np.ndarray) -> list[np.ndarray]:
